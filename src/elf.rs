@@ -1,0 +1,174 @@
+//! Checks on ELF files with goblin: machine, class, endianness, static or not. Only the
+//! ELF header and program headers are read, never the whole file (emulators are MBs).
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+use goblin::{
+    container::{Container, Ctx},
+    elf::{Elf, header, program_header},
+};
+use serde::Serialize;
+
+/// Bytes kept from the start of the file: enough for every binfmt magic.
+pub const HEADER_BYTES: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not an ELF executable: {why}")]
+    NotElf { path: PathBuf, why: String },
+}
+
+/// What archctl needs to know about an ELF file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ElfInfo {
+    #[serde(skip)]
+    pub header: Vec<u8>,
+    /// e_machine name as goblin spells it (`X86_64`, `AARCH64`...).
+    pub machine: String,
+    pub bits: u8,
+    pub little_endian: bool,
+    /// PT_INTERP, when the file is dynamically linked.
+    pub interpreter: Option<String>,
+}
+
+impl ElfInfo {
+    pub fn is_static(&self) -> bool {
+        self.interpreter.is_none()
+    }
+
+    /// Parse from the start of a file (`data` must hold at least the ELF header).
+    pub fn parse(
+        data: &[u8],
+        read_at: impl Fn(u64, usize) -> io::Result<Vec<u8>>,
+    ) -> Result<ElfInfo, String> {
+        let h = Elf::parse_header(data).map_err(|e| e.to_string())?;
+        let container = h.container().map_err(|e| e.to_string())?;
+        let endian = h.endianness().map_err(|e| e.to_string())?;
+        if h.e_type != header::ET_EXEC && h.e_type != header::ET_DYN {
+            return Err(format!("ELF type {} is not an executable", h.e_type));
+        }
+        let ctx = Ctx::new(container, endian);
+        let count = usize::from(h.e_phnum);
+        let size = count * usize::from(h.e_phentsize);
+        if size > 64 * 1024 {
+            return Err(format!("{count} program headers"));
+        }
+        let ph_bytes = read_at(h.e_phoff, size).map_err(|e| format!("program headers: {e}"))?;
+        let phdrs = program_header::ProgramHeader::parse(&ph_bytes, 0, count, ctx)
+            .map_err(|e| format!("program headers: {e}"))?;
+        let mut interpreter = None;
+        for ph in &phdrs {
+            if ph.p_type == program_header::PT_INTERP {
+                let len = usize::try_from(ph.p_filesz).unwrap_or(usize::MAX).min(4096);
+                let raw = read_at(ph.p_offset, len).map_err(|e| format!("PT_INTERP: {e}"))?;
+                let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                interpreter = Some(String::from_utf8_lossy(&raw[..end]).into_owned());
+            }
+        }
+        Ok(ElfInfo {
+            header: data[..data.len().min(HEADER_BYTES)].to_vec(),
+            machine: header::machine_to_str(h.e_machine).to_string(),
+            bits: if container == Container::Big { 64 } else { 32 },
+            little_endian: endian.is_little(),
+            interpreter,
+        })
+    }
+
+    /// Read and parse a file's headers.
+    pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
+        let io_err = |source| ElfError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(io_err)?;
+        let mut head = vec![0u8; HEADER_BYTES];
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        head.truncate(n);
+        if n < 4 || &head[..4] != b"\x7fELF" {
+            return Err(ElfError::NotElf {
+                path: path.to_path_buf(),
+                why: "no ELF magic".into(),
+            });
+        }
+        ElfInfo::parse(&head, |off, len| {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, off)?;
+            Ok(buf)
+        })
+        .map_err(|why| ElfError::NotElf {
+            path: path.to_path_buf(),
+            why,
+        })
+    }
+
+    /// Parse an in-memory ELF image.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ElfInfo, String> {
+        ElfInfo::parse(bytes, |off, len| {
+            let start = usize::try_from(off).map_err(io::Error::other)?;
+            bytes
+                .get(start..start.saturating_add(len))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+        })
+    }
+
+    /// "64-bit little-endian X86_64", for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}-bit {}-endian {}{}",
+            self.bits,
+            if self.little_endian { "little" } else { "big" },
+            self.machine,
+            match &self.interpreter {
+                Some(i) => format!(", dynamically linked ({i})"),
+                None => ", static".into(),
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_test_programs_as_static() {
+        for p in crate::testprog::all() {
+            let info = ElfInfo::from_bytes(p.bytes).unwrap_or_else(|e| panic!("{}: {e}", p.arch));
+            assert!(info.is_static(), "{}: {}", p.arch, info.describe());
+        }
+    }
+
+    #[test]
+    fn reads_a_dynamic_binary_and_rejects_non_elf() {
+        let sh = ElfInfo::read(Path::new("/bin/sh")).unwrap();
+        assert!(!sh.is_static(), "{}", sh.describe());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("script");
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        assert!(matches!(ElfInfo::read(&p), Err(ElfError::NotElf { .. })));
+        assert!(matches!(
+            ElfInfo::read(&dir.path().join("missing")),
+            Err(ElfError::Io { .. })
+        ));
+    }
+}

@@ -1,0 +1,303 @@
+//! The archctl binary: parses arguments, calls the library, prints, maps exit codes.
+//! Exit codes: 0 success, 1 failure, 2 usage error.
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode, time::Duration};
+
+use archctl::{
+    binfmt::{DEFAULT_DIR, Flags},
+    emulator::Search,
+    ops::{self, Context},
+    plan::{EnableOptions, Selection},
+    report,
+};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "archctl",
+    version,
+    about = "Run foreign-architecture binaries and containers: qemu-user-static in binfmt_misc, registered right."
+)]
+struct Cli {
+    /// Where binfmt_misc is (or gets) mounted.
+    #[arg(long, global = true, env = "ARCHCTL_BINFMT_DIR", default_value = DEFAULT_DIR, value_name = "PATH")]
+    binfmt_dir: PathBuf,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct EmulatorArgs {
+    /// Emulator binary to register (one architecture only).
+    #[arg(long, value_name = "PATH")]
+    emulator: Option<PathBuf>,
+    /// Directory holding qemu-<arch>-static (or qemu-<arch>) emulators
+    /// [default search: /usr/bin, /usr/local/bin, /usr/local/lib/archctl/emulators, then /usr/bin/qemu-<arch>].
+    #[arg(long, value_name = "DIR")]
+    emulator_dir: Option<PathBuf>,
+    /// binfmt_misc flags, a subset of POCF. F (default) opens the emulator at
+    /// registration so it works inside containers and chroots. C (credentials of the
+    /// binary, needed for sudo/setuid programs inside emulated containers) is opt-in:
+    /// qemu-user does not sanitise its QEMU_* environment for setuid programs, so any
+    /// user could make a setuid program misbehave with raised privileges.
+    #[arg(long, default_value = "F", value_name = "FLAGS")]
+    flags: String,
+}
+
+impl EmulatorArgs {
+    fn search(&self) -> Search {
+        Search {
+            explicit: self.emulator.clone(),
+            dir: self.emulator_dir.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register qemu-user-static for architectures, verified by running a test program.
+    Enable {
+        /// Architectures: QEMU names (x86_64, aarch64, ...), aliases (amd64, arm64, armhf)
+        /// or platforms (linux/amd64).
+        #[arg(
+            value_name = "ARCH",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        archs: Vec<String>,
+        /// Every architecture the host does not run natively and has an emulator for.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        emu: EmulatorArgs,
+        /// Replace a different entry of the same name, and register in front of
+        /// another entry (e.g. rosetta) that handles the architecture.
+        #[arg(long)]
+        force: bool,
+        /// Skip running the test program after registering.
+        #[arg(long)]
+        no_verify: bool,
+        /// Print the register strings; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds each verification may take.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Remove archctl's qemu-<arch> entries (never other entries).
+    Disable {
+        #[arg(
+            value_name = "ARCH",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        archs: Vec<String>,
+        /// Every qemu-* entry.
+        #[arg(long)]
+        all: bool,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Host, binfmt_misc state, native architectures and every registered entry.
+    Status,
+    /// Run the embedded test program of each architecture (default: every registered or
+    /// native one).
+    Test {
+        #[arg(value_name = "ARCH")]
+        archs: Vec<String>,
+        /// Seconds each test program may take.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Run a command with emulation in a private user namespace (Linux 6.7+), without
+    /// root and without touching the host's binfmt_misc.
+    Exec {
+        /// Architectures to register inside (repeat, or separate with commas).
+        #[arg(long = "arch", value_name = "ARCH", required = true, num_args = 1.., value_delimiter = ',')]
+        archs: Vec<String>,
+        #[command(flatten)]
+        emu: EmulatorArgs,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, value_name = "CMD", required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+fn selection(archs: Vec<String>, all: bool) -> Selection {
+    if all {
+        Selection::All
+    } else {
+        Selection::Archs(archs)
+    }
+}
+
+struct Out {
+    json: bool,
+    quiet: bool,
+}
+
+impl Out {
+    fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else if !self.quiet {
+            print!("{}", human(value));
+        }
+        Ok(())
+    }
+
+    fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("archctl: warning: {msg}");
+        }
+    }
+
+    fn info(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("archctl: {msg}");
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Out {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Enable {
+            archs,
+            all,
+            emu,
+            force,
+            no_verify,
+            dry_run,
+            timeout,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let opts = EnableOptions {
+                selection: selection(archs, all),
+                search: emu.search(),
+                flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
+                force,
+            };
+            let r = ops::enable(
+                &ctx,
+                &opts,
+                !no_verify,
+                dry_run,
+                Duration::from_secs(timeout),
+            )?;
+            if r.mounted {
+                out.info(&format!("mounted binfmt_misc at {}", r.binfmt_dir));
+            }
+            for w in &r.warnings {
+                out.warn(w);
+            }
+            out.print(&r, report::change)
+        }
+        Command::Disable {
+            archs,
+            all,
+            dry_run,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let r = ops::disable(&ctx, &selection(archs, all), dry_run)?;
+            out.print(&r, report::change)
+        }
+        Command::Status => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let r = ops::status(&ctx)?;
+            out.print(&r, report::status)
+        }
+        Command::Test { archs, timeout } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let r = ops::test(&ctx, &archs, Duration::from_secs(timeout))?;
+            out.print(&r, report::test)
+        }
+        Command::Exec {
+            archs,
+            emu,
+            command,
+        } => {
+            let flags = Flags::parse(&emu.flags).map_err(archctl::Error::from)?;
+            Err(ops::exec(
+                archctl::arch::Table::builtin(),
+                &archs,
+                &emu.search(),
+                flags,
+                &command,
+            )
+            .into())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("archctl: error: {first}");
+            eprintln!("hint: see `archctl --help` or `archctl <command> --help`");
+            return ExitCode::from(2);
+        }
+    };
+    let json = cli.json;
+    let quiet = cli.quiet;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let lib = e.downcast_ref::<archctl::Error>();
+            if let Some(r) = lib.and_then(archctl::Error::report) {
+                if json {
+                    if let Ok(s) = serde_json::to_string_pretty(r) {
+                        println!("{s}");
+                    }
+                } else if !quiet {
+                    print!("{}", report::any(r));
+                }
+            }
+            eprintln!("archctl: error: {e}");
+            if let Some(h) = lib.and_then(archctl::Error::hint) {
+                eprintln!("hint: {h}");
+            }
+            if lib.is_some_and(archctl::Error::is_usage) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

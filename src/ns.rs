@@ -1,0 +1,456 @@
+//! User + mount namespaces with a private binfmt_misc instance (Linux 6.7+), and
+//! executable in-memory images of the embedded test programs.
+//!
+//! Two users: [`probe_native`] forks a child that gets an empty binfmt_misc instance and
+//! tries to execute programs natively (so no handler can catch them), and
+//! [`enter_private_binfmt`] moves the calling (single-threaded) process into such a
+//! namespace for `archctl exec`.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io::{self, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use crate::binfmt::DEFAULT_DIR;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("cannot create a private binfmt_misc instance: {what} failed: {errno}")]
+    Unsupported {
+        what: &'static str,
+        errno: nix::Error,
+        kernel: String,
+    },
+    #[error("cannot prepare an executable image: {0}")]
+    Image(#[source] io::Error),
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl NsError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            NsError::Unsupported { kernel, .. } if !kernel_at_least(kernel, 6, 7) => Some(format!(
+                "per-namespace binfmt_misc needs Linux 6.7 or newer (this kernel is {kernel}); use `sudo archctl enable ARCH` instead"
+            )),
+            NsError::Unsupported { .. } => Some(
+                "user namespaces may be disabled (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns); use `sudo archctl enable ARCH` instead"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The running kernel's release string (`uname -r`).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Is a release string like `6.18.44-foo` at least `major.minor`?
+pub fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// An executable copy of an in-memory program: a sealed-off read-only memfd (or, where
+/// memfds cannot be executed, a file in a private temporary directory).
+///
+/// The read-only descriptor stays open without close-on-exec, so the path
+/// `/proc/self/fd/N` stays valid in the process that executes it, also for an
+/// interpreter started by binfmt_misc without the `O` flag.
+pub struct ExecImage {
+    _fd: OwnedFd,
+    path: CString,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ExecImage {
+    /// Create all images before starting threads that spawn processes: the writable
+    /// descriptor exists only inside this call (close-on-exec), so no child can hold it
+    /// open and make another exec fail with ETXTBSY.
+    pub fn new(name: &str, bytes: &[u8]) -> Result<ExecImage, NsError> {
+        match Self::memfd(name, bytes) {
+            Ok(img) => Ok(img),
+            Err(_) => Self::tempfile(name, bytes),
+        }
+    }
+
+    fn memfd(name: &str, bytes: &[u8]) -> Result<ExecImage, NsError> {
+        let cname =
+            CString::new(format!("archctl-{name}")).map_err(|e| NsError::Image(e.into()))?;
+        // MFD_EXEC (Linux 6.3+) keeps the image executable under vm.memfd_noexec=1.
+        const MFD_EXEC: libc::c_uint = 0x10;
+        // SAFETY: valid C string, plain syscall.
+        let mut raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | MFD_EXEC) };
+        if raw < 0 {
+            // SAFETY: as above.
+            raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        }
+        if raw < 0 {
+            return Err(NsError::Image(io::Error::last_os_error()));
+        }
+        // SAFETY: memfd_create returned a new descriptor that we own.
+        let mut rw = unsafe { File::from_raw_fd(raw) };
+        rw.write_all(bytes).map_err(NsError::Image)?;
+        let ro = Self::reopen_readonly(&format!("/proc/self/fd/{raw}"))?;
+        drop(rw);
+        Self::from_fd(ro, None)
+    }
+
+    fn tempfile(name: &str, bytes: &[u8]) -> Result<ExecImage, NsError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("archctl-")
+            .tempdir()
+            .map_err(NsError::Image)?;
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).map_err(NsError::Image)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .map_err(NsError::Image)?;
+        let ro = Self::reopen_readonly(&p.to_string_lossy())?;
+        Self::from_fd(ro, Some(dir))
+    }
+
+    fn reopen_readonly(path: &str) -> Result<OwnedFd, NsError> {
+        let c = CString::new(path).map_err(|e| NsError::Image(e.into()))?;
+        // SAFETY: valid C string; no O_CLOEXEC on purpose (see the type's docs).
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+        if fd < 0 {
+            return Err(NsError::Image(io::Error::last_os_error()));
+        }
+        // SAFETY: open returned a new descriptor that we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn from_fd(fd: OwnedFd, dir: Option<tempfile::TempDir>) -> Result<ExecImage, NsError> {
+        let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|e| NsError::Image(e.into()))?;
+        Ok(ExecImage {
+            _fd: fd,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The path to execute (valid in this process and its children).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(self.path.to_string_lossy().into_owned())
+    }
+}
+
+/// Everything the forked child needs, allocated before fork: after fork in a
+/// multi-threaded parent only async-signal-safe calls are allowed (no allocation).
+struct ChildPlan {
+    setgroups: CString,
+    uid_map_path: CString,
+    gid_map_path: CString,
+    uid_map: CString,
+    gid_map: CString,
+    root: CString,
+    mountpoint: CString,
+    fstype: CString,
+    devnull: CString,
+}
+
+impl ChildPlan {
+    fn new(mountpoint: &Path) -> Result<ChildPlan, NsError> {
+        let c = |s: &str| CString::new(s).map_err(|e| NsError::Image(e.into()));
+        let uid = nix::unistd::getuid();
+        let gid = nix::unistd::getgid();
+        Ok(ChildPlan {
+            setgroups: c("/proc/self/setgroups")?,
+            uid_map_path: c("/proc/self/uid_map")?,
+            gid_map_path: c("/proc/self/gid_map")?,
+            // Root inside the namespace: the private instance's files belong to its root.
+            uid_map: c(&format!("0 {uid} 1"))?,
+            gid_map: c(&format!("0 {gid} 1"))?,
+            root: c("/")?,
+            mountpoint: c(&mountpoint.to_string_lossy())?,
+            fstype: c("binfmt_misc")?,
+            devnull: c("/dev/null")?,
+        })
+    }
+}
+
+/// Step of namespace setup that failed, and errno.
+type SetupFailure = (&'static str, i32);
+
+/// Write a whole small buffer to a path (async-signal-safe).
+unsafe fn write_path(path: &CString, data: &CString) -> bool {
+    // SAFETY: valid C strings; raw syscalls only.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let bytes = data.as_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        n == bytes.len() as isize
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Unshare user + mount namespaces, map the caller's ids, and mount a fresh binfmt_misc
+/// instance at the plan's mount point. Async-signal-safe: callable after fork.
+unsafe fn setup_private_binfmt(p: &ChildPlan) -> Result<(), SetupFailure> {
+    // SAFETY: raw syscalls on preallocated C strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+            return Err(("unshare(CLONE_NEWUSER|CLONE_NEWNS)", errno()));
+        }
+        let deny = c"deny";
+        let _ = write_path(&p.setgroups, &CString::from(deny));
+        if !write_path(&p.uid_map_path, &p.uid_map) {
+            return Err(("writing uid_map", errno()));
+        }
+        if !write_path(&p.gid_map_path, &p.gid_map) {
+            return Err(("writing gid_map", errno()));
+        }
+        // Nothing done in here may propagate back to the host's mount table.
+        let _ = libc::mount(
+            std::ptr::null(),
+            p.root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        if libc::mount(
+            p.fstype.as_ptr(),
+            p.mountpoint.as_ptr(),
+            p.fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(("mount -t binfmt_misc", errno()));
+        }
+    }
+    Ok(())
+}
+
+/// Where a private instance is mounted: the usual place when the kernel has it.
+fn private_mountpoint() -> PathBuf {
+    PathBuf::from(DEFAULT_DIR)
+}
+
+/// Try to execute each image with no binfmt_misc handler able to catch it: in a forked
+/// child with its own user namespace and an empty binfmt_misc instance. Returns, per
+/// image, whether it ran and exited 0. Fails when the kernel cannot give the child a
+/// private instance (Linux < 6.7, user namespaces disabled).
+pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
+    let mountpoint = private_mountpoint();
+    if !mountpoint.is_dir() {
+        // No binfmt_misc in this kernel at all: nothing can intercept an exec.
+        return Ok(images.iter().map(|i| run_plain(i)).collect());
+    }
+    let plan = ChildPlan::new(&mountpoint)?;
+    let argvs: Vec<[*const libc::c_char; 2]> = images
+        .iter()
+        .map(|i| [i.path.as_ptr(), std::ptr::null()])
+        .collect();
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let (rd, wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| NsError::Sys {
+            what: "pipe",
+            source,
+        })?;
+    // SAFETY: the child only makes async-signal-safe calls on data prepared above, then
+    // _exits; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(NsError::Sys {
+            what: "fork",
+            source: nix::Error::last(),
+        });
+    }
+    if pid == 0 {
+        // SAFETY: child side, see above.
+        unsafe {
+            let out = wr.as_raw_fd();
+            let report = |buf: &[u8]| {
+                libc::write(out, buf.as_ptr().cast(), buf.len());
+            };
+            if let Err((step, e)) = setup_private_binfmt(&plan) {
+                let step_id = match step {
+                    "unshare(CLONE_NEWUSER|CLONE_NEWNS)" => 1u8,
+                    "writing uid_map" => 2,
+                    "writing gid_map" => 3,
+                    _ => 4,
+                };
+                let eb = e.to_le_bytes();
+                report(&[b'E', step_id, eb[0], eb[1], eb[2], eb[3]]);
+                libc::_exit(1);
+            }
+            for argv in &argvs {
+                let child = libc::fork();
+                if child == 0 {
+                    let null = libc::open(plan.devnull.as_ptr(), libc::O_RDWR);
+                    if null >= 0 {
+                        libc::dup2(null, 0);
+                        libc::dup2(null, 1);
+                        libc::dup2(null, 2);
+                    }
+                    libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(126);
+                }
+                let mut status = 0;
+                let ok = child > 0
+                    && libc::waitpid(child, &mut status, 0) == child
+                    && libc::WIFEXITED(status)
+                    && libc::WEXITSTATUS(status) == 0;
+                report(if ok { b"1" } else { b"0" });
+            }
+            libc::_exit(0);
+        }
+    }
+    drop(wr);
+    let mut buf = Vec::new();
+    let mut f = File::from(rd);
+    let _ = io::Read::read_to_end(&mut f, &mut buf);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    if buf.first() == Some(&b'E') && buf.len() >= 6 {
+        let what = match buf[1] {
+            1 => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            2 => "writing uid_map",
+            3 => "writing gid_map",
+            _ => "mount -t binfmt_misc",
+        };
+        let e = i32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
+        return Err(NsError::Unsupported {
+            what,
+            errno: nix::Error::from_raw(e),
+            kernel: kernel_release(),
+        });
+    }
+    if buf.len() != images.len() {
+        return Err(NsError::Sys {
+            what: "native probe child died",
+            source: nix::Error::EIO,
+        });
+    }
+    Ok(buf.iter().map(|&b| b == b'1').collect())
+}
+
+/// Execute an image directly (no namespace); true when it ran and exited 0.
+pub fn run_plain(image: &ExecImage) -> bool {
+    std::process::Command::new(image.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Move this process into a new user + mount namespace with its own, empty binfmt_misc
+/// instance mounted at the usual place, as root of that namespace; returns the
+/// instance's directory. The process must be single-threaded (the kernel refuses
+/// CLONE_NEWUSER otherwise). Call [`drop_to_original_ids`] after registering.
+pub fn enter_private_binfmt() -> Result<PrivateInstance, NsError> {
+    let mountpoint = private_mountpoint();
+    let plan = ChildPlan::new(&mountpoint)?;
+    let ids = (nix::unistd::getuid(), nix::unistd::getgid());
+    // SAFETY: plain syscalls on data prepared above.
+    unsafe { setup_private_binfmt(&plan) }.map_err(|(what, e)| NsError::Unsupported {
+        what,
+        errno: nix::Error::from_raw(e),
+        kernel: kernel_release(),
+    })?;
+    Ok(PrivateInstance {
+        dir: mountpoint,
+        uid: ids.0.as_raw(),
+        gid: ids.1.as_raw(),
+    })
+}
+
+/// A private binfmt_misc instance this process lives in.
+pub struct PrivateInstance {
+    pub dir: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl PrivateInstance {
+    /// Give the process back its own uid/gid (a nested user namespace that maps them to
+    /// the root of the private one), so the command runs as the user who started it.
+    /// The nested namespace still uses the private binfmt_misc instance (the kernel
+    /// looks it up through the parent namespaces).
+    pub fn drop_to_original_ids(&self) -> Result<(), NsError> {
+        if self.uid == 0 && self.gid == 0 {
+            return Ok(());
+        }
+        let c = |s: String| CString::new(s).map_err(|e| NsError::Image(e.into()));
+        let (uid_map, gid_map) = (
+            c(format!("{} 0 1", self.uid))?,
+            c(format!("{} 0 1", self.gid))?,
+        );
+        let (sg, um, gm) = (
+            c("/proc/self/setgroups".into())?,
+            c("/proc/self/uid_map".into())?,
+            c("/proc/self/gid_map".into())?,
+        );
+        // SAFETY: plain syscalls on prepared C strings.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(NsError::Sys {
+                    what: "unshare(CLONE_NEWUSER)",
+                    source: nix::Error::last(),
+                });
+            }
+            let _ = write_path(&sg, &CString::from(c"deny"));
+            if !write_path(&um, &uid_map) || !write_path(&gm, &gid_map) {
+                return Err(NsError::Sys {
+                    what: "writing the nested uid_map/gid_map",
+                    source: nix::Error::last(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_version_compare() {
+        assert!(kernel_at_least("6.18.44-fc-v657", 6, 7));
+        assert!(kernel_at_least("6.7.0", 6, 7));
+        assert!(!kernel_at_least("6.6.30-lts", 6, 7));
+        assert!(!kernel_at_least("5.15.0-91-generic", 6, 7));
+        assert!(kernel_at_least("7.0", 6, 7));
+        assert!(!kernel_at_least("", 6, 7));
+    }
+
+    #[test]
+    fn exec_image_runs_host_program() {
+        let host = crate::host::Host::detect(crate::arch::Table::builtin());
+        let Some(prog) = host.arch.as_deref().and_then(crate::testprog::program) else {
+            eprintln!("skipped: no test program for this host");
+            return;
+        };
+        let img = ExecImage::new(prog.arch, prog.bytes).unwrap();
+        let out = std::process::Command::new(img.path()).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), prog.expected_output());
+    }
+}

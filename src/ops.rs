@@ -1,0 +1,545 @@
+//! The commands as library functions: each takes its options, does the work through the
+//! modules, and returns a report struct that main prints (human or JSON, same values).
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    Error,
+    arch::{Rule, Table, representative_header},
+    binfmt::{BinfmtFs, Entry, Flags, KernelBinfmt, Matcher},
+    elf::ElfInfo,
+    emulator::{self, Search},
+    host::{self, Host, Native},
+    ns,
+    plan::{self, Action, EnableOptions, Plan, Selection},
+    verify::{self, Job, Mode, TestResult},
+};
+
+/// What every command works with.
+pub struct Context {
+    pub table: &'static Table,
+    pub host: Host,
+    pub fs: Box<dyn BinfmtFs>,
+}
+
+impl Context {
+    pub fn new(binfmt_dir: PathBuf) -> Context {
+        let table = Table::builtin();
+        Context {
+            table,
+            host: Host::detect(table),
+            fs: Box::new(KernelBinfmt::new(binfmt_dir)),
+        }
+    }
+
+    /// Probe native architectures only when a rule of the host's family is involved.
+    fn native_for(&self, rules: &[&Rule]) -> Native {
+        let family = self.host.family.as_deref();
+        if rules
+            .iter()
+            .any(|r| !self.host.is_host(r) && Some(r.family.as_str()) == family)
+        {
+            host::detect_native(self.table, &self.host, self.fs.as_ref())
+        } else {
+            Native::host_only(&self.host)
+        }
+    }
+
+    fn native_all(&self) -> Native {
+        host::detect_native(self.table, &self.host, self.fs.as_ref())
+    }
+
+    /// Mount binfmt_misc if needed; true when this call mounted it.
+    fn ensure_mounted(&self) -> Result<bool, Error> {
+        if self.fs.is_mounted()? {
+            return Ok(false);
+        }
+        // Serialise racing mounts on the directory underneath, then look again.
+        let _guard = self.fs.lock().ok();
+        if self.fs.is_mounted()? {
+            return Ok(false);
+        }
+        self.fs.mount()?;
+        Ok(true)
+    }
+
+    fn selected_rules(&self, selection: &Selection) -> Result<Vec<&'static Rule>, Error> {
+        Ok(match selection {
+            Selection::All => self.table.rules().iter().collect(),
+            Selection::Archs(names) => self.table.lookup_all(names)?,
+        })
+    }
+}
+
+/// One line of `enable`/`disable` output. Field names are the JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryReport {
+    pub arch: String,
+    pub name: String,
+    pub action: Action,
+    pub interpreter: Option<String>,
+    pub flags: Option<String>,
+    pub verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `--dry-run`: the exact string that would be written to `register`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<String>,
+}
+
+/// Result of `enable` / `disable`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub host: String,
+    pub binfmt_dir: String,
+    pub dry_run: bool,
+    /// binfmt_misc was mounted by this run.
+    pub mounted: bool,
+    pub entries: Vec<EntryReport>,
+    pub warnings: Vec<String>,
+    /// Set when the run failed after changing things and rolled them back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn entry_reports(plan: &Plan, dry_run: bool) -> Vec<EntryReport> {
+    plan.steps
+        .iter()
+        .map(|s| EntryReport {
+            arch: s.arch.clone(),
+            name: s.name.clone(),
+            action: s.action,
+            interpreter: plan::interpreter_of(s).map(|p| p.display().to_string()),
+            flags: s
+                .registration
+                .as_ref()
+                .map(|r| r.flags.to_string())
+                .or_else(|| s.previous.as_ref().map(|p| p.flags.to_string())),
+            verified: None,
+            note: s.note.clone(),
+            register: if dry_run && s.action.changes() {
+                s.registration.as_ref().map(|r| r.register_string())
+            } else {
+                None
+            },
+        })
+        .collect()
+}
+
+/// `archctl enable`.
+pub fn enable(
+    ctx: &Context,
+    opts: &EnableOptions,
+    verify_after: bool,
+    dry_run: bool,
+    timeout: Duration,
+) -> Result<ChangeReport, Error> {
+    let rules = ctx.selected_rules(&opts.selection)?;
+    let mounted = if dry_run {
+        false
+    } else {
+        ctx.ensure_mounted()?
+    };
+    let _lock = if dry_run { None } else { Some(ctx.fs.lock()?) };
+    let entries = if dry_run && !ctx.fs.is_mounted()? {
+        Vec::new()
+    } else {
+        ctx.fs.entries()?
+    };
+    let native = match opts.selection {
+        Selection::All => ctx.native_all(),
+        Selection::Archs(_) => ctx.native_for(&rules),
+    };
+    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &entries, opts)?;
+    let mut report = ChangeReport {
+        host: ctx.host.name().to_string(),
+        binfmt_dir: ctx.fs.dir().display().to_string(),
+        dry_run,
+        mounted,
+        entries: entry_reports(&plan, dry_run),
+        warnings: plan.warnings.clone(),
+        error: None,
+    };
+    if native.method == host::NativeMethod::DirectExec && !native.undecided.is_empty() {
+        report.warnings.push(format!(
+            "could not tell whether {} run natively (kernel without private binfmt_misc instances, and a handler claims them)",
+            native.undecided.join(", ")
+        ));
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    let undo = plan::apply(&plan, ctx.fs.as_ref())?;
+    if !verify_after {
+        return Ok(report);
+    }
+    let jobs: Vec<(usize, Job)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.action.changes())
+        .map(|(i, s)| {
+            (
+                i,
+                Job {
+                    arch: s.arch.clone(),
+                    mode: Mode::Emulated,
+                    handlers: vec![s.name.clone()],
+                },
+            )
+        })
+        .collect();
+    let only_jobs: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
+    let results = verify::run(&only_jobs, timeout);
+    let mut failures = Vec::new();
+    for ((i, _), r) in jobs.iter().zip(&results) {
+        report.entries[*i].verified = Some(r.ok);
+        if !r.ok {
+            failures.push(format!(
+                "{}: {}",
+                r.arch,
+                r.error.as_deref().unwrap_or("failed")
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        let rollback_errors = plan::rollback(&undo, ctx.fs.as_ref());
+        let mut msg = format!("verification failed: {}", failures.join("; "));
+        if rollback_errors.is_empty() {
+            msg.push_str(" (changes of this run were rolled back)");
+        } else {
+            msg.push_str(&format!(
+                " (rollback incomplete: {})",
+                rollback_errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        report.error = Some(msg);
+        return Err(Error::Failed(Box::new(Report::Change(report))));
+    }
+    Ok(report)
+}
+
+/// `archctl disable`.
+pub fn disable(ctx: &Context, selection: &Selection, dry_run: bool) -> Result<ChangeReport, Error> {
+    // Validate names before touching anything.
+    ctx.selected_rules(selection)?;
+    let mounted = ctx.fs.is_mounted()?;
+    let _lock = if mounted && !dry_run {
+        Some(ctx.fs.lock()?)
+    } else {
+        None
+    };
+    let entries = if mounted {
+        ctx.fs.entries()?
+    } else {
+        Vec::new()
+    };
+    let plan = plan::plan_disable(ctx.table, &entries, selection)?;
+    if !dry_run {
+        plan::apply(&plan, ctx.fs.as_ref())?;
+    }
+    Ok(ChangeReport {
+        host: ctx.host.name().to_string(),
+        binfmt_dir: ctx.fs.dir().display().to_string(),
+        dry_run,
+        mounted: false,
+        entries: entry_reports(&plan, dry_run),
+        warnings: Vec::new(),
+        error: None,
+    })
+}
+
+/// `archctl status`: host, binfmt_misc, native set, every entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub host: HostReport,
+    pub binfmt_misc: BinfmtReport,
+    pub native: Vec<String>,
+    pub entries: Vec<EntryStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub arch: String,
+    pub machine: String,
+    pub kernel: String,
+    /// Linux 6.7+: `archctl exec` and private instances work.
+    pub private_binfmt_misc: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BinfmtReport {
+    pub path: String,
+    pub mounted: bool,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryStatus {
+    pub name: String,
+    /// The architecture whose programs it catches (by magic/mask), or `unknown`.
+    pub arch: String,
+    pub enabled: bool,
+    pub interpreter: String,
+    pub flags: String,
+    /// Hex, as the kernel prints it; null for extension entries.
+    pub magic: Option<String>,
+    pub mask: Option<String>,
+    pub offset: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// An entry named the way archctl names its own (`qemu-<target>`).
+    pub managed: bool,
+    /// The interpreter exists, is an ELF for this host and is static.
+    pub interpreter_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter_problem: Option<String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
+    let (magic, mask, offset, extension, arch) = match &e.matcher {
+        Matcher::Magic {
+            offset,
+            magic,
+            mask,
+        } => {
+            let k = mask.clone().unwrap_or_else(|| vec![0xff; magic.len()]);
+            let arch = ctx
+                .table
+                .classify(*offset, magic, &k)
+                .map(|r| r.name.clone());
+            (
+                Some(hex(magic)),
+                mask.as_deref().map(hex),
+                Some(*offset),
+                None,
+                arch,
+            )
+        }
+        Matcher::Extension(x) => (None, None, None, Some(format!(".{x}")), None),
+    };
+    let managed = e
+        .name
+        .strip_prefix("qemu-")
+        .is_some_and(|a| ctx.table.get(a).is_some());
+    let problem = match ElfInfo::read(std::path::Path::new(&e.interpreter)) {
+        Err(err) => Some(err.to_string()),
+        Ok(info) if !native.runs(ctx.table, &info.header) => {
+            Some(format!("{} is not for this host", info.describe()))
+        }
+        Ok(info) if !info.is_static() => Some(format!(
+            "dynamically linked ({}): fails inside containers",
+            info.interpreter.unwrap_or_default()
+        )),
+        Ok(_) => None,
+    };
+    EntryStatus {
+        name: e.name.clone(),
+        arch: arch.unwrap_or_else(|| "unknown".into()),
+        enabled: e.enabled,
+        interpreter: e.interpreter.clone(),
+        flags: e.flags.to_string(),
+        magic,
+        mask,
+        offset,
+        extension,
+        managed,
+        interpreter_ok: problem.is_none(),
+        interpreter_problem: problem,
+    }
+}
+
+/// `archctl status`.
+pub fn status(ctx: &Context) -> Result<StatusReport, Error> {
+    let mounted = ctx.fs.is_mounted()?;
+    let (enabled, entries) = if mounted {
+        (ctx.fs.status_enabled()?, ctx.fs.entries()?)
+    } else {
+        (false, Vec::new())
+    };
+    let native = ctx.native_all();
+    Ok(StatusReport {
+        host: HostReport {
+            arch: ctx.host.name().to_string(),
+            machine: ctx.host.machine.clone(),
+            kernel: ctx.host.kernel.clone(),
+            private_binfmt_misc: ns::kernel_at_least(&ctx.host.kernel, 6, 7),
+        },
+        binfmt_misc: BinfmtReport {
+            path: ctx.fs.dir().display().to_string(),
+            mounted,
+            enabled,
+        },
+        entries: entries
+            .iter()
+            .map(|e| entry_status(ctx, &native, e))
+            .collect(),
+        native: native.arches,
+    })
+}
+
+/// `archctl test`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub host: String,
+    pub results: Vec<TestResult>,
+}
+
+pub fn test(ctx: &Context, archs: &[String], timeout: Duration) -> Result<TestReport, Error> {
+    let requested = ctx.table.lookup_all(archs)?;
+    let native = ctx.native_all();
+    let entries = if ctx.fs.is_mounted()? {
+        ctx.fs.entries()?
+    } else {
+        Vec::new()
+    };
+    let handlers_of = |r: &Rule| -> Vec<String> {
+        let header = representative_header(r);
+        entries
+            .iter()
+            .filter(|e| e.enabled && e.matcher.matches(&header))
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    let rules: Vec<&Rule> = if requested.is_empty() {
+        ctx.table
+            .rules()
+            .iter()
+            .filter(|r| native.contains(&r.name) || !handlers_of(r).is_empty())
+            .collect()
+    } else {
+        requested
+    };
+    let mut jobs = Vec::new();
+    let mut missing = Vec::new();
+    for r in rules {
+        let handlers = handlers_of(r);
+        if native.contains(&r.name) {
+            jobs.push(Job {
+                arch: r.name.clone(),
+                mode: Mode::Native,
+                handlers: Vec::new(),
+            });
+        } else if handlers.is_empty() {
+            missing.push(TestResult {
+                arch: r.name.clone(),
+                ok: false,
+                mode: Mode::Emulated,
+                handlers,
+                time_ms: 0.0,
+                output: String::new(),
+                error: Some(format!(
+                    "no enabled binfmt_misc handler for {0} (run `archctl enable {0}`)",
+                    r.name
+                )),
+            });
+        } else {
+            jobs.push(Job {
+                arch: r.name.clone(),
+                mode: Mode::Emulated,
+                handlers,
+            });
+        }
+    }
+    let mut results = verify::run(&jobs, timeout);
+    results.extend(missing);
+    let report = TestReport {
+        host: ctx.host.name().to_string(),
+        results,
+    };
+    if report.results.iter().any(|r| !r.ok) {
+        return Err(Error::Failed(Box::new(Report::Test(report))));
+    }
+    Ok(report)
+}
+
+/// `archctl exec`: register the architectures in a private binfmt_misc instance and
+/// replace this process with the command. Returns only on error.
+pub fn exec(
+    table: &'static Table,
+    archs: &[String],
+    search: &Search,
+    flags: Flags,
+    command: &[OsString],
+) -> Error {
+    match exec_inner(table, archs, search, flags, command) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn exec_inner(
+    table: &'static Table,
+    archs: &[String],
+    search: &Search,
+    flags: Flags,
+    command: &[OsString],
+) -> Result<std::convert::Infallible, Error> {
+    use std::os::unix::process::CommandExt;
+    let rules = table.lookup_all(archs)?;
+    if search.explicit.is_some() && rules.len() > 1 {
+        return Err(plan::PlanError::EmulatorForMany(rules.len()).into());
+    }
+    let Some((program, args)) = command.split_first() else {
+        return Err(Error::Usage(
+            "no command: write it after `--`, e.g. `archctl exec --arch aarch64 -- ./prog`".into(),
+        ));
+    };
+    // Everything that can fail on bad input is checked before entering the namespace.
+    let ctx = Context::new(PathBuf::from(crate::binfmt::DEFAULT_DIR));
+    let native = ctx.native_for(&rules);
+    let mut regs = Vec::new();
+    for r in &rules {
+        if ctx.host.is_host(r) || native.contains(&r.name) {
+            continue;
+        }
+        let emu = search
+            .find(r, table, &native, flags.fix_binary)
+            .map_err(|source| plan::PlanError::Emulator {
+                arch: r.name.clone(),
+                source,
+            })?;
+        regs.push(crate::binfmt::Registration {
+            name: r.entry_name(),
+            offset: r.offset,
+            magic: r.magic.clone(),
+            mask: r.mask.clone(),
+            interpreter: emu.path.to_string_lossy().into_owned(),
+            flags,
+        });
+    }
+    let inst = ns::enter_private_binfmt()?;
+    let fs = KernelBinfmt::new(&inst.dir);
+    for reg in &regs {
+        fs.register(reg)?;
+    }
+    inst.drop_to_original_ids()?;
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(Error::Exec {
+        program: program.to_string_lossy().into_owned(),
+        source: err,
+    })
+}
+
+/// A report, for errors that carry one (printed before the error line).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Change(ChangeReport),
+    Test(TestReport),
+}
+
+/// Where `emulator::DEFAULT_DIRS` live, re-exported for help texts.
+pub fn default_emulator_dirs() -> &'static [&'static str] {
+    emulator::DEFAULT_DIRS
+}

@@ -1,0 +1,441 @@
+//! What `enable` and `disable` change: a list of steps computed from the rule table, the
+//! current entries and the options. `--dry-run` prints it; [`apply`] executes it and
+//! returns an undo log; [`rollback`] undoes it, so no run leaves half its work behind.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::{
+    arch::{Rule, Table, representative_header},
+    binfmt::{BinfmtError, BinfmtFs, Entry, Flags, Registration},
+    emulator::{EmulatorError, Search},
+    host::{Host, Native},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("--emulator names one file, but {0} architectures were given")]
+    EmulatorForMany(usize),
+    #[error("entry {name} exists and differs: {differences}")]
+    Conflict { name: String, differences: String },
+    #[error("{arch}: {source}")]
+    Emulator {
+        arch: String,
+        #[source]
+        source: EmulatorError,
+    },
+    #[error("nothing to do: give architectures (e.g. `archctl enable x86_64`) or --all")]
+    NoArchitectures,
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
+    #[error("{arch}: {source}")]
+    Entry {
+        arch: String,
+        #[source]
+        source: BinfmtError,
+    },
+}
+
+impl PlanError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::Conflict { .. } => Some("add --force to replace it".into()),
+            PlanError::Emulator { source, .. } => source.hint(),
+            PlanError::EmulatorForMany(_) => {
+                Some("use --emulator-dir DIR for several architectures".into())
+            }
+            PlanError::NoArchitectures | PlanError::Arch(_) | PlanError::Entry { .. } => None,
+        }
+    }
+
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            PlanError::EmulatorForMany(_) | PlanError::NoArchitectures | PlanError::Arch(_)
+        )
+    }
+}
+
+/// Which architectures a command acts on.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Archs(Vec<String>),
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnableOptions {
+    pub selection: Selection,
+    pub search: Search,
+    pub flags: Flags,
+    pub force: bool,
+}
+
+/// What happens to one entry. The names are part of the JSON contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Registered,
+    Unchanged,
+    Replaced,
+    /// An identical entry existed but was disabled: it is switched on.
+    Enabled,
+    SkippedNative,
+    SkippedForeign,
+    /// `--all` only: no usable emulator installed for this target.
+    SkippedMissing,
+    Removed,
+    NotRegistered,
+}
+
+impl Action {
+    /// Does applying this action write to binfmt_misc?
+    pub fn changes(&self) -> bool {
+        matches!(
+            self,
+            Action::Registered | Action::Replaced | Action::Enabled | Action::Removed
+        )
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Registered => "registered",
+            Action::Unchanged => "unchanged",
+            Action::Replaced => "replaced",
+            Action::Enabled => "enabled",
+            Action::SkippedNative => "skipped-native",
+            Action::SkippedForeign => "skipped-foreign",
+            Action::SkippedMissing => "skipped-missing",
+            Action::Removed => "removed",
+            Action::NotRegistered => "not-registered",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub arch: String,
+    pub name: String,
+    pub action: Action,
+    /// The entry to register (registered/replaced/enabled/unchanged).
+    pub registration: Option<Registration>,
+    /// The entry this step replaces or removes.
+    pub previous: Option<Entry>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
+}
+
+/// Compute what `enable` would do. Validates everything (emulators, conflicts) before
+/// anything is written: an error here leaves the system untouched.
+pub fn plan_enable(
+    table: &Table,
+    host: &Host,
+    native: &Native,
+    entries: &[Entry],
+    opts: &EnableOptions,
+) -> Result<Plan, PlanError> {
+    let mut warnings = Vec::new();
+    let all = matches!(opts.selection, Selection::All);
+    let rules: Vec<&Rule> = match &opts.selection {
+        Selection::All => table.rules().iter().collect(),
+        Selection::Archs(names) if names.is_empty() => return Err(PlanError::NoArchitectures),
+        Selection::Archs(names) => table.lookup_all(names)?,
+    };
+    if opts.search.explicit.is_some() && (all || rules.len() > 1) {
+        return Err(PlanError::EmulatorForMany(if all {
+            table.rules().len()
+        } else {
+            rules.len()
+        }));
+    }
+    if !opts.flags.fix_binary {
+        warnings.push(
+            "flags without F: the kernel looks the emulator up by path at each exec, so containers and chroots (which lack that path) will not find it".into(),
+        );
+    }
+    if opts.flags.credentials {
+        warnings.push(
+            "flag C: setuid programs run through qemu with raised privileges, and qemu-user does not sanitise its QEMU_* environment for them; use only on trusted systems".into(),
+        );
+    }
+    let mut steps = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let name = rule.entry_name();
+        let step = |action, registration, previous, note| Step {
+            arch: rule.name.clone(),
+            name: name.clone(),
+            action,
+            registration,
+            previous,
+            note,
+        };
+        if host.is_host(rule) || native.contains(&rule.name) {
+            steps.push(step(
+                Action::SkippedNative,
+                None,
+                None,
+                Some(format!("{} runs natively on this host", rule.name)),
+            ));
+            continue;
+        }
+        let emulator = match opts.search.find(rule, table, native, opts.flags.fix_binary) {
+            Ok(e) => e,
+            Err(e) if all => {
+                steps.push(step(
+                    Action::SkippedMissing,
+                    None,
+                    None,
+                    Some(e.to_string()),
+                ));
+                continue;
+            }
+            Err(source) => {
+                return Err(PlanError::Emulator {
+                    arch: rule.name.clone(),
+                    source,
+                });
+            }
+        };
+        let reg = Registration {
+            name: name.clone(),
+            offset: rule.offset,
+            magic: rule.magic.clone(),
+            mask: rule.mask.clone(),
+            interpreter: emulator.path.to_string_lossy().into_owned(),
+            flags: opts.flags,
+        };
+        reg.validate().map_err(|source| PlanError::Entry {
+            arch: rule.name.clone(),
+            source,
+        })?;
+        let header = representative_header(rule);
+        let foreign: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.name != name && e.enabled && e.matcher.matches(&header))
+            .collect();
+        let existing = entries.iter().find(|e| e.name == name);
+        if !foreign.is_empty() && !opts.force {
+            let names: Vec<&str> = foreign.iter().map(|e| e.name.as_str()).collect();
+            steps.push(step(
+                Action::SkippedForeign,
+                Some(reg),
+                None,
+                Some(format!(
+                    "{} already handled by {} ({}); --force registers {name} in front of it",
+                    rule.name,
+                    names.join(", "),
+                    foreign[0].interpreter
+                )),
+            ));
+            continue;
+        }
+        let foreign_note = (!foreign.is_empty()).then(|| {
+            format!(
+                "takes precedence over {} (the kernel tries the newest entry first)",
+                foreign
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        match existing {
+            None => steps.push(step(Action::Registered, Some(reg), None, foreign_note)),
+            Some(e) if reg.same_as(e) && e.enabled => {
+                steps.push(step(Action::Unchanged, Some(reg), None, None))
+            }
+            Some(e) if reg.same_as(e) => {
+                steps.push(step(Action::Enabled, Some(reg), Some(e.clone()), None))
+            }
+            Some(e) if opts.force => {
+                let diff = reg.differences(e).join(", ");
+                steps.push(step(
+                    Action::Replaced,
+                    Some(reg),
+                    Some(e.clone()),
+                    Some(format!("was: {diff}")),
+                ))
+            }
+            Some(e) => {
+                let mut d = reg.differences(e);
+                if !e.enabled {
+                    d.push("disabled".into());
+                }
+                return Err(PlanError::Conflict {
+                    name,
+                    differences: d.join(", "),
+                });
+            }
+        }
+    }
+    Ok(Plan { steps, warnings })
+}
+
+/// Compute what `disable` would do: archctl's `qemu-<arch>` entries only; `--all` takes
+/// every `qemu-*` entry, never anything else (rosetta, python, ...).
+pub fn plan_disable(
+    table: &Table,
+    entries: &[Entry],
+    selection: &Selection,
+) -> Result<Plan, PlanError> {
+    let mut steps = Vec::new();
+    match selection {
+        Selection::All => {
+            for e in entries.iter().filter(|e| e.name.starts_with("qemu-")) {
+                let arch = e
+                    .name
+                    .strip_prefix("qemu-")
+                    .and_then(|a| table.get(a))
+                    .map(|r| r.name.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                steps.push(Step {
+                    arch,
+                    name: e.name.clone(),
+                    action: Action::Removed,
+                    registration: None,
+                    previous: Some(e.clone()),
+                    note: None,
+                });
+            }
+        }
+        Selection::Archs(names) if names.is_empty() => return Err(PlanError::NoArchitectures),
+        Selection::Archs(names) => {
+            let rules = table.lookup_all(names)?;
+            for r in rules {
+                let name = r.entry_name();
+                let prev = entries.iter().find(|e| e.name == name).cloned();
+                steps.push(Step {
+                    arch: r.name.clone(),
+                    action: if prev.is_some() {
+                        Action::Removed
+                    } else {
+                        Action::NotRegistered
+                    },
+                    name,
+                    registration: None,
+                    previous: prev,
+                    note: None,
+                });
+            }
+        }
+    }
+    Ok(Plan {
+        steps,
+        warnings: Vec::new(),
+    })
+}
+
+/// One undoable change.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    Remove(String),
+    Restore(Registration),
+    Disable(String),
+}
+
+/// Execute a plan's changing steps in order. On error, everything done so far is rolled
+/// back before the error is returned.
+pub fn apply(plan: &Plan, fs: &dyn BinfmtFs) -> Result<Vec<Undo>, ApplyError> {
+    let mut undo: Vec<Undo> = Vec::new();
+    for s in plan.steps.iter().filter(|s| s.action.changes()) {
+        if let Err(e) = apply_step(s, fs, &mut undo) {
+            let rollback_errors = rollback(&undo, fs);
+            return Err(ApplyError {
+                name: s.name.clone(),
+                source: e,
+                rollback_errors,
+            });
+        }
+    }
+    Ok(undo)
+}
+
+fn apply_step(s: &Step, fs: &dyn BinfmtFs, undo: &mut Vec<Undo>) -> Result<(), BinfmtError> {
+    match s.action {
+        Action::Registered => {
+            if let Some(r) = &s.registration {
+                fs.register(r)?;
+                undo.push(Undo::Remove(r.name.clone()));
+            }
+        }
+        Action::Replaced => {
+            if let (Some(r), Some(prev)) = (&s.registration, &s.previous) {
+                fs.remove(&prev.name)?;
+                if let Some(old) = prev.to_registration() {
+                    undo.push(Undo::Restore(old));
+                }
+                fs.register(r)?;
+                undo.push(Undo::Remove(r.name.clone()));
+            }
+        }
+        Action::Enabled => {
+            fs.set_enabled(&s.name, true)?;
+            undo.push(Undo::Disable(s.name.clone()));
+        }
+        Action::Removed => {
+            if fs.remove(&s.name)?
+                && let Some(old) = s.previous.as_ref().and_then(Entry::to_registration)
+            {
+                undo.push(Undo::Restore(old));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Undo changes newest first; returns the errors of steps that could not be undone.
+pub fn rollback(undo: &[Undo], fs: &dyn BinfmtFs) -> Vec<BinfmtError> {
+    let mut errors = Vec::new();
+    for u in undo.iter().rev() {
+        let r = match u {
+            Undo::Remove(name) => fs.remove(name).map(|_| ()),
+            Undo::Restore(reg) => fs.register(reg),
+            Undo::Disable(name) => fs.set_enabled(name, false),
+        };
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// A failed apply, after rollback.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {source}{}", rollback_suffix(.rollback_errors))]
+pub struct ApplyError {
+    pub name: String,
+    #[source]
+    pub source: BinfmtError,
+    pub rollback_errors: Vec<BinfmtError>,
+}
+
+fn rollback_suffix(errors: &[BinfmtError]) -> String {
+    if errors.is_empty() {
+        " (changes of this run were rolled back)".into()
+    } else {
+        format!(
+            " (rollback incomplete: {})",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
+/// The interpreter a step registers, for reports.
+pub fn interpreter_of(s: &Step) -> Option<PathBuf> {
+    s.registration
+        .as_ref()
+        .map(|r| PathBuf::from(&r.interpreter))
+        .or_else(|| s.previous.as_ref().map(|p| PathBuf::from(&p.interpreter)))
+}

@@ -1,0 +1,18 @@
+/* archctl test image: mipsel -- Linux MIPS o32 syscall ABI:
+ * nr in $v0, args in $a0, $a1, $a2; `syscall`. write=4004, exit=4001. */
+	.section .note.GNU-stack,"",%progbits
+	.text
+	.globl _start
+	.ent _start
+_start:
+	li	$v0, 4004		/* __NR_write */
+	li	$a0, 1			/* fd = stdout */
+	la	$a1, msg		/* buf (absolute address) */
+	li	$a2, len		/* count */
+	syscall
+	li	$v0, 4001		/* __NR_exit */
+	li	$a0, 0			/* status = 0 */
+	syscall
+	.end _start
+msg:	.ascii	"archctl-test mipsel ok\n"
+	.set	len, . - msg

@@ -1,0 +1,658 @@
+//! `archctl enable` / `disable` / `status` / `test` against the real kernel, each test in
+//! its own private binfmt_misc instance (user + mount namespace, Linux 6.7+), so they run
+//! in parallel and never touch the host's table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{Sandbox, assert_code, assert_error_line, stderr, stdout};
+
+/// A foreign target that every Debian qemu-user-static has and this host does not run.
+const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+    "riscv64"
+} else {
+    "aarch64"
+};
+const FOREIGN2: &str = "s390x";
+const QEMU_DIR: &str = "/usr/bin";
+
+fn emulator(arch: &str) -> String {
+    format!("{QEMU_DIR}/qemu-{arch}-static")
+}
+
+#[test]
+fn enable_registers_verifies_and_kernel_shows_entry() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert!(!sb.is_mounted());
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    // archctl mounted binfmt_misc itself and said so.
+    assert!(sb.is_mounted());
+    assert!(v["mounted"].as_bool().unwrap());
+    assert!(
+        stderr(&out).contains("mounted binfmt_misc"),
+        "{}",
+        stderr(&out)
+    );
+    let e = &v["entries"][0];
+    assert_eq!(e["arch"], FOREIGN);
+    assert_eq!(e["name"], format!("qemu-{FOREIGN}"));
+    assert_eq!(e["action"], "registered");
+    assert_eq!(e["interpreter"], emulator(FOREIGN));
+    assert_eq!(e["flags"], "F");
+    assert_eq!(e["verified"], true);
+    assert!(v["host"].is_string());
+    // The kernel's own view.
+    let text = sb.entry(&format!("qemu-{FOREIGN}")).expect("entry exists");
+    assert!(text.starts_with("enabled\n"), "{text}");
+    assert!(
+        text.contains(&format!("interpreter {}\n", emulator(FOREIGN))),
+        "{text}"
+    );
+    assert!(text.contains("flags: F\n"), "{text}");
+    let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
+    let magic_hex: String = rule.magic.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(text.contains(&format!("magic {magic_hex}")), "{text}");
+}
+
+#[test]
+fn foreign_program_runs_by_path_and_inside_chroot_with_f() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
+    // Plain path.
+    let prog = sb.program_file(FOREIGN);
+    let out = sb.command(&prog).output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
+    // A chroot that holds nothing but the foreign program: only F (interpreter opened at
+    // registration) makes this work.
+    let root = sb.tmp.path().join("chroot");
+    std::fs::create_dir(&root).unwrap();
+    support::write_program(&root, FOREIGN);
+    let out = sb
+        .command("chroot")
+        .arg(&root)
+        .arg(format!("/prog-{FOREIGN}"))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
+}
+
+#[test]
+fn without_f_the_chroot_cannot_find_the_emulator() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let out = sb.archctl(&["enable", FOREIGN, "--flags", ""]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("warning: flags without F"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        sb.entry(&format!("qemu-{FOREIGN}"))
+            .unwrap()
+            .contains("flags: \n")
+    );
+    let root = sb.tmp.path().join("chroot");
+    std::fs::create_dir(&root).unwrap();
+    support::write_program(&root, FOREIGN);
+    let out = sb
+        .command("chroot")
+        .arg(&root)
+        .arg(format!("/prog-{FOREIGN}"))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "ran without F inside a chroot?");
+}
+
+#[test]
+fn enable_is_idempotent() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert_code(&sb.archctl(&["enable", FOREIGN, FOREIGN2]), 0);
+    let before = sb.snapshot();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN2, FOREIGN]);
+    assert_code(&out, 0);
+    for e in v["entries"].as_array().unwrap() {
+        assert_eq!(e["action"], "unchanged", "{e}");
+        assert_eq!(e["verified"], serde_json::Value::Null);
+    }
+    assert_eq!(sb.snapshot(), before);
+}
+
+#[test]
+fn aliases_and_platforms_are_accepted() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["enable", "linux/s390x", "PPC64EL", "--no-verify"]);
+    assert_code(&out, 0);
+    let names: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["qemu-s390x", "qemu-ppc64le"]);
+    assert_eq!(v["entries"][0]["verified"], serde_json::Value::Null);
+}
+
+#[test]
+fn host_native_architectures_are_skipped() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let host_arch = host.arch.clone().unwrap();
+    let (out, v) = sb.archctl_json(&["enable", &host_arch]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "skipped-native");
+    assert!(sb.entries().is_empty(), "{:?}", sb.entries());
+    if host_arch == "x86_64" {
+        // i386 runs natively on x86_64 (decided by executing it, not assumed).
+        let (out, v) = sb.archctl_json(&["enable", "i386"]);
+        assert_code(&out, 0);
+        assert_eq!(v["entries"][0]["action"], "skipped-native");
+    }
+}
+
+#[test]
+fn different_entry_with_same_name_needs_force() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    // Another emulator file for the same arch: a copy under another path.
+    let other = sb.tmp.path().join(format!("qemu-{FOREIGN}-static"));
+    std::fs::copy(emulator(FOREIGN), &other).unwrap();
+    let other = other.to_str().unwrap().to_string();
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--emulator", &other]), 0);
+    let before = sb.snapshot();
+    let out = sb.archctl(&["enable", FOREIGN]);
+    assert_code(&out, 1);
+    assert_error_line(&out, &format!("entry qemu-{FOREIGN} exists and differs"));
+    assert_error_line(&out, &other);
+    assert!(
+        stderr(&out).contains("hint: add --force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.snapshot(), before, "table changed by a refused enable");
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN, "--force"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "replaced");
+    assert_eq!(v["entries"][0]["verified"], true);
+    assert!(
+        sb.entry(&format!("qemu-{FOREIGN}"))
+            .unwrap()
+            .contains(&format!("interpreter {}\n", emulator(FOREIGN)))
+    );
+}
+
+#[test]
+fn identical_disabled_entry_is_enabled() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--no-verify"]), 0);
+    let name = format!("qemu-{FOREIGN}");
+    let out = sb.sh(&format!("echo 0 > '{}/{name}'", sb.dir.display()));
+    assert!(out.status.success());
+    assert!(sb.entry(&name).unwrap().starts_with("disabled"));
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "enabled");
+    assert_eq!(v["entries"][0]["verified"], true);
+    assert!(sb.entry(&name).unwrap().starts_with("enabled"));
+}
+
+/// Rosetta registers the x86_64 magic under its own name; here the same situation with
+/// the foreign architecture's magic under `rosetta`.
+fn register_foreign_claimant(sb: &Sandbox) {
+    let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
+    let esc = archctl::arch::escape_bytes;
+    sb.register_raw(&format!(
+        ":rosetta:M::{}:{}:{}:F",
+        esc(&rule.magic),
+        esc(&rule.mask),
+        emulator(FOREIGN)
+    ));
+}
+
+#[test]
+fn another_entry_claiming_the_arch_is_left_alone_unless_force() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    register_foreign_claimant(&sb);
+    let before = sb.snapshot();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "skipped-foreign");
+    assert!(
+        v["entries"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("rosetta")
+    );
+    assert_eq!(sb.snapshot(), before);
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN, "--force"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "registered");
+    assert_eq!(v["entries"][0]["verified"], true);
+    assert_eq!(
+        sb.entries(),
+        [format!("qemu-{FOREIGN}"), "rosetta".to_string()]
+    );
+    // disable --all removes qemu-* only.
+    let (out, v) = sb.archctl_json(&["disable", "--all"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "removed");
+    assert_eq!(sb.entries(), ["rosetta"]);
+}
+
+#[test]
+fn disable_removes_only_named_entries_and_is_a_noop_when_absent() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert_code(
+        &sb.archctl(&["enable", FOREIGN, FOREIGN2, "--no-verify"]),
+        0,
+    );
+    let (out, v) = sb.archctl_json(&["disable", FOREIGN2, "riscv32"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "removed");
+    assert_eq!(v["entries"][1]["action"], "not-registered");
+    assert_eq!(sb.entries(), [format!("qemu-{FOREIGN}")]);
+    let out = sb.archctl(&["disable", "bogus"]);
+    assert_code(&out, 2);
+    assert_error_line(&out, "unknown architecture \"bogus\"");
+    assert_eq!(sb.entries(), [format!("qemu-{FOREIGN}")]);
+}
+
+#[test]
+fn dry_run_prints_register_strings_and_changes_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN, "--dry-run"]);
+    assert_code(&out, 0);
+    assert_eq!(v["dry_run"], true);
+    let reg = v["entries"][0]["register"].as_str().unwrap();
+    assert!(
+        reg.starts_with(&format!(":qemu-{FOREIGN}:M::\\x7f\\x45\\x4c\\x46")),
+        "{reg}"
+    );
+    assert!(reg.ends_with(&format!(":{}:F", emulator(FOREIGN))), "{reg}");
+    assert!(!sb.is_mounted(), "dry run mounted binfmt_misc");
+    let human = stdout(&sb.archctl(&["enable", FOREIGN, "--dry-run"]));
+    assert!(human.contains(reg), "{human}");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_and_leave_the_table_unchanged() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    assert_code(&sb.archctl(&["enable", FOREIGN2, "--no-verify"]), 0);
+    let before = sb.snapshot();
+    let dynamic = "/bin/true";
+    let script = sb.tmp.path().join("not-elf");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let wrong_machine = sb.program_file(FOREIGN);
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec!["enable".into(), "z80".into()],
+            2,
+            "unknown architecture \"z80\": valid names are",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--flags".into(),
+                "FX".into(),
+            ],
+            2,
+            "invalid flags \"FX\"",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "riscv64".into(),
+                "--emulator".into(),
+                emulator(FOREIGN),
+            ],
+            2,
+            "--emulator names one file",
+        ),
+        (vec!["enable".into()], 2, "required"),
+        (
+            vec!["enable".into(), "--all".into(), FOREIGN.into()],
+            2,
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator".into(),
+                "/nonexistent/qemu".into(),
+            ],
+            1,
+            "/nonexistent/qemu",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator-dir".into(),
+                "/nonexistent".into(),
+            ],
+            1,
+            "no emulator for",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator".into(),
+                dynamic.into(),
+            ],
+            1,
+            "dynamically linked",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator".into(),
+                script.display().to_string(),
+            ],
+            1,
+            "not an ELF",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator".into(),
+                wrong_machine.display().to_string(),
+            ],
+            1,
+            "does not run on this host",
+        ),
+        (
+            vec![
+                "enable".into(),
+                FOREIGN.into(),
+                "--emulator".into(),
+                "/opt/a:b".into(),
+            ],
+            1,
+            "/opt/a:b",
+        ),
+        (vec!["frobnicate".into()], 2, "unrecognized subcommand"),
+    ];
+    for (args, code, needle) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sb.archctl(&a);
+        assert_code(&out, code);
+        assert_error_line(&out, needle);
+        let err = stderr(&out);
+        assert!(
+            err.lines()
+                .filter(|l| l.starts_with("archctl: error:"))
+                .count()
+                == 1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(sb.snapshot(), before, "{args:?} changed the table");
+    }
+    // Hints name the fix.
+    let out = sb.archctl(&["enable", FOREIGN, "--emulator", dynamic]);
+    assert!(
+        stderr(&out).contains("hint: install the static build"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn failed_verification_rolls_back_everything_of_the_run() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    assert_code(&sb.archctl(&["enable", FOREIGN2, "--no-verify"]), 0);
+    let before = sb.snapshot();
+    // A fake emulator dir: a good FOREIGN emulator, and for riscv64 a static host program
+    // that runs but prints the wrong thing (the host's own test program).
+    let dir = sb.tmp.path().join("emus");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        emulator(FOREIGN),
+        dir.join(format!("qemu-{FOREIGN}-static")),
+    )
+    .unwrap();
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let fake = support::write_program(&dir, host.arch.as_deref().unwrap());
+    let bad = if FOREIGN == "riscv64" {
+        "mips64el"
+    } else {
+        "riscv64"
+    };
+    std::fs::rename(&fake, dir.join(format!("qemu-{bad}-static"))).unwrap();
+    let (out, v) = sb.archctl_json(&[
+        "enable",
+        FOREIGN,
+        bad,
+        "--emulator-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "verification failed");
+    assert_error_line(&out, "rolled back");
+    let by_arch = |a: &str| {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["arch"] == a)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_arch(FOREIGN)["verified"], true);
+    assert_eq!(by_arch(bad)["verified"], false);
+    assert_eq!(sb.snapshot(), before, "rollback incomplete");
+}
+
+#[test]
+fn enable_all_registers_every_foreign_target_and_skips_native() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["enable", "--all"]);
+    assert_code(&out, 0);
+    let entries = v["entries"].as_array().unwrap();
+    let table = archctl::arch::Table::builtin();
+    assert_eq!(entries.len(), table.rules().len());
+    let host = archctl::host::Host::detect(table);
+    let mut registered = 0;
+    for e in entries {
+        let arch = e["arch"].as_str().unwrap();
+        let action = e["action"].as_str().unwrap();
+        if Some(arch) == host.arch.as_deref() {
+            assert_eq!(action, "skipped-native", "{e}");
+        }
+        if action == "registered" {
+            registered += 1;
+            assert_eq!(e["verified"], true, "{e}");
+            assert!(sb.entry(&format!("qemu-{arch}")).is_some());
+        }
+    }
+    assert!(registered >= 20, "only {registered} registered");
+    if host.arch.as_deref() == Some("x86_64") {
+        for a in ["i386", "i486"] {
+            let e = entries.iter().find(|e| e["arch"] == a).unwrap();
+            assert_eq!(e["action"], "skipped-native", "{e}");
+        }
+    }
+    // `test` with no arguments covers every registered and native architecture.
+    let (out, v) = sb.archctl_json(&["test"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        v["results"].as_array().unwrap().len(),
+        registered
+            + v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["mode"] == "native")
+                .count()
+    );
+}
+
+#[test]
+fn status_reports_entries_including_foreign_ones() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["status"]);
+    assert_code(&out, 0);
+    assert_eq!(v["binfmt_misc"]["mounted"], false);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 0);
+    assert!(
+        v["native"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == v["host"]["arch"].as_str().unwrap())
+    );
+    assert!(
+        v["host"]["kernel"]
+            .as_str()
+            .unwrap()
+            .starts_with(char::is_numeric)
+    );
+
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--no-verify"]), 0);
+    register_foreign_claimant(&sb);
+    sb.register_raw(":pyc:E::pyc::/usr/bin/python3:");
+    let (out, v) = sb.archctl_json(&["status"]);
+    assert_code(&out, 0);
+    assert_eq!(v["binfmt_misc"]["mounted"], true);
+    assert_eq!(v["binfmt_misc"]["enabled"], true);
+    let entries = v["entries"].as_array().unwrap();
+    let get = |n: &str| entries.iter().find(|e| e["name"] == n).unwrap();
+    let q = get(&format!("qemu-{FOREIGN}"));
+    for key in [
+        "name",
+        "arch",
+        "enabled",
+        "interpreter",
+        "flags",
+        "magic",
+        "mask",
+        "offset",
+        "managed",
+        "interpreter_ok",
+    ] {
+        assert!(q.get(key).is_some(), "missing {key}: {q}");
+    }
+    assert_eq!(q["arch"], FOREIGN);
+    assert_eq!(q["managed"], true);
+    assert_eq!(q["interpreter_ok"], true);
+    assert_eq!(q["offset"], 0);
+    assert!(q["magic"].as_str().unwrap().starts_with("7f454c46"));
+    let r = get("rosetta");
+    assert_eq!(r["arch"], FOREIGN);
+    assert_eq!(r["managed"], false);
+    let p = get("pyc");
+    assert_eq!(p["arch"], "unknown");
+    assert_eq!(p["magic"], serde_json::Value::Null);
+    assert_eq!(p["interpreter_ok"], false, "python3 is dynamic: {p}");
+    let human = stdout(&sb.archctl(&["status"]));
+    assert!(
+        human.contains(&format!("qemu-{FOREIGN}")) && human.contains("rosetta"),
+        "{human}"
+    );
+}
+
+#[test]
+fn test_command_passes_and_fails_honestly() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--no-verify"]), 0);
+    let (out, v) = sb.archctl_json(&["test", FOREIGN]);
+    assert_code(&out, 0);
+    let r = &v["results"][0];
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["mode"], "emulated");
+    assert_eq!(r["output"], format!("archctl-test {FOREIGN} ok\n"));
+    assert!(r["time_ms"].as_f64().unwrap() > 0.0);
+    // No handler for FOREIGN2: exit 1 and the reason.
+    let (out, v) = sb.archctl_json(&["test", FOREIGN, FOREIGN2]);
+    assert_code(&out, 1);
+    assert_eq!(v["results"][0]["ok"], true);
+    assert_eq!(v["results"][1]["ok"], false);
+    assert_error_line(
+        &out,
+        &format!("no enabled binfmt_misc handler for {FOREIGN2}"),
+    );
+    // A handler that is there but broken (its interpreter prints the wrong thing).
+    let fake_dir = sb.tmp.path().join("fake");
+    std::fs::create_dir(&fake_dir).unwrap();
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let fake = support::write_program(&fake_dir, host.arch.as_deref().unwrap());
+    assert_code(
+        &sb.archctl(&[
+            "enable",
+            FOREIGN2,
+            "--no-verify",
+            "--emulator",
+            fake.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let (out, v) = sb.archctl_json(&["test", FOREIGN2]);
+    assert_code(&out, 1);
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected"),
+        "{v}"
+    );
+}
+
+#[test]
+fn concurrent_enables_do_not_race() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| sb.archctl_json(&["enable", FOREIGN, FOREIGN2, "--no-verify"])))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut registered = 0;
+    for (out, v) in &outs {
+        assert_code(out, 0);
+        for e in v["entries"].as_array().unwrap() {
+            match e["action"].as_str().unwrap() {
+                "registered" => registered += 1,
+                "unchanged" => {}
+                other => panic!("unexpected action {other}"),
+            }
+        }
+    }
+    assert_eq!(registered, 2, "each entry registered exactly once");
+    assert_eq!(
+        sb.entries(),
+        [format!("qemu-{FOREIGN}"), format!("qemu-{FOREIGN2}")]
+    );
+}
+
+#[test]
+fn quiet_prints_nothing_on_success() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let out = sb.archctl(&["-q", "enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+}

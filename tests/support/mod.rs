@@ -1,0 +1,244 @@
+//! Test support: private binfmt_misc sandboxes (a user + mount namespace per test, Linux
+//! 6.7+) and helpers to run archctl inside them and look at the kernel's view.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+};
+
+pub const ARCHCTL: &str = env!("CARGO_BIN_EXE_archctl");
+
+/// Why registration tests cannot run here, if they cannot.
+pub fn sandbox_unavailable() -> Option<String> {
+    let release = archctl::ns::kernel_release();
+    if !archctl::ns::kernel_at_least(&release, 6, 7) {
+        return Some(format!(
+            "kernel {release} < 6.7 has no per-namespace binfmt_misc"
+        ));
+    }
+    for tool in ["unshare", "nsenter"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!("{tool} (util-linux) not installed"));
+        }
+    }
+    None
+}
+
+/// Skip the calling test with a printed reason when sandboxes are unavailable.
+#[macro_export]
+macro_rules! require_sandbox {
+    () => {
+        if let Some(why) = support::sandbox_unavailable() {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI must run every test, but: {why}");
+            }
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// A private user + mount namespace holding its own binfmt_misc instance (mounted by
+/// archctl itself at `dir` on the first enable, or by [`Sandbox::mounted`]).
+pub struct Sandbox {
+    holder: Child,
+    pid: u32,
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("binfmt_misc");
+        std::fs::create_dir(&dir).unwrap();
+        let mut holder = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                "echo ready; exec sleep 900",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn unshare");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "namespace holder did not start");
+        let pid = holder.id();
+        // Never run anything "inside" unless it really is another user namespace.
+        let mine = std::fs::read_link("/proc/self/ns/user").unwrap();
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+        assert_ne!(mine, theirs, "sandbox is not in its own user namespace");
+        Sandbox {
+            holder,
+            pid,
+            tmp,
+            dir,
+        }
+    }
+
+    /// A sandbox whose binfmt_misc is already mounted at `dir`.
+    pub fn mounted() -> Sandbox {
+        let sb = Sandbox::new();
+        let out = sb.sh(&format!(
+            "mount -t binfmt_misc binfmt_misc '{}'",
+            sb.dir.display()
+        ));
+        assert!(out.status.success(), "mount: {}", stderr(&out));
+        sb
+    }
+
+    /// A command that runs inside the sandbox.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, program: S) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("--target")
+            .arg(self.pid.to_string())
+            .args(["--user", "--mount", "--"])
+            .arg(program);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Run archctl inside with `--binfmt-dir` pointing at this sandbox.
+    pub fn archctl(&self, args: &[&str]) -> Output {
+        self.command(ARCHCTL)
+            .arg("--binfmt-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// archctl with `--json`, parsed.
+    pub fn archctl_json(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.archctl(&a);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "archctl {args:?}: stdout is not JSON ({e}): {}\nstderr: {}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        (out, v)
+    }
+
+    pub fn sh(&self, script: &str) -> Output {
+        self.command("sh").args(["-c", script]).output().unwrap()
+    }
+
+    /// The kernel's text for an entry, or None.
+    pub fn entry(&self, name: &str) -> Option<String> {
+        let out = self.sh(&format!("cat '{}/{name}'", self.dir.display()));
+        out.status.success().then(|| stdout(&out))
+    }
+
+    /// Names of all entries (sorted), empty when not mounted.
+    pub fn entries(&self) -> Vec<String> {
+        let out = self.sh(&format!("ls '{}'", self.dir.display()));
+        let mut v: Vec<String> = stdout(&out)
+            .lines()
+            .filter(|l| *l != "register" && *l != "status")
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Full text of every entry: a snapshot to prove "unchanged".
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        self.entries()
+            .into_iter()
+            .map(|n| {
+                let t = self.entry(&n).unwrap_or_default();
+                (n, t)
+            })
+            .collect()
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        self.sh(&format!("test -e '{}/register'", self.dir.display()))
+            .status
+            .success()
+    }
+
+    /// Register a raw entry directly through the kernel interface.
+    pub fn register_raw(&self, line: &str) {
+        let out = self.sh(&format!(
+            "printf '%s' '{line}' > '{}/register'",
+            self.dir.display()
+        ));
+        assert!(out.status.success(), "register {line}: {}", stderr(&out));
+    }
+
+    /// Write a test program of `arch` into the sandbox's temp dir; returns its path.
+    pub fn program_file(&self, arch: &str) -> PathBuf {
+        write_program(self.tmp.path(), arch)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Write the embedded test program of `arch` into `dir` (executable).
+pub fn write_program(dir: &Path, arch: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p =
+        archctl::testprog::program(arch).unwrap_or_else(|| panic!("no test program for {arch}"));
+    let path = dir.join(format!("prog-{arch}"));
+    std::fs::write(&path, p.bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert an exit code, showing the output when it differs.
+#[track_caller]
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// The error line contract: `archctl: error: ...` first on stderr.
+#[track_caller]
+pub fn assert_error_line(o: &Output, needle: &str) {
+    let err = stderr(o);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("archctl: error: "))
+        .unwrap_or_else(|| panic!("no `archctl: error:` line in stderr: {err}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} does not mention {needle:?}"
+    );
+}
