@@ -1,5 +1,7 @@
 //! Embeds every test program in `test-images/bin/` (one file per QEMU target) so that
 //! `archctl test` and verification need no files at run time.
+// A build script has no user input: failing loudly on a broken build environment is right.
+#![allow(clippy::expect_used)]
 
 use std::{env, fs, path::PathBuf};
 

@@ -51,9 +51,7 @@ impl Rule {
     /// Does the name (qemu name, alias or platform; any case) designate this rule?
     pub fn is_called(&self, name: &str) -> bool {
         let name = name.trim().to_ascii_lowercase();
-        self.name == name
-            || self.aliases.iter().any(|a| *a == name)
-            || self.platforms.iter().any(|p| *p == name)
+        self.name == name || self.aliases.contains(&name) || self.platforms.contains(&name)
     }
 }
 

@@ -274,7 +274,7 @@ impl Entry {
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -429,6 +429,8 @@ impl BinfmtFs for KernelBinfmt {
         // Touching `register` first triggers a systemd automount, if there is one.
         let _ = fs::symlink_metadata(self.dir.join("register"));
         match nix::sys::statfs::statfs(&self.dir) {
+            // f_type's C type differs between libcs and architectures.
+            #[allow(clippy::unnecessary_cast)]
             Ok(s) => Ok(s.filesystem_type().0 as i64 == BINFMTFS_MAGIC),
             Err(nix::Error::ENOENT) => Ok(false),
             Err(e) => Err(BinfmtError::io(&self.dir, e.into())),
@@ -552,8 +554,8 @@ impl BinfmtFs for KernelBinfmt {
     }
 }
 
-/// An in-memory binfmt_misc for tests of plans and rollback; `fail_register` makes the
-/// named registration fail as the kernel would.
+/// An in-memory binfmt_misc for tests of plans and rollback; a registration whose
+/// register string contains one of `fail_register` fails as the kernel would refuse it.
 #[derive(Default)]
 pub struct MemoryBinfmt {
     pub state: Mutex<MemoryState>,
@@ -618,7 +620,8 @@ impl BinfmtFs for MemoryBinfmt {
         reg.validate()?;
         self.with(|s| {
             s.log.push(format!("register {}", reg.register_string()));
-            if s.fail_register.contains(&reg.name) {
+            let line = reg.register_string();
+            if s.fail_register.iter().any(|f| line.contains(f.as_str())) {
                 return Err(BinfmtError::Rejected {
                     name: reg.name.clone(),
                     why: "injected failure".into(),

@@ -439,3 +439,190 @@ pub fn interpreter_of(s: &Step) -> Option<PathBuf> {
         .map(|r| PathBuf::from(&r.interpreter))
         .or_else(|| s.previous.as_ref().map(|p| PathBuf::from(&p.interpreter)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binfmt::MemoryBinfmt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        table: &'static Table,
+        host: Host,
+        native: Native,
+        emu_dir: PathBuf,
+    }
+
+    /// Fake emulators: the host's own static test program under qemu-<arch>-static names.
+    fn fixture() -> Fixture {
+        use std::os::unix::fs::PermissionsExt;
+        let table = Table::builtin();
+        let host = Host::detect(table);
+        let dir = tempfile::tempdir().unwrap();
+        let prog = crate::testprog::program(host.arch.as_deref().unwrap()).unwrap();
+        for a in ["aarch64", "s390x", "riscv64"] {
+            let p = dir.path().join(format!("qemu-{a}-static"));
+            std::fs::write(&p, prog.bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Fixture {
+            emu_dir: dir.path().to_path_buf(),
+            _dir: dir,
+            native: Native::host_only(&host),
+            table,
+            host,
+        }
+    }
+
+    fn opts(f: &Fixture, archs: &[&str], force: bool) -> EnableOptions {
+        EnableOptions {
+            selection: Selection::Archs(archs.iter().map(|s| s.to_string()).collect()),
+            search: Search {
+                explicit: None,
+                dir: Some(f.emu_dir.clone()),
+            },
+            flags: Flags::FIX_BINARY,
+            force,
+        }
+    }
+
+    fn plan(
+        f: &Fixture,
+        fs: &MemoryBinfmt,
+        archs: &[&str],
+        force: bool,
+    ) -> Result<Plan, PlanError> {
+        let entries = fs.entries().unwrap();
+        plan_enable(
+            f.table,
+            &f.host,
+            &f.native,
+            &entries,
+            &opts(f, archs, force),
+        )
+    }
+
+    fn actions(p: &Plan) -> Vec<Action> {
+        p.steps.iter().map(|s| s.action).collect()
+    }
+
+    fn entry_for(f: &Fixture, arch: &str, interpreter: &str, enabled: bool) -> Entry {
+        let r = f.table.get(arch).unwrap();
+        Entry {
+            name: r.entry_name(),
+            enabled,
+            interpreter: interpreter.into(),
+            flags: Flags::FIX_BINARY,
+            matcher: crate::binfmt::Matcher::Magic {
+                offset: 0,
+                magic: r.magic.clone(),
+                mask: Some(r.mask.clone()),
+            },
+        }
+    }
+
+    #[test]
+    fn plan_decides_each_case() {
+        let f = fixture();
+        let emu = |a: &str| {
+            f.emu_dir
+                .join(format!("qemu-{a}-static"))
+                .display()
+                .to_string()
+        };
+        let mut claimant = entry_for(&f, "riscv64", "/opt/other/qemu", true);
+        claimant.name = "rosetta".into();
+        let fs = MemoryBinfmt::new(vec![
+            entry_for(&f, "aarch64", &emu("aarch64"), true),
+            entry_for(&f, "s390x", &emu("s390x"), false),
+            claimant,
+        ]);
+        let host_arch = f.host.arch.clone().unwrap();
+        let p = plan(&f, &fs, &["aarch64", "s390x", "riscv64", &host_arch], false).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                Action::Unchanged,
+                Action::Enabled,
+                Action::SkippedForeign,
+                Action::SkippedNative
+            ]
+        );
+        let p = plan(&f, &fs, &["riscv64"], true).unwrap();
+        assert_eq!(actions(&p), [Action::Registered]);
+        assert!(p.steps[0].note.as_deref().unwrap().contains("rosetta"));
+    }
+
+    #[test]
+    fn conflicting_entry_is_an_error_without_force() {
+        let f = fixture();
+        let fs = MemoryBinfmt::new(vec![entry_for(&f, "aarch64", "/opt/q/qemu-aarch64", true)]);
+        let e = plan(&f, &fs, &["aarch64"], false).unwrap_err().to_string();
+        assert!(
+            e.contains("qemu-aarch64 exists and differs") && e.contains("/opt/q/qemu-aarch64"),
+            "{e}"
+        );
+        let p = plan(&f, &fs, &["aarch64"], true).unwrap();
+        assert_eq!(actions(&p), [Action::Replaced]);
+    }
+
+    #[test]
+    fn failed_registration_rolls_back_the_whole_run() {
+        let f = fixture();
+        let fs = MemoryBinfmt::new(Vec::new());
+        fs.state.lock().unwrap().fail_register = vec!["qemu-s390x".into()];
+        let p = plan(&f, &fs, &["aarch64", "s390x"], false).unwrap();
+        let err = apply(&p, &fs).unwrap_err();
+        assert_eq!(err.name, "qemu-s390x");
+        assert!(err.to_string().contains("rolled back"), "{err}");
+        let s = fs.snapshot();
+        assert!(s.entries.is_empty(), "{:?}", s.entries);
+        assert_eq!(s.log.len(), 3, "{:?}", s.log);
+        assert!(s.log[0].starts_with("register :qemu-aarch64:"));
+        assert!(s.log[1].starts_with("register :qemu-s390x:"));
+        assert_eq!(s.log[2], "remove qemu-aarch64");
+    }
+
+    #[test]
+    fn failed_replacement_restores_the_previous_entry() {
+        let f = fixture();
+        let old = entry_for(&f, "aarch64", "/opt/q/qemu-aarch64", true);
+        let fs = MemoryBinfmt::new(vec![old.clone()]);
+        let p = plan(&f, &fs, &["aarch64"], true).unwrap();
+        let new_interp = p.steps[0]
+            .registration
+            .as_ref()
+            .unwrap()
+            .interpreter
+            .clone();
+        fs.state.lock().unwrap().fail_register = vec![new_interp.clone()];
+        let err = apply(&p, &fs).unwrap_err();
+        assert!(err.rollback_errors.is_empty(), "{err}");
+        assert_eq!(fs.snapshot().entries, vec![old.clone()]);
+        // And a successful replacement can be undone.
+        fs.state.lock().unwrap().fail_register.clear();
+        let undo = apply(&p, &fs).unwrap();
+        assert_eq!(fs.snapshot().entries[0].interpreter, new_interp);
+        assert!(rollback(&undo, &fs).is_empty());
+        assert_eq!(fs.snapshot().entries, vec![old]);
+    }
+
+    #[test]
+    fn disable_plans_only_qemu_entries() {
+        let f = fixture();
+        let mut rosetta = entry_for(&f, "x86_64", "/mnt/rosetta", true);
+        rosetta.name = "rosetta".into();
+        let entries = vec![entry_for(&f, "aarch64", "/q", true), rosetta];
+        let p = plan_disable(f.table, &entries, &Selection::All).unwrap();
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].name, "qemu-aarch64");
+        let p = plan_disable(f.table, &entries, &Selection::Archs(vec!["s390x".into()])).unwrap();
+        assert_eq!(actions(&p), [Action::NotRegistered]);
+        let fs = MemoryBinfmt::new(entries.clone());
+        let p = plan_disable(f.table, &entries, &Selection::Archs(vec!["arm64".into()])).unwrap();
+        let undo = apply(&p, &fs).unwrap();
+        assert_eq!(fs.snapshot().entries.len(), 1);
+        rollback(&undo, &fs);
+        assert_eq!(fs.snapshot().entries.len(), 2);
+    }
+}

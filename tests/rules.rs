@@ -83,7 +83,10 @@ fn pitfalls_are_told_apart() {
 }
 
 /// Parse `/usr/lib/binfmt.d/qemu-*.conf` lines: `:name:type:offset:magic:mask:interp:flags`.
-fn debian_rules() -> Option<BTreeMap<String, (Vec<u8>, Vec<u8>)>> {
+/// Target name -> (magic, mask).
+type MagicTable = BTreeMap<String, (Vec<u8>, Vec<u8>)>;
+
+fn debian_rules() -> Option<MagicTable> {
     let dir = Path::new("/usr/lib/binfmt.d");
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).ok()? {

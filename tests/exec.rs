@@ -1,0 +1,154 @@
+//! `archctl exec`: emulation in a private user namespace, as root and as an unprivileged
+//! user, never touching the host's binfmt_misc table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+
+use support::{ARCHCTL, assert_code, assert_error_line, stderr, stdout};
+
+const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+    "riscv64"
+} else {
+    "aarch64"
+};
+
+/// The host's table, as far as this process can see it (empty when not mounted).
+fn host_table() -> Vec<(String, String)> {
+    let dir = Path::new("/proc/sys/fs/binfmt_misc");
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let n = e.file_name().into_string().unwrap();
+                    let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    (n, t)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A world-readable directory with the foreign test program in it.
+fn program_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = support::write_program(d.path(), FOREIGN);
+    (d, p)
+}
+
+#[test]
+fn exec_runs_foreign_program_without_touching_the_host() {
+    require_sandbox!();
+    let before = host_table();
+    let (_d, prog) = program_dir();
+    let out = Command::new(ARCHCTL)
+        .args(["exec", "--arch", FOREIGN, "--"])
+        .arg(&prog)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
+    // Several architectures, comma-separated, and a shell in between; the command keeps
+    // the caller's uid and sees the private entries.
+    let out = Command::new(ARCHCTL)
+        .args([
+            "exec",
+            "--arch",
+            &format!("{FOREIGN},s390x"),
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "id -u; ls /proc/sys/fs/binfmt_misc | grep -c qemu-; {}",
+            prog.display()
+        ))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(
+        stdout(&out),
+        format!("{uid}\n2\narchctl-test {FOREIGN} ok\n")
+    );
+    assert_eq!(host_table(), before, "exec changed the host's table");
+}
+
+#[test]
+fn exec_works_for_an_unprivileged_user() {
+    require_sandbox!();
+    if !nix::unistd::getuid().is_root() {
+        // Already unprivileged: the previous test covers it.
+        eprintln!("skipped: not root, the unprivileged case is the plain exec test");
+        return;
+    }
+    let (_d, prog) = program_dir();
+    // ARCHCTL lives under target/; nobody must be able to reach it.
+    let exe = Path::new(ARCHCTL);
+    let readable = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .arg("--version")
+        .output();
+    let Ok(r) = readable else {
+        panic!("setpriv (util-linux) is needed for this test");
+    };
+    if !r.status.success() {
+        eprintln!(
+            "skipped: uid 65534 cannot execute {}: {}",
+            exe.display(),
+            stderr(&r)
+        );
+        assert!(std::env::var_os("CI").is_none(), "CI must run this test");
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .args(["exec", "--arch", FOREIGN, "--", "sh", "-c"])
+        .arg(format!("id -u; {}", prog.display()))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("65534\narchctl-test {FOREIGN} ok\n"));
+}
+
+#[test]
+fn exec_bad_input() {
+    require_sandbox!();
+    let out = Command::new(ARCHCTL)
+        .args(["exec", "--arch", "z80", "--", "true"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert_error_line(&out, "unknown architecture \"z80\"");
+    let out = Command::new(ARCHCTL)
+        .args(["exec", "--arch", FOREIGN])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let out = Command::new(ARCHCTL)
+        .args([
+            "exec",
+            "--arch",
+            FOREIGN,
+            "--emulator",
+            "/bin/true",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_error_line(&out, "dynamically linked");
+    let out = Command::new(ARCHCTL)
+        .args(["exec", "--arch", FOREIGN, "--", "/nonexistent/cmd"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_error_line(&out, "/nonexistent/cmd");
+}
