@@ -4,13 +4,24 @@
 
 use std::sync::OnceLock;
 
-use serde::Deserialize;
+/// The embedded table as static data, written by build.rs from `binfmt-rules/qemu.toml`.
+mod generated {
+    /// One rule, as build.rs emits it.
+    pub struct StaticRule {
+        pub name: &'static str,
+        pub family: &'static str,
+        pub aliases: &'static [&'static str],
+        pub platforms: &'static [&'static str],
+        pub emulator: &'static str,
+        pub offset: u8,
+        pub magic: &'static [u8],
+        pub mask: &'static [u8],
+    }
+    include!(concat!(env!("OUT_DIR"), "/rules.rs"));
+}
 
 /// The rule table shipped with archctl.
 pub const BUILTIN_RULES: &str = include_str!("../binfmt-rules/qemu.toml");
-
-/// Longest magic the kernel accepts (BINPRM_BUF_SIZE is 256; QEMU's longest is 40).
-pub const MAX_MAGIC_LEN: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchError {
@@ -67,43 +78,7 @@ pub fn magic_matches(header: &[u8], offset: u8, magic: &[u8], mask: &[u8]) -> bo
     })
 }
 
-/// Parse `\xNN`-escaped bytes (the kernel's register syntax and QEMU's script syntax).
-/// Printable ASCII stands for itself; `\\` is a backslash.
-pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() / 4);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => match bytes.get(i + 1) {
-                Some(b'x') => {
-                    let hex = text
-                        .get(i + 2..i + 4)
-                        .ok_or_else(|| format!("truncated escape at byte {i}"))?;
-                    let v = u8::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad escape \\x{hex} at byte {i}"))?;
-                    out.push(v);
-                    i += 4;
-                }
-                Some(b'\\') => {
-                    out.push(b'\\');
-                    i += 2;
-                }
-                _ => return Err(format!("bad escape at byte {i}: only \\xNN and \\\\")),
-            },
-            c if c.is_ascii_graphic() => {
-                out.push(c);
-                i += 1;
-            }
-            c => {
-                return Err(format!(
-                    "unexpected byte 0x{c:02x} at {i}; write it as \\x{c:02x}"
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
+pub use crate::rules_data::{MAX_MAGIC_LEN, parse_escaped};
 
 /// Every byte as `\xNN`: safe in a register string whatever the byte.
 pub fn escape_bytes(bytes: &[u8]) -> String {
@@ -115,28 +90,6 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     s
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTable {
-    rule: Vec<RawRule>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: String,
-    family: String,
-    #[serde(default)]
-    aliases: Vec<String>,
-    #[serde(default)]
-    platforms: Vec<String>,
-    emulator: Option<String>,
-    #[serde(default)]
-    offset: u8,
-    magic: String,
-    mask: String,
-}
-
 /// The parsed, validated rule table.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -144,70 +97,46 @@ pub struct Table {
 }
 
 impl Table {
-    /// The table embedded in archctl, parsed on first use.
+    /// The table embedded in archctl: decoded and validated by build.rs, so start-up
+    /// only copies static data.
     pub fn builtin() -> &'static Table {
         static TABLE: OnceLock<Table> = OnceLock::new();
-        TABLE.get_or_init(|| match Table::parse(BUILTIN_RULES) {
-            Ok(t) => t,
-            // The embedded table is validated by the test suite; a broken one is a build bug.
-            Err(e) => panic!("embedded binfmt-rules/qemu.toml is invalid: {e}"),
+        TABLE.get_or_init(|| Table {
+            rules: generated::RULES
+                .iter()
+                .map(|r| Rule {
+                    name: r.name.to_string(),
+                    family: r.family.to_string(),
+                    aliases: r.aliases.iter().map(|s| s.to_string()).collect(),
+                    platforms: r.platforms.iter().map(|s| s.to_string()).collect(),
+                    emulator: r.emulator.to_string(),
+                    offset: r.offset,
+                    magic: r.magic.to_vec(),
+                    mask: r.mask.to_vec(),
+                })
+                .collect(),
         })
     }
 
-    /// Parse and validate a table: unique names and aliases, sane magic/mask.
+    /// Parse and validate a rule file (the same checks build.rs applies to the
+    /// embedded one).
     pub fn parse(text: &str) -> Result<Table, ArchError> {
-        let raw: RawTable = toml::from_str(text).map_err(|e| ArchError::Table(e.to_string()))?;
-        let mut rules = Vec::with_capacity(raw.rule.len());
-        let mut seen = std::collections::HashSet::new();
-        for r in raw.rule {
-            let bad = |why: String| ArchError::Table(format!("rule \"{}\": {why}", r.name));
-            let magic = parse_escaped(&r.magic).map_err(|e| bad(format!("magic: {e}")))?;
-            let mask = parse_escaped(&r.mask).map_err(|e| bad(format!("mask: {e}")))?;
-            if magic.is_empty() || magic.len() > MAX_MAGIC_LEN {
-                return Err(bad(format!("magic is {} bytes", magic.len())));
-            }
-            if mask.len() != magic.len() {
-                return Err(bad(format!(
-                    "mask is {} bytes, magic {}",
-                    mask.len(),
-                    magic.len()
-                )));
-            }
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-            {
-                return Err(bad("name must be [a-z0-9_]+".into()));
-            }
-            for n in std::iter::once(&r.name)
-                .chain(&r.aliases)
-                .chain(&r.platforms)
-            {
-                if *n != n.to_ascii_lowercase() {
-                    return Err(bad(format!("\"{n}\" must be lower case")));
-                }
-                // An arm64 platform may be listed by two rules only if it is the same name.
-                if !seen.insert(n.clone()) {
-                    return Err(bad(format!("\"{n}\" is used by two rules")));
-                }
-            }
-            rules.push(Rule {
-                emulator: r.emulator.unwrap_or_else(|| r.name.clone()),
-                name: r.name,
-                family: r.family,
-                aliases: r.aliases,
-                platforms: r.platforms,
-                offset: r.offset,
-                magic,
-                mask,
-            });
-        }
-        if rules.is_empty() {
-            return Err(ArchError::Table("no rules".into()));
-        }
-        Ok(Table { rules })
+        let rules = crate::rules_data::parse_table(text).map_err(ArchError::Table)?;
+        Ok(Table {
+            rules: rules
+                .into_iter()
+                .map(|r| Rule {
+                    name: r.name,
+                    family: r.family,
+                    aliases: r.aliases,
+                    platforms: r.platforms,
+                    emulator: r.emulator,
+                    offset: r.offset,
+                    magic: r.magic,
+                    mask: r.mask,
+                })
+                .collect(),
+        })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -285,8 +214,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn builtin_table_is_the_parsed_rule_file() {
+        let parsed = Table::parse(BUILTIN_RULES).unwrap();
+        assert_eq!(parsed.rules(), Table::builtin().rules());
+    }
+
+    #[test]
     fn builtin_table_parses_and_is_validated() {
-        let t = Table::parse(BUILTIN_RULES).unwrap();
+        let t = Table::builtin();
         assert!(t.rules().len() >= 30, "{} rules", t.rules().len());
         for r in t.rules() {
             assert_eq!(r.magic.len(), r.mask.len(), "{}", r.name);

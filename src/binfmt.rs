@@ -399,25 +399,53 @@ pub struct Lock {
 /// The real kernel interface at a directory.
 pub struct KernelBinfmt {
     dir: PathBuf,
+    /// `register`, opened once: each write(2) on it is one registration, so a run that
+    /// registers thirty entries needs one open, not thirty (this is on the boot path).
+    register: Mutex<Option<File>>,
 }
 
 impl KernelBinfmt {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        KernelBinfmt { dir: dir.into() }
+        KernelBinfmt {
+            dir: dir.into(),
+            register: Mutex::new(None),
+        }
     }
 
     fn write_file(&self, path: &Path, data: &str) -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).open(path)?;
-        // binfmt_misc parses each write(2) as one command: write it whole, once.
-        let n = f.write(data.as_bytes())?;
-        if n != data.len() {
-            return Err(io::Error::other(format!(
-                "short write ({n} of {} bytes)",
-                data.len()
-            )));
-        }
-        Ok(())
+        write_command(&mut f, data)
     }
+
+    fn write_register(&self, data: &str) -> io::Result<()> {
+        let mut guard = match self.register.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if guard.is_none() {
+            *guard = Some(
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.dir.join("register"))?,
+            );
+        }
+        match guard.as_mut() {
+            Some(f) => write_command(f, data),
+            None => Err(io::Error::other("register not open")),
+        }
+    }
+}
+
+/// binfmt_misc parses each write(2) as one command: write it whole, once.
+fn write_command(f: &mut File, data: &str) -> io::Result<()> {
+    let n = f.write(data.as_bytes())?;
+    if n != data.len() {
+        return Err(io::Error::other(format!(
+            "short write ({n} of {} bytes)",
+            data.len()
+        )));
+    }
+    Ok(())
 }
 
 impl BinfmtFs for KernelBinfmt {
@@ -503,7 +531,7 @@ impl BinfmtFs for KernelBinfmt {
     fn register(&self, reg: &Registration) -> Result<(), BinfmtError> {
         reg.validate()?;
         let p = self.dir.join("register");
-        self.write_file(&p, &reg.register_string())
+        self.write_register(&reg.register_string())
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EEXIST) => BinfmtError::Rejected {
                     name: reg.name.clone(),

@@ -16,6 +16,9 @@ use serde::Serialize;
 
 /// Bytes kept from the start of the file: enough for every binfmt magic.
 pub const HEADER_BYTES: usize = 128;
+/// Bytes read at once from the start of a file: the program headers of an executable
+/// follow the ELF header and almost always fit, so one read(2) usually does it all.
+const FIRST_READ: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -92,24 +95,28 @@ impl ElfInfo {
             source,
         };
         let mut f = File::open(path).map_err(io_err)?;
-        let mut head = vec![0u8; HEADER_BYTES];
+        let mut buf = [0u8; FIRST_READ];
         let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..]) {
+        while n < buf.len() {
+            match f.read(&mut buf[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_err(e)),
             }
         }
-        head.truncate(n);
+        let head = &buf[..n];
         if n < 4 || &head[..4] != b"\x7fELF" {
             return Err(ElfError::NotElf {
                 path: path.to_path_buf(),
                 why: "no ELF magic".into(),
             });
         }
-        ElfInfo::parse(&head, |off, len| {
+        ElfInfo::parse(head, |off, len| {
+            let start = usize::try_from(off).unwrap_or(usize::MAX);
+            if let Some(b) = head.get(start..start.saturating_add(len)) {
+                return Ok(b.to_vec());
+            }
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, off)?;
             Ok(buf)

@@ -107,11 +107,11 @@ impl Search {
         let candidates = self.candidates(rule);
         let mut first_err = None;
         for c in &candidates {
-            if !c.exists() {
-                continue;
-            }
             match check(c, table, native, require_static) {
                 Ok(e) => return Ok(e),
+                // Absent: try the next place (no separate stat: this is on the boot path).
+                Err(EmulatorError::Elf(ElfError::Io { source, .. }))
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }

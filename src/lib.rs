@@ -16,6 +16,7 @@ pub mod ns;
 pub mod ops;
 pub mod plan;
 pub mod report;
+pub mod rules_data;
 pub mod testprog;
 pub mod verify;
 
