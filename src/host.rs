@@ -57,24 +57,12 @@ impl Host {
     }
 }
 
-/// How the native set was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NativeMethod {
-    /// Nothing to probe: only the host's own architecture is in its family.
-    HostOnly,
-    /// Executed in a private user namespace with an empty binfmt_misc instance.
-    PrivateInstance,
-    /// Executed directly; no registered handler matched the programs (old kernel).
-    DirectExec,
-}
-
 /// The architectures this host runs without emulation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Native {
     pub arches: Vec<String>,
-    pub method: NativeMethod,
-    /// Candidates that could not be decided (old kernel and a handler claims them).
+    /// Candidates that could not be decided: a registered handler claims them and the
+    /// kernel cannot give a probe a private binfmt_misc instance (Linux < 6.7).
     pub undecided: Vec<String>,
 }
 
@@ -95,7 +83,6 @@ impl Native {
     pub fn host_only(host: &Host) -> Native {
         Native {
             arches: host.arch.iter().cloned().collect(),
-            method: NativeMethod::HostOnly,
             undecided: Vec::new(),
         }
     }
@@ -103,6 +90,11 @@ impl Native {
 
 /// Establish the native set: the host's architecture plus every same-family target whose
 /// test program really executes without a handler.
+///
+/// Where the binfmt_misc table is known (mounted at `fs`) and no enabled entry could
+/// catch a candidate, executing it directly is conclusive and cheap (the usual case at
+/// boot). Otherwise the candidate runs in a forked child with its own user namespace
+/// and an empty binfmt_misc instance (Linux 6.7+).
 pub fn detect_native(table: &Table, host: &Host, fs: &dyn BinfmtFs) -> Native {
     let mut native = Native::host_only(host);
     let candidates: Vec<(&Rule, testprog::Program)> = host
@@ -124,31 +116,58 @@ pub fn detect_native(table: &Table, host: &Host, fs: &dyn BinfmtFs) -> Native {
             return native;
         }
     };
-    let refs: Vec<&ExecImage> = images.iter().collect();
-    match ns::probe_native(&refs) {
-        Ok(results) => {
-            native.method = NativeMethod::PrivateInstance;
-            for ((r, _), ok) in candidates.iter().zip(results) {
-                if ok {
-                    native.arches.push(r.name.clone());
-                }
+    // Which candidates could a registered handler catch? All of them when the table is
+    // not visible here.
+    let entries = match fs.is_mounted() {
+        Ok(true) => fs.entries().ok(),
+        _ => None,
+    };
+    let caught: Vec<bool> = candidates
+        .iter()
+        .map(|(r, _)| {
+            entries.as_ref().is_none_or(|es| {
+                let header = representative_header(r);
+                es.iter().any(|e| e.enabled && e.matcher.matches(&header))
+            })
+        })
+        .collect();
+    let direct: Vec<&ExecImage> = images
+        .iter()
+        .zip(&caught)
+        .filter(|(_, c)| !**c)
+        .map(|(i, _)| i)
+        .collect();
+    let mut direct_results = ns::run_plain_all(&direct).into_iter();
+    let isolated: Vec<&ExecImage> = images
+        .iter()
+        .zip(&caught)
+        .filter(|(_, c)| **c)
+        .map(|(i, _)| i)
+        .collect();
+    let mut isolated_results = if isolated.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        match ns::probe_native(&isolated) {
+            Ok(r) => r.into_iter(),
+            Err(_) => {
+                native.undecided = candidates
+                    .iter()
+                    .zip(&caught)
+                    .filter(|(_, c)| **c)
+                    .map(|((r, _), _)| r.name.clone())
+                    .collect();
+                vec![false; isolated.len()].into_iter()
             }
         }
-        Err(_) => {
-            // Old kernel: a direct exec is only conclusive when no handler could catch it.
-            native.method = NativeMethod::DirectExec;
-            let entries = fs.entries().unwrap_or_default();
-            for ((r, _), img) in candidates.iter().zip(&images) {
-                let header = representative_header(r);
-                let caught = entries
-                    .iter()
-                    .any(|e| e.enabled && e.matcher.matches(&header));
-                if caught {
-                    native.undecided.push(r.name.clone());
-                } else if ns::run_plain(img) {
-                    native.arches.push(r.name.clone());
-                }
-            }
+    };
+    for ((r, _), c) in candidates.iter().zip(&caught) {
+        let ok = if *c {
+            isolated_results.next()
+        } else {
+            direct_results.next()
+        };
+        if ok == Some(true) {
+            native.arches.push(r.name.clone());
         }
     }
     native

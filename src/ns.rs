@@ -259,7 +259,7 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
     let mountpoint = private_mountpoint();
     if !mountpoint.is_dir() {
         // No binfmt_misc in this kernel at all: nothing can intercept an exec.
-        return Ok(images.iter().map(|i| run_plain(i)).collect());
+        return Ok(run_plain_all(images));
     }
     let plan = ChildPlan::new(&mountpoint)?;
     let argvs: Vec<[*const libc::c_char; 2]> = images
@@ -349,15 +349,24 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
     Ok(buf.iter().map(|&b| b == b'1').collect())
 }
 
-/// Execute an image directly (no namespace); true when it ran and exited 0.
-pub fn run_plain(image: &ExecImage) -> bool {
-    std::process::Command::new(image.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+/// Execute images directly (no namespace), all at once; per image, true when it ran
+/// and exited 0.
+pub fn run_plain_all(images: &[&ExecImage]) -> Vec<bool> {
+    use std::process::{Command, Stdio};
+    let children: Vec<_> = images
+        .iter()
+        .map(|i| {
+            Command::new(i.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.and_then(|mut c| c.wait()).is_ok_and(|s| s.success()))
+        .collect()
 }
 
 /// Move this process into a new user + mount namespace with its own, empty binfmt_misc

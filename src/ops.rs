@@ -162,7 +162,7 @@ pub fn enable(
         warnings: plan.warnings.clone(),
         error: None,
     };
-    if native.method == host::NativeMethod::DirectExec && !native.undecided.is_empty() {
+    if !native.undecided.is_empty() {
         report.warnings.push(format!(
             "could not tell whether {} run natively (kernel without private binfmt_misc instances, and a handler claims them)",
             native.undecided.join(", ")

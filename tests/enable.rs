@@ -656,3 +656,44 @@ fn quiet_prints_nothing_on_success() {
     assert_eq!(stdout(&out), "");
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn native_detection_is_not_fooled_by_a_handler() {
+    require_sandbox!();
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    if host.arch.as_deref() != Some("x86_64") {
+        eprintln!("skipped: needs an x86_64 host (i386 is then known to run natively)");
+        return;
+    }
+    let sb = Sandbox::mounted();
+    // A handler that catches i386 programs (and would print the wrong thing).
+    let i386 = archctl::arch::Table::builtin().get("i386").unwrap();
+    let esc = archctl::arch::escape_bytes;
+    sb.register_raw(&format!(
+        ":qemu-i386:M::{}:{}:{}:F",
+        esc(&i386.magic),
+        esc(&i386.mask),
+        emulator(FOREIGN)
+    ));
+    // Executing i386 directly now goes through that handler, so only the probe in a
+    // private instance can tell that i386 runs natively.
+    let prog = sb.program_file("i386");
+    let out = sb.command(&prog).output().unwrap();
+    assert_ne!(
+        stdout(&out),
+        "archctl-test i386 ok\n",
+        "handler did not catch i386"
+    );
+    let (out, v) = sb.archctl_json(&["status"]);
+    assert_code(&out, 0);
+    let native: Vec<&str> = v["native"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(native.contains(&"i386"), "{native:?}");
+    let (out, v) = sb.archctl_json(&["enable", "i386"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "skipped-native");
+}
