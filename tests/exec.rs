@@ -6,7 +6,7 @@ mod support;
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use support::{ARCHCTL, assert_code, assert_error_line, stderr, stdout};
+use support::{ARCHCTL, assert_code, assert_error_line, stdout};
 
 const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
     "riscv64"
