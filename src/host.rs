@@ -96,6 +96,92 @@ impl Native {
 /// boot). Otherwise the candidate runs in a forked child with its own user namespace
 /// and an empty binfmt_misc instance (Linux 6.7+).
 pub fn detect_native(table: &Table, host: &Host, fs: &dyn BinfmtFs) -> Native {
+    let cache = NativeCache::locate(host, table);
+    if let Some(n) = cache.as_ref().and_then(NativeCache::load) {
+        return n;
+    }
+    let native = probe(table, host, fs);
+    if let Some(c) = &cache
+        && native.undecided.is_empty()
+    {
+        c.store(&native);
+    }
+    native
+}
+
+/// The native set, remembered for the rest of the boot: what the CPU and kernel run does
+/// not change until a reboot, and archctl asks on every `status`, `test` and `enable`.
+/// Kept in `/run/archctl` (root) or `$XDG_RUNTIME_DIR/archctl`, both emptied at boot;
+/// `ARCHCTL_RUNTIME_DIR` overrides the directory.
+struct NativeCache {
+    path: std::path::PathBuf,
+    key: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedNative {
+    key: String,
+    native: Vec<String>,
+}
+
+impl NativeCache {
+    fn locate(host: &Host, table: &Table) -> Option<NativeCache> {
+        let dir = match std::env::var_os("ARCHCTL_RUNTIME_DIR") {
+            Some(d) => std::path::PathBuf::from(d),
+            None if nix::unistd::geteuid().is_root() => std::path::PathBuf::from("/run/archctl"),
+            None => std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("archctl"),
+        };
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let candidates: Vec<&str> = host
+            .native_candidates(table)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        Some(NativeCache {
+            path: dir.join("native.json"),
+            key: format!(
+                "{} {} {} {} [{}]",
+                boot_id.trim(),
+                host.kernel,
+                host.machine,
+                env!("CARGO_PKG_VERSION"),
+                candidates.join(",")
+            ),
+        })
+    }
+
+    fn load(&self) -> Option<Native> {
+        let text = std::fs::read(&self.path).ok()?;
+        let c: CachedNative = serde_json::from_slice(&text).ok()?;
+        (c.key == self.key).then_some(Native {
+            arches: c.native,
+            undecided: Vec::new(),
+        })
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next run a probe.
+    fn store(&self, native: &Native) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let data = CachedNative {
+            key: self.key.clone(),
+            native: native.arches.clone(),
+        };
+        let Ok(json) = serde_json::to_vec(&data) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(dir).and_then(|()| {
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &json)?;
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+            Ok(())
+        });
+    }
+}
+
+/// Execute the candidates' test programs (see [`detect_native`]).
+fn probe(table: &Table, host: &Host, fs: &dyn BinfmtFs) -> Native {
     let mut native = Native::host_only(host);
     let candidates: Vec<(&Rule, testprog::Program)> = host
         .native_candidates(table)

@@ -697,3 +697,36 @@ fn native_detection_is_not_fooled_by_a_handler() {
     assert_code(&out, 0);
     assert_eq!(v["entries"][0]["action"], "skipped-native");
 }
+
+#[test]
+fn native_set_is_cached_per_boot_and_keyed() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["status"]);
+    assert_code(&out, 0);
+    let cache = sb.runtime_dir().join("native.json");
+    let text = std::fs::read_to_string(&cache).expect("status writes the native cache");
+    let mut c: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["native"], v["native"]);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert!(c["key"].as_str().unwrap().contains(boot_id.trim()));
+    // The cache is what later runs use...
+    c["native"] = serde_json::json!(["x86_64", "cached-marker"]);
+    std::fs::write(&cache, c.to_string()).unwrap();
+    let (_, v) = sb.archctl_json(&["status"]);
+    assert_eq!(v["native"][1], "cached-marker");
+    // ...unless its key is not this boot's: then archctl probes again and rewrites it.
+    c["key"] = serde_json::json!("another boot");
+    std::fs::write(&cache, c.to_string()).unwrap();
+    let (_, v) = sb.archctl_json(&["status"]);
+    assert!(
+        !v["native"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "cached-marker")
+    );
+    let rewritten: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_ne!(rewritten["key"], "another boot");
+}

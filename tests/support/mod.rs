@@ -111,9 +111,11 @@ impl Sandbox {
         c
     }
 
-    /// Run archctl inside with `--binfmt-dir` pointing at this sandbox.
+    /// Run archctl inside with `--binfmt-dir` pointing at this sandbox (and its own
+    /// runtime directory, so the native-set cache is per sandbox).
     pub fn archctl(&self, args: &[&str]) -> Output {
         self.command(ARCHCTL)
+            .env("ARCHCTL_RUNTIME_DIR", self.runtime_dir())
             .arg("--binfmt-dir")
             .arg(&self.dir)
             .args(args)
@@ -134,6 +136,10 @@ impl Sandbox {
             )
         });
         (out, v)
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.tmp.path().join("run")
     }
 
     pub fn sh(&self, script: &str) -> Output {
