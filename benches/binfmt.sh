@@ -4,10 +4,10 @@
 # on the same targets, in one hyperfine run. Net time = command - (namespace + mount
 # alone). Needs: hyperfine, qemu-user-static, systemd (systemd-binfmt), python3.
 #
-#   bash benches/binfmt.sh [RUNS]   (runs per command and round, default 40; ROUNDS=5)
+#   bash benches/binfmt.sh [RUNS]   (runs per command and round, default 15; ROUNDS=15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-40}
+runs=${1:-15}
 
 for tool in hyperfine unshare python3 /usr/lib/systemd/systemd-binfmt; do
   command -v "$tool" >/dev/null || { echo "benches/binfmt.sh: $tool missing (apt-get install hyperfine systemd qemu-user-static python3)" >&2; exit 1; }
@@ -31,9 +31,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 ns='unshare --user --map-root-user --mount --propagation private sh -c'
+mnt='mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc'
 # Warm archctl's per-boot native-set cache once (as `archctl boot` does at boot).
 $ns "$mnt && $A -q enable --all --no-verify" >/dev/null
-mnt='mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc'
 
 # Sanity: both tools really register the same number of entries.
 n_sd=$($ns "$mnt && /usr/lib/systemd/systemd-binfmt $confs && ls /proc/sys/fs/binfmt_misc | grep -c '^qemu-'")
@@ -44,7 +44,7 @@ echo "entries registered: systemd-binfmt $n_sd, archctl $n_ac (targets: $targets
 # Machines here are shared and noisy, and hyperfine runs one command's runs back to
 # back: so measure in rounds, each timing every command, and report per-round ratios of
 # median net times, then the median over rounds.
-rounds=${ROUNDS:-5}
+rounds=${ROUNDS:-15}
 for r in $(seq "$rounds"); do
   hyperfine -N --warmup 3 --runs "$runs" --export-json "$out/r$r.json" \
     -n baseline "$ns '$mnt'" \
