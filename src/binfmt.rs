@@ -44,6 +44,8 @@ pub enum BinfmtError {
     Rejected { name: String, why: String },
     #[error("cannot parse binfmt_misc entry {name}: {why}")]
     Parse { name: String, why: String },
+    #[error("interrupted by a signal before the change was complete")]
+    Interrupted,
     #[error("invalid flags \"{0}\": use a subset of P, O, C, F (e.g. F or OCF)")]
     BadFlags(String),
     #[error("invalid entry field {field} \"{value}\": {why}")]

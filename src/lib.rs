@@ -12,6 +12,7 @@ pub mod binfmt;
 pub mod elf;
 pub mod emulator;
 pub mod host;
+pub mod interrupt;
 pub mod ns;
 pub mod ops;
 pub mod plan;
@@ -74,8 +75,7 @@ impl Error {
             Error::Plan(e) => e.hint(),
             Error::Apply(e) => e.source.hint(),
             Error::Usage(_) => None,
-            Error::Exec { .. } => None,
-            Error::Failed(_) => None,
+            Error::Exec { .. } | Error::Failed(_) => None,
         }
     }
 

@@ -171,6 +171,9 @@ pub fn enable(
     if dry_run {
         return Ok(report);
     }
+    // From the first write until the result is final, signals only set a flag: an
+    // interrupted run rolls back instead of dying half-way.
+    let _signals = crate::interrupt::Guard::install();
     let undo = plan::apply(&plan, ctx.fs.as_ref())?;
     if !verify_after {
         return Ok(report);
@@ -204,9 +207,13 @@ pub fn enable(
             ));
         }
     }
-    if !failures.is_empty() {
+    if !failures.is_empty() || crate::interrupt::interrupted() {
         let rollback_errors = plan::rollback(&undo, ctx.fs.as_ref());
-        let mut msg = format!("verification failed: {}", failures.join("; "));
+        let mut msg = if crate::interrupt::interrupted() {
+            "interrupted by a signal during verification".to_string()
+        } else {
+            format!("verification failed: {}", failures.join("; "))
+        };
         if rollback_errors.is_empty() {
             msg.push_str(" (changes of this run were rolled back)");
         } else {
@@ -242,6 +249,7 @@ pub fn disable(ctx: &Context, selection: &Selection, dry_run: bool) -> Result<Ch
     };
     let plan = plan::plan_disable(ctx.table, &entries, selection)?;
     if !dry_run {
+        let _signals = crate::interrupt::Guard::install();
         plan::apply(&plan, ctx.fs.as_ref())?;
     }
     Ok(ChangeReport {

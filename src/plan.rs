@@ -345,7 +345,12 @@ pub enum Undo {
 pub fn apply(plan: &Plan, fs: &dyn BinfmtFs) -> Result<Vec<Undo>, ApplyError> {
     let mut undo: Vec<Undo> = Vec::new();
     for s in plan.steps.iter().filter(|s| s.action.changes()) {
-        if let Err(e) = apply_step(s, fs, &mut undo) {
+        let step = if crate::interrupt::interrupted() {
+            Err(BinfmtError::Interrupted)
+        } else {
+            apply_step(s, fs, &mut undo)
+        };
+        if let Err(e) = step {
             let rollback_errors = rollback(&undo, fs);
             return Err(ApplyError {
                 name: s.name.clone(),

@@ -159,6 +159,11 @@ fn execute(image: &ExecImage, timeout: Duration) -> Result<Outcome, String> {
                 let _ = child.wait();
                 return Err(format!("timed out after {} s", timeout.as_secs()));
             }
+            Ok(None) if crate::interrupt::interrupted() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("interrupted".into());
+            }
             Ok(None) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));

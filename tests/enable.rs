@@ -730,3 +730,51 @@ fn native_set_is_cached_per_boot_and_keyed() {
         serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
     assert_ne!(rewritten["key"], "another boot");
 }
+
+#[test]
+fn a_signal_never_leaves_a_half_registered_table() {
+    require_sandbox!();
+    use nix::sys::signal::{Signal, kill};
+    // Whenever SIGTERM lands (planning, registering, verifying, done), the table ends
+    // up either as before or complete, never in between.
+    let mut outcomes = std::collections::BTreeMap::new();
+    for delay_ms in [0u64, 5, 10, 20, 30, 45, 60, 80, 110, 150] {
+        let sb = Sandbox::mounted();
+        let child = sb
+            .command(support::ARCHCTL)
+            .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
+            .arg("--binfmt-dir")
+            .arg(&sb.dir)
+            .args(["-q", "enable", "--all"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let out = child.wait_with_output().unwrap();
+        let n = sb.entries().len();
+        let outcome = match out.status.code() {
+            Some(0) => {
+                assert!(n >= 20, "success but only {n} entries");
+                "completed"
+            }
+            Some(1) => {
+                assert_eq!(n, 0, "interrupted run left {n} entries: {}", stderr(&out));
+                assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+                "rolled back"
+            }
+            None => {
+                // Killed before archctl started changing anything.
+                assert_eq!(n, 0, "killed with {n} entries registered");
+                "killed before changes"
+            }
+            Some(c) => panic!("exit {c}: {}", stderr(&out)),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}

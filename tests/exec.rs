@@ -138,3 +138,31 @@ fn exec_bad_input() {
     assert_code(&out, 1);
     assert_error_line(&out, "/nonexistent/cmd");
 }
+
+#[test]
+fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
+    require_sandbox!();
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to drop to uid 65534");
+        return;
+    }
+    let before = host_table();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = d.path().join("archctl");
+    std::fs::copy(ARCHCTL, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["enable", FOREIGN])
+        .env("ARCHCTL_RUNTIME_DIR", d.path().join("run"))
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_error_line(&out, "permission denied");
+    let err = support::stderr(&out);
+    assert!(err.contains("hint: run it as root"), "{err}");
+    assert!(err.contains("archctl exec"), "{err}");
+    assert_eq!(host_table(), before);
+}
