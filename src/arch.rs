@@ -31,22 +31,9 @@ pub enum ArchError {
     Table(String),
 }
 
-/// One QEMU linux-user target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// QEMU target name (`aarch64`); the binfmt_misc entry is `qemu-<name>`.
-    pub name: String,
-    /// QEMU's CPU family: hosts of the same family may run the target natively.
-    pub family: String,
-    pub aliases: Vec<String>,
-    /// OCI platforms, most specific first.
-    pub platforms: Vec<String>,
-    /// Suffix of the QEMU binary (`qemu-<emulator>-static`).
-    pub emulator: String,
-    pub offset: u8,
-    pub magic: Vec<u8>,
-    pub mask: Vec<u8>,
-}
+/// One QEMU linux-user target (the data is defined with the file format, shared with
+/// build.rs).
+pub use crate::rules_data::Rule;
 
 impl Rule {
     /// Name of archctl's binfmt_misc entry for this target.
@@ -122,21 +109,7 @@ impl Table {
     /// embedded one).
     pub fn parse(text: &str) -> Result<Table, ArchError> {
         let rules = crate::rules_data::parse_table(text).map_err(ArchError::Table)?;
-        Ok(Table {
-            rules: rules
-                .into_iter()
-                .map(|r| Rule {
-                    name: r.name,
-                    family: r.family,
-                    aliases: r.aliases,
-                    platforms: r.platforms,
-                    emulator: r.emulator,
-                    offset: r.offset,
-                    magic: r.magic,
-                    mask: r.mask,
-                })
-                .collect(),
-        })
+        Ok(Table { rules })
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -64,17 +64,8 @@ impl EmulatorArgs {
 enum Command {
     /// Register qemu-user-static for architectures, verified by running a test program.
     Enable {
-        /// Architectures: QEMU names (x86_64, aarch64, ...), aliases (amd64, arm64, armhf)
-        /// or platforms (linux/amd64).
-        #[arg(
-            value_name = "ARCH",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        archs: Vec<String>,
-        /// Every architecture the host does not run natively and has an emulator for.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
         #[command(flatten)]
         emu: EmulatorArgs,
         /// Replace a different entry of the same name, and register in front of
@@ -91,17 +82,10 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
     },
-    /// Remove archctl's qemu-<arch> entries (never other entries).
+    /// Remove archctl's qemu-<arch> entries (--all: every qemu-* entry), never others.
     Disable {
-        #[arg(
-            value_name = "ARCH",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        archs: Vec<String>,
-        /// Every qemu-* entry.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Print what would be removed; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -131,11 +115,30 @@ enum Command {
     },
 }
 
-fn selection(archs: Vec<String>, all: bool) -> Selection {
-    if all {
-        Selection::All
-    } else {
-        Selection::Archs(archs)
+/// Which architectures `enable`/`disable` act on.
+#[derive(Args, Clone)]
+struct SelectArgs {
+    /// Architectures: QEMU names (x86_64, aarch64, ...), aliases (amd64, arm64, armhf)
+    /// or platforms (linux/amd64).
+    #[arg(
+        value_name = "ARCH",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    archs: Vec<String>,
+    /// enable: every architecture the host does not run natively and has an emulator
+    /// for; disable: every qemu-* entry.
+    #[arg(long)]
+    all: bool,
+}
+
+impl SelectArgs {
+    fn selection(self) -> Selection {
+        if self.all {
+            Selection::All
+        } else {
+            Selection::Archs(self.archs)
+        }
     }
 }
 
@@ -178,8 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Enable {
-            archs,
-            all,
+            select,
             emu,
             force,
             no_verify,
@@ -188,7 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let ctx = Context::new(cli.binfmt_dir);
             let opts = EnableOptions {
-                selection: selection(archs, all),
+                selection: select.selection(),
                 search: emu.search(),
                 flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
                 force,
@@ -208,13 +210,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             out.print(&r, report::change)
         }
-        Command::Disable {
-            archs,
-            all,
-            dry_run,
-        } => {
+        Command::Disable { select, dry_run } => {
             let ctx = Context::new(cli.binfmt_dir);
-            let r = ops::disable(&ctx, &selection(archs, all), dry_run)?;
+            let r = ops::disable(&ctx, &select.selection(), dry_run)?;
             out.print(&r, report::change)
         }
         Command::Status => {

@@ -439,18 +439,18 @@ pub fn test(ctx: &Context, archs: &[String], timeout: Duration) -> Result<TestRe
                 handlers: Vec::new(),
             });
         } else if handlers.is_empty() {
-            missing.push(TestResult {
+            let job = Job {
                 arch: r.name.clone(),
-                ok: false,
                 mode: Mode::Emulated,
                 handlers,
-                time_ms: 0.0,
-                output: String::new(),
-                error: Some(format!(
+            };
+            missing.push(TestResult::failed(
+                &job,
+                format!(
                     "no enabled binfmt_misc handler for {0} (run `archctl enable {0}`)",
                     r.name
-                )),
-            });
+                ),
+            ));
         } else {
             jobs.push(Job {
                 arch: r.name.clone(),

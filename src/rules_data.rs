@@ -29,13 +29,17 @@ pub struct RawRule {
     pub mask: String,
 }
 
-/// A validated rule with its bytes decoded.
+/// One QEMU linux-user target: a validated rule with its bytes decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidRule {
+pub struct Rule {
+    /// QEMU target name (`aarch64`); the binfmt_misc entry is `qemu-<name>`.
     pub name: String,
+    /// QEMU's CPU family: hosts of the same family may run the target natively.
     pub family: String,
     pub aliases: Vec<String>,
+    /// OCI platforms, most specific first.
     pub platforms: Vec<String>,
+    /// Suffix of the QEMU binary (`qemu-<emulator>-static`).
     pub emulator: String,
     pub offset: u8,
     pub magic: Vec<u8>,
@@ -82,7 +86,7 @@ pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
 
 /// Parse and validate a rule file: unique lower-case names, aliases and platforms;
 /// magic and mask of equal, sane length.
-pub fn parse_table(text: &str) -> Result<Vec<ValidRule>, String> {
+pub fn parse_table(text: &str) -> Result<Vec<Rule>, String> {
     let raw: RawTable = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut rules = Vec::with_capacity(raw.rule.len());
     let mut seen = std::collections::HashSet::new();
@@ -119,7 +123,7 @@ pub fn parse_table(text: &str) -> Result<Vec<ValidRule>, String> {
                 return Err(bad(format!("\"{n}\" is used by two rules")));
             }
         }
-        rules.push(ValidRule {
+        rules.push(Rule {
             emulator: r.emulator.unwrap_or_else(|| r.name.clone()),
             name: r.name,
             family: r.family,

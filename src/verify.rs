@@ -44,6 +44,21 @@ pub struct TestResult {
     pub error: Option<String>,
 }
 
+impl TestResult {
+    /// A job that did not pass (yet): `error` says why.
+    pub fn failed(job: &Job, error: impl Into<String>) -> TestResult {
+        TestResult {
+            arch: job.arch.clone(),
+            ok: false,
+            mode: job.mode,
+            handlers: job.handlers.clone(),
+            time_ms: 0.0,
+            output: String::new(),
+            error: Some(error.into()),
+        }
+    }
+}
+
 /// Run the jobs in parallel (one thread each) and return results in job order.
 pub fn run(jobs: &[Job], timeout: Duration) -> Vec<TestResult> {
     // All images are created before any thread spawns a process (see ExecImage::new).
@@ -64,37 +79,20 @@ pub fn run(jobs: &[Job], timeout: Duration) -> Vec<TestResult> {
             .into_iter()
             .zip(jobs)
             .map(|(h, job)| {
-                h.join().unwrap_or_else(|_| TestResult {
-                    arch: job.arch.clone(),
-                    ok: false,
-                    mode: job.mode,
-                    handlers: job.handlers.clone(),
-                    time_ms: 0.0,
-                    output: String::new(),
-                    error: Some("test thread panicked".into()),
-                })
+                h.join()
+                    .unwrap_or_else(|_| TestResult::failed(job, "test thread panicked"))
             })
             .collect()
     })
 }
 
 fn run_one(job: &Job, image: Result<&ExecImage, &String>, timeout: Duration) -> TestResult {
-    let mut result = TestResult {
-        arch: job.arch.clone(),
-        ok: false,
-        mode: job.mode,
-        handlers: job.handlers.clone(),
-        time_ms: 0.0,
-        output: String::new(),
-        error: None,
-    };
     let image = match image {
         Ok(i) => i,
-        Err(e) => {
-            result.error = Some(e.clone());
-            return result;
-        }
+        Err(e) => return TestResult::failed(job, e.clone()),
     };
+    let mut result = TestResult::failed(job, "");
+    result.error = None;
     let start = Instant::now();
     let outcome = execute(image, timeout);
     result.time_ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -208,14 +208,7 @@ fn identical_disabled_entry_is_enabled() {
 /// Rosetta registers the x86_64 magic under its own name; here the same situation with
 /// the foreign architecture's magic under `rosetta`.
 fn register_foreign_claimant(sb: &Sandbox) {
-    let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
-    let esc = archctl::arch::escape_bytes;
-    sb.register_raw(&format!(
-        ":rosetta:M::{}:{}:{}:F",
-        esc(&rule.magic),
-        esc(&rule.mask),
-        emulator(FOREIGN)
-    ));
+    sb.register_rule("rosetta", FOREIGN, &emulator(FOREIGN));
 }
 
 #[test]
@@ -667,14 +660,7 @@ fn native_detection_is_not_fooled_by_a_handler() {
     }
     let sb = Sandbox::mounted();
     // A handler that catches i386 programs (and would print the wrong thing).
-    let i386 = archctl::arch::Table::builtin().get("i386").unwrap();
-    let esc = archctl::arch::escape_bytes;
-    sb.register_raw(&format!(
-        ":qemu-i386:M::{}:{}:{}:F",
-        esc(&i386.magic),
-        esc(&i386.mask),
-        emulator(FOREIGN)
-    ));
+    sb.register_rule("qemu-i386", "i386", &emulator(FOREIGN));
     // Executing i386 directly now goes through that handler, so only the probe in a
     // private instance can tell that i386 runs natively.
     let prog = sb.program_file("i386");

@@ -32,6 +32,23 @@ fn host_table() -> Vec<(String, String)> {
     v
 }
 
+/// A copy of archctl in a world-readable directory (ARCHCTL lives under target/, which
+/// uid 65534 may not reach; the binary is self-contained).
+fn world_executable_archctl(dir: &Path) -> std::path::PathBuf {
+    let exe = dir.join("archctl");
+    std::fs::copy(ARCHCTL, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
+/// Run as uid/gid 65534.
+fn as_nobody(exe: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe);
+    c
+}
+
 /// A world-readable directory with the foreign test program in it.
 fn program_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
@@ -87,14 +104,8 @@ fn exec_works_for_an_unprivileged_user() {
         return;
     }
     let (d, prog) = program_dir();
-    // ARCHCTL lives under target/, which uid 65534 may not reach: run a copy from a
-    // world-readable directory (the binary is self-contained).
-    let exe = d.path().join("archctl");
-    std::fs::copy(ARCHCTL, &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
+    let exe = world_executable_archctl(d.path());
+    let out = as_nobody(&exe)
         .args(["exec", "--arch", FOREIGN, "--", "sh", "-c"])
         .arg(format!("id -u; {}", prog.display()))
         .output()
@@ -149,12 +160,8 @@ fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
     let before = host_table();
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = d.path().join("archctl");
-    std::fs::copy(ARCHCTL, &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
+    let exe = world_executable_archctl(d.path());
+    let out = as_nobody(&exe)
         .args(["enable", FOREIGN])
         .env("ARCHCTL_RUNTIME_DIR", d.path().join("run"))
         .output()

@@ -190,6 +190,18 @@ impl Sandbox {
         assert!(out.status.success(), "register {line}: {}", stderr(&out));
     }
 
+    /// Register `entry` with the magic/mask of archctl's rule for `arch`, directly through
+    /// the kernel interface (as other tools would: rosetta, distribution packages).
+    pub fn register_rule(&self, entry: &str, arch: &str, interpreter: &str) {
+        let rule = archctl::arch::Table::builtin().get(arch).unwrap();
+        let esc = archctl::arch::escape_bytes;
+        self.register_raw(&format!(
+            ":{entry}:M::{}:{}:{interpreter}:F",
+            esc(&rule.magic),
+            esc(&rule.mask)
+        ));
+    }
+
     /// Write a test program of `arch` into the sandbox's temp dir; returns its path.
     pub fn program_file(&self, arch: &str) -> PathBuf {
         write_program(self.tmp.path(), arch)
