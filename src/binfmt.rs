@@ -108,6 +108,15 @@ impl Flags {
 
     /// Parse a subset of `POCF` (any order, any case). `C` implies `O`, as in the kernel.
     pub fn parse(s: &str) -> Result<Flags, BinfmtError> {
+        if s.chars().all(|c| "POCF".contains(c.to_ascii_uppercase())) {
+            Ok(Flags::parse_known(s))
+        } else {
+            Err(BinfmtError::BadFlags(s.to_string()))
+        }
+    }
+
+    /// The flags among `POCF` in `s`, ignoring any other letter.
+    pub fn parse_known(s: &str) -> Flags {
         let mut f = Flags::default();
         for c in s.chars() {
             match c.to_ascii_uppercase() {
@@ -118,10 +127,10 @@ impl Flags {
                     f.open_binary = true
                 }
                 'F' => f.fix_binary = true,
-                _ => return Err(BinfmtError::BadFlags(s.to_string())),
+                _ => {}
             }
         }
-        Ok(f)
+        f
     }
 }
 
@@ -223,7 +232,9 @@ impl Entry {
                 "enabled" => enabled = Some(true),
                 "disabled" => enabled = Some(false),
                 "interpreter" => interpreter = Some(value.to_string()),
-                "flags:" => flags = Flags::parse(value.trim()).map_err(|e| bad(e.to_string()))?,
+                // Lenient: a flag letter from a newer kernel must not make the whole
+                // table unreadable.
+                "flags:" => flags = Flags::parse_known(value.trim()),
                 "offset" => {
                     offset = value
                         .trim()
@@ -469,6 +480,15 @@ impl BinfmtFs for KernelBinfmt {
 
     fn mount(&self) -> Result<(), BinfmtError> {
         use nix::mount::{MsFlags, mount};
+        if !self.dir.is_dir() && self.dir.starts_with("/proc/sys/fs") {
+            // The directory appears when the module is loaded (as QEMU's script does).
+            let _ = std::process::Command::new("modprobe")
+                .arg("binfmt_misc")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         if !self.dir.is_dir() {
             return Err(BinfmtError::Unavailable {
                 path: self.dir.clone(),
@@ -736,6 +756,13 @@ mod tests {
         assert_eq!(e.matcher, Matcher::Extension("pyc".into()));
         assert!(e.to_registration().is_none());
         assert!(Entry::parse("x", "enabled\n").is_err());
+        // A flag letter this archctl does not know does not make the entry unreadable.
+        let e = Entry::parse(
+            "x",
+            "enabled\ninterpreter /q\nflags: FZ\noffset 0\nmagic 7f\nmask ff\n",
+        )
+        .unwrap();
+        assert_eq!(e.flags.to_string(), "F");
     }
 
     #[test]

@@ -451,6 +451,31 @@ mod tests {
     }
 
     #[test]
+    fn old_kernels_get_a_clear_hint() {
+        let e = NsError::Unsupported {
+            what: "mount -t binfmt_misc",
+            errno: nix::Error::EPERM,
+            kernel: "6.1.0-18-amd64".into(),
+        };
+        let h = e.hint().unwrap();
+        assert!(
+            h.contains("Linux 6.7") && h.contains("6.1.0-18-amd64"),
+            "{h}"
+        );
+        assert!(h.contains("sudo archctl enable"), "{h}");
+        let e = NsError::Unsupported {
+            what: "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            errno: nix::Error::EPERM,
+            kernel: "6.8.0".into(),
+        };
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("user namespaces may be disabled")
+        );
+    }
+
+    #[test]
     fn exec_image_runs_host_program() {
         let host = crate::host::Host::detect(crate::arch::Table::builtin());
         let Some(prog) = host.arch.as_deref().and_then(crate::testprog::program) else {
