@@ -3,11 +3,12 @@
 # linux-user target, each printing "archctl-test <target> ok" and exiting 0.
 #
 #   ./build.sh          rebuild bin/<target> from src/ and gen_elf.py, rewrite SHA256SUMS
+#                       (src/*.s are shared per family; @TARGET@ is filled in here)
 #   ./build.sh --check  rebuild into a temp dir, compare with bin/ and SHA256SUMS
 #   ./build.sh --run    run every bin/<target> under /usr/bin/qemu-<target>-static
 #
 # Needs (Debian 12 "bookworm"; --run also needs qemu-user-static):
-#   apt-get install -y binutils-x86-64-linux-gnu binutils-i686-linux-gnu binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf binutils-powerpc-linux-gnu binutils-powerpc64-linux-gnu binutils-powerpc64le-linux-gnu binutils-s390x-linux-gnu binutils-riscv64-linux-gnu binutils-mips-linux-gnu binutils-mipsel-linux-gnu binutils-mips64-linux-gnuabi64 binutils-mips64el-linux-gnuabi64 binutils-mips64-linux-gnuabin32 binutils-mips64el-linux-gnuabin32 binutils-sparc64-linux-gnu binutils-m68k-linux-gnu binutils-sh4-linux-gnu binutils-alpha-linux-gnu binutils-hppa-linux-gnu binutils-or1k-elf binutils-xtensa-lx106 llvm-16 lld-16 python3 coreutils qemu-user-static
+#   apt-get install -y binutils-x86-64-linux-gnu binutils-i686-linux-gnu binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf binutils-powerpc-linux-gnu binutils-powerpc64-linux-gnu binutils-powerpc64le-linux-gnu binutils-s390x-linux-gnu binutils-riscv64-linux-gnu binutils-mips-linux-gnu binutils-mipsel-linux-gnu binutils-mips64-linux-gnuabi64 binutils-mips64el-linux-gnuabi64 binutils-mips64-linux-gnuabin32 binutils-mips64el-linux-gnuabin32 binutils-sparc64-linux-gnu binutils-m68k-linux-gnu binutils-sh4-linux-gnu binutils-alpha-linux-gnu binutils-hppa-linux-gnu binutils-or1k-elf binutils-xtensa-lx106 llvm-16 lld-16 python3 sed coreutils qemu-user-static
 #
 # Output is deterministic: no build-id, no timestamps, no symbols, fixed tool
 # versions from Debian 12; running the build twice gives identical bytes.
@@ -31,53 +32,60 @@ TARGETS=(
 # page-aligned in the file, so the whole image is a few hundred bytes.
 LD_COMMON=(-static -s --build-id=none -z noexecstack -e _start)
 
-# recipe TARGET: sets KIND (gas|llvm|gen), AS, ASFLAGS, LD, LDFLAGS, NMAGIC, POST.
+# recipe TARGET: sets KIND (gas|llvm|gen), SRC, AS, ASFLAGS, LD, LDFLAGS, NMAGIC, POST.
+# The table below is the one place for per-target settings.  s= names the
+# source src/<s>.s; targets whose code is the same share one source, and
+# build_one replaces its @TARGET@ placeholder with the target name.
 recipe() {
-  KIND=gas AS= ASFLAGS= LD= LDFLAGS= NMAGIC=-n POST=
-  local p=
+  KIND=gas SRC= AS= ASFLAGS= LD= LDFLAGS= NMAGIC=-n POST=
+  local p= s=
   case "$1" in
-    x86_64)      p=x86_64-linux-gnu       ASFLAGS="--64 -mx86-used-note=no" LDFLAGS="-m elf_x86_64" ;;
-    i386)        p=i686-linux-gnu         ASFLAGS="--32 -mx86-used-note=no" LDFLAGS="-m elf_i386" ;;
-    i486)        p=i686-linux-gnu         ASFLAGS="--32 -mx86-used-note=no" LDFLAGS="-m elf_i386" POST=em486 ;;
-    aarch64)     p=aarch64-linux-gnu      ASFLAGS="-EL" LDFLAGS="-m aarch64linux" ;;
-    aarch64_be)  p=aarch64-linux-gnu      ASFLAGS="-EB" LDFLAGS="-m aarch64linuxb" ;;
-    arm)         p=arm-linux-gnueabihf    ASFLAGS="-EL -march=armv7-a" LDFLAGS="-m armelf_linux_eabi" ;;
+    # target     source       toolchain prefix          assembler flags / linker flags
+    x86_64)      s=x86_64     p=x86_64-linux-gnu        ASFLAGS="--64 -mx86-used-note=no" LDFLAGS="-m elf_x86_64" ;;
+    i386)        s=i386       p=i686-linux-gnu          ASFLAGS="--32 -mx86-used-note=no" LDFLAGS="-m elf_i386" ;;
+    i486)        s=i386       p=i686-linux-gnu          ASFLAGS="--32 -mx86-used-note=no" LDFLAGS="-m elf_i386" POST=em486 ;;
+    aarch64)     s=aarch64    p=aarch64-linux-gnu       ASFLAGS="-EL" LDFLAGS="-m aarch64linux" ;;
+    aarch64_be)  s=aarch64    p=aarch64-linux-gnu       ASFLAGS="-EB" LDFLAGS="-m aarch64linuxb" ;;
+    arm)         s=arm        p=arm-linux-gnueabihf     ASFLAGS="-EL -march=armv7-a" LDFLAGS="-m armelf_linux_eabi" ;;
     # big-endian ARMv7 in the BE8 format (data big-endian, code little-endian,
     # e_flags EF_ARM_BE8), as current armeb Linux toolchains produce
-    armeb)       p=arm-linux-gnueabihf    ASFLAGS="-EB -march=armv7-a" LDFLAGS="-m armelfb_linux_eabi --be8" ;;
-    ppc)         p=powerpc-linux-gnu      ASFLAGS="-a32 -mbig" LDFLAGS="-m elf32ppclinux" ;;
+    armeb)       s=arm        p=arm-linux-gnueabihf     ASFLAGS="-EB -march=armv7-a" LDFLAGS="-m armelfb_linux_eabi --be8" ;;
+    ppc)         s=ppc        p=powerpc-linux-gnu       ASFLAGS="-a32 -mbig" LDFLAGS="-m elf32ppclinux" ;;
     # ELFv1: the entry is a function descriptor in .opd, which goes to an RW
     # segment; link without -n (it would make one RWX segment), without relro
     # and the empty .eh_frame (both would pad or grow the file).
-    ppc64)       p=powerpc64-linux-gnu    ASFLAGS="-a64 -mbig" LDFLAGS="-m elf64ppc -z norelro --no-ld-generated-unwind-info" NMAGIC= ;;
-    ppc64le)     p=powerpc64le-linux-gnu  ASFLAGS="-a64 -mlittle" LDFLAGS="-m elf64lppc" ;;
-    s390x)       p=s390x-linux-gnu        ASFLAGS="-m64" LDFLAGS="-m elf64_s390" ;;
-    riscv64)     p=riscv64-linux-gnu      ASFLAGS="-march=rv64gc -mabi=lp64d" LDFLAGS="-m elf64lriscv" ;;
-    riscv32)     p=riscv64-linux-gnu      ASFLAGS="-march=rv32i -mabi=ilp32" LDFLAGS="-m elf32lriscv" ;;
-    mips)        p=mips-linux-gnu         ASFLAGS="-32 -EB -call_nonpic" LDFLAGS="-m elf32btsmip" ;;
-    mipsel)      p=mipsel-linux-gnu       ASFLAGS="-32 -EL -call_nonpic" LDFLAGS="-m elf32ltsmip" ;;
-    mips64)      p=mips64-linux-gnuabi64  ASFLAGS="-64 -EB -call_nonpic" LDFLAGS="-m elf64btsmip" ;;
-    mips64el)    p=mips64el-linux-gnuabi64 ASFLAGS="-64 -EL -call_nonpic" LDFLAGS="-m elf64ltsmip" ;;
-    mipsn32)     p=mips64-linux-gnuabin32 ASFLAGS="-n32 -EB -call_nonpic" LDFLAGS="-m elf32btsmipn32" ;;
-    mipsn32el)   p=mips64el-linux-gnuabin32 ASFLAGS="-n32 -EL -call_nonpic" LDFLAGS="-m elf32ltsmipn32" ;;
-    sparc)       p=sparc64-linux-gnu      ASFLAGS="-32 -Av8" LDFLAGS="-m elf32_sparc" ;;
-    sparc32plus) p=sparc64-linux-gnu      ASFLAGS="-32 -Av8plus" LDFLAGS="-m elf32_sparc" ;;
-    sparc64)     p=sparc64-linux-gnu      ASFLAGS="-64 -Av9" LDFLAGS="-m elf64_sparc" ;;
-    m68k)        p=m68k-linux-gnu         ASFLAGS="-m68020" LDFLAGS="-m m68kelf" ;;
-    sh4)         p=sh4-linux-gnu          ASFLAGS="-little --isa=sh4" LDFLAGS="-m shlelf_linux -EL" ;;
-    sh4eb)       p=sh4-linux-gnu          ASFLAGS="-big --isa=sh4" LDFLAGS="-m shlelf_linux -EB" ;;
-    alpha)       p=alpha-linux-gnu        ASFLAGS="" LDFLAGS="-m elf64alpha" ;;
-    hppa)        p=hppa-linux-gnu         ASFLAGS="" LDFLAGS="-m hppalinux" ;;
+    ppc64)       s=ppc64      p=powerpc64-linux-gnu     ASFLAGS="-a64 -mbig --defsym ELFV1=1"
+                 LDFLAGS="-m elf64ppc -z norelro --no-ld-generated-unwind-info" NMAGIC= ;;
+    ppc64le)     s=ppc64      p=powerpc64le-linux-gnu   ASFLAGS="-a64 -mlittle" LDFLAGS="-m elf64lppc" ;;
+    s390x)       s=s390x      p=s390x-linux-gnu         ASFLAGS="-m64" LDFLAGS="-m elf64_s390" ;;
+    riscv64)     s=riscv      p=riscv64-linux-gnu       ASFLAGS="-march=rv64gc -mabi=lp64d" LDFLAGS="-m elf64lriscv" ;;
+    riscv32)     s=riscv      p=riscv64-linux-gnu       ASFLAGS="-march=rv32i -mabi=ilp32" LDFLAGS="-m elf32lriscv" ;;
+    mips)        s=mips       p=mips-linux-gnu          ASFLAGS="-32 -EB -call_nonpic" LDFLAGS="-m elf32btsmip" ;;
+    mipsel)      s=mips       p=mipsel-linux-gnu        ASFLAGS="-32 -EL -call_nonpic" LDFLAGS="-m elf32ltsmip" ;;
+    mips64)      s=mips64     p=mips64-linux-gnuabi64   ASFLAGS="-64 -EB -call_nonpic" LDFLAGS="-m elf64btsmip" ;;
+    mips64el)    s=mips64     p=mips64el-linux-gnuabi64 ASFLAGS="-64 -EL -call_nonpic" LDFLAGS="-m elf64ltsmip" ;;
+    mipsn32)     s=mipsn32    p=mips64-linux-gnuabin32  ASFLAGS="-n32 -EB -call_nonpic" LDFLAGS="-m elf32btsmipn32" ;;
+    mipsn32el)   s=mipsn32    p=mips64el-linux-gnuabin32 ASFLAGS="-n32 -EL -call_nonpic" LDFLAGS="-m elf32ltsmipn32" ;;
+    sparc)       s=sparc      p=sparc64-linux-gnu       ASFLAGS="-32 -Av8" LDFLAGS="-m elf32_sparc" ;;
+    sparc32plus) s=sparc      p=sparc64-linux-gnu       ASFLAGS="-32 -Av8plus --defsym V8PLUS=1" LDFLAGS="-m elf32_sparc" ;;
+    sparc64)     s=sparc64    p=sparc64-linux-gnu       ASFLAGS="-64 -Av9" LDFLAGS="-m elf64_sparc" ;;
+    m68k)        s=m68k       p=m68k-linux-gnu          ASFLAGS="-m68020" LDFLAGS="-m m68kelf" ;;
+    sh4)         s=sh4        p=sh4-linux-gnu           ASFLAGS="-little --isa=sh4" LDFLAGS="-m shlelf_linux -EL" ;;
+    sh4eb)       s=sh4        p=sh4-linux-gnu           ASFLAGS="-big --isa=sh4" LDFLAGS="-m shlelf_linux -EB" ;;
+    alpha)       s=alpha      p=alpha-linux-gnu         ASFLAGS="" LDFLAGS="-m elf64alpha" ;;
+    hppa)        s=hppa       p=hppa-linux-gnu          ASFLAGS="" LDFLAGS="-m hppalinux" ;;
     # bare-metal ELF toolchains: place text where the Linux ports of ld would
     # (or1k-linux: 0x2000 + headers; xtensa: the default 0x400000 + headers)
-    or1k)        p=or1k-elf               ASFLAGS="" LDFLAGS="-Ttext=0x2074" ;;
-    xtensa)      p=xtensa-lx106-elf       ASFLAGS="" LDFLAGS="" POST=xtstrip ;;
-    hexagon)     KIND=llvm AS=llvm-mc-16 ASFLAGS="-triple=hexagon -mcpu=hexagonv67 -filetype=obj"
+    or1k)        s=or1k       p=or1k-elf                ASFLAGS="" LDFLAGS="-Ttext=0x2074" ;;
+    xtensa)      s=xtensa     p=xtensa-lx106-elf        ASFLAGS="" LDFLAGS="" POST=xtstrip ;;
+    hexagon)     s=hexagon    KIND=llvm AS=llvm-mc-16   ASFLAGS="-triple=hexagon -mcpu=hexagonv67 -filetype=obj"
                  LD=ld.lld-16 LDFLAGS="-z norelro" ;;
+    # no usable assembler in Debian 12: gen_elf.py hand-encodes these
     loongarch64|xtensaeb|microblaze|microblazeel|cris) KIND=gen ;;
     *) echo "build.sh: unknown target $1" >&2; exit 2 ;;
   esac
   if [[ -n $p ]]; then AS=$p-as LD=$p-ld; fi
+  if [[ -n $s ]]; then SRC=src/$s.s; fi
 }
 
 # Debian package providing each tool (for the error message).
@@ -90,6 +98,7 @@ package_of() {
     llvm-mc-16)         echo llvm-16 ;;
     ld.lld-16)          echo lld-16 ;;
     python3)            echo python3 ;;
+    sed)                echo sed ;;
     qemu-*-static)      echo qemu-user-static ;;
     *)                  echo coreutils ;;
   esac
@@ -109,7 +118,7 @@ need_tools() {
 }
 
 check_build_tools() {
-  local tools=(python3 sha256sum cmp) t
+  local tools=(python3 sed sha256sum cmp) t
   for t in "${TARGETS[@]}"; do
     recipe "$t"
     [[ $KIND == gen ]] || tools+=("$AS" "$LD")
@@ -125,8 +134,10 @@ build_one() {
     gen)
       python3 "$here/gen_elf.py" "$t" "$out" ;;
     gas|llvm)
+      # fill in the target name: src/<s>.s -> WORKDIR/<target>.s
+      sed "s/@TARGET@/$t/g" "$SRC" >"$work/$t.s"
       # shellcheck disable=SC2086
-      "$AS" $ASFLAGS -o "$obj" "src/$t.s"
+      "$AS" $ASFLAGS -o "$obj" "$work/$t.s"
       # shellcheck disable=SC2086
       "$LD" "${LD_COMMON[@]}" $NMAGIC $LDFLAGS -o "$out" "$obj" ;;
   esac

@@ -5,7 +5,7 @@
 	.section .note.GNU-stack,"",%progbits
 	.set	noat
 	.text
-msg:	.ascii	"archctl-test alpha ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	len = . - msg
 	.balign	4
 	.globl _start

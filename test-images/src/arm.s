@@ -1,5 +1,7 @@
-/* archctl test image: arm -- Linux ARM EABI syscall ABI:
- * nr in r7, args in r0, r1, r2; `svc #0`. write=4, exit=1. */
+/* archctl test image: arm, armeb -- Linux ARM EABI syscall ABI:
+ * nr in r7, args in r0, r1, r2; `svc #0`. write=4, exit=1.
+ * armeb is big-endian BE8 (data big-endian, code little-endian; ld --be8
+ * byte-swaps the instructions).  build.sh replaces @TARGET@ with the target name. */
 	.section .note.GNU-stack,"",%progbits
 	.syntax unified
 	.arm
@@ -14,5 +16,5 @@ _start:
 	mov	r7, #1			/* __NR_exit */
 	mov	r0, #0			/* status = 0 */
 	svc	#0
-msg:	.ascii	"archctl-test arm ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

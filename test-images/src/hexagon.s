@@ -15,5 +15,5 @@ _start:
 	r6 = #93			/* __NR_exit */
 	r0 = #0				/* status = 0 */
 	trap0(#1)
-msg:	.ascii	"archctl-test hexagon ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

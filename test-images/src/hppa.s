@@ -14,5 +14,5 @@ _start:
 	ldi	0, %r26			/* status = 0 */
 	ble	0x100(%sr2, %r0)	/* enter the kernel */
 	ldi	1, %r20			/* (delay slot) __NR_exit */
-msg:	.ascii	"archctl-test hppa ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

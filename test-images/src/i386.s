@@ -1,6 +1,7 @@
-/* archctl test image: i386 -- Linux i386 syscall ABI:
+/* archctl test image: i386, i486 -- Linux i386 syscall ABI:
  * nr in %eax, args in %ebx, %ecx, %edx; `int $0x80`. write=4, exit=1.
- * src/i486.s is the same code; build.sh sets that image's e_machine to EM_486 (6). */
+ * For i486, build.sh sets the linked image's e_machine to EM_486 (6).
+ * build.sh replaces @TARGET@ with the target name. */
 	.section .note.GNU-stack,"",%progbits
 	.text
 	.globl _start
@@ -13,5 +14,5 @@ _start:
 	movl	$1, %eax		/* __NR_exit */
 	xorl	%ebx, %ebx		/* status = 0 */
 	int	$0x80
-msg:	.ascii	"archctl-test i386 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

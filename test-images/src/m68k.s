@@ -12,5 +12,5 @@ _start:
 	moveq	#1, %d0			/* __NR_exit */
 	moveq	#0, %d1			/* status = 0 */
 	trap	#0
-msg:	.ascii	"archctl-test m68k ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

@@ -1,5 +1,6 @@
-/* archctl test image: mips64 -- Linux MIPS n64 syscall ABI:
- * nr in $v0, args in $a0, $a1, $a2; `syscall`. write=5001, exit=5058. */
+/* archctl test image: mips64, mips64el (build.sh passes -EB / -EL) --
+ * Linux MIPS n64 syscall ABI: nr in $v0, args in $a0, $a1, $a2; `syscall`.
+ * write=5001, exit=5058.  build.sh replaces @TARGET@ with the target name. */
 	.section .note.GNU-stack,"",%progbits
 	.text
 	.globl _start
@@ -14,5 +15,5 @@ _start:
 	li	$a0, 0			/* status = 0 */
 	syscall
 	.end _start
-msg:	.ascii	"archctl-test mips64 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

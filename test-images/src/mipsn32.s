@@ -1,5 +1,6 @@
-/* archctl test image: mipsn32 -- Linux MIPS n32 syscall ABI:
- * nr in $v0, args in $a0, $a1, $a2; `syscall`. write=6001, exit=6058. */
+/* archctl test image: mipsn32, mipsn32el (build.sh passes -EB / -EL) --
+ * Linux MIPS n32 syscall ABI: nr in $v0, args in $a0, $a1, $a2; `syscall`.
+ * write=6001, exit=6058.  build.sh replaces @TARGET@ with the target name. */
 	.section .note.GNU-stack,"",%progbits
 	.text
 	.globl _start
@@ -14,5 +15,5 @@ _start:
 	li	$a0, 0			/* status = 0 */
 	syscall
 	.end _start
-msg:	.ascii	"archctl-test mipsn32 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

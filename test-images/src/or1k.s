@@ -13,5 +13,5 @@ _start:
 	l.addi	r11, r0, 93		/* __NR_exit */
 	l.addi	r3, r0, 0		/* status = 0 */
 	l.sys	1
-msg:	.ascii	"archctl-test or1k ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

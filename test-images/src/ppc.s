@@ -13,5 +13,5 @@ _start:
 	li	0, 1			/* __NR_exit */
 	li	3, 0			/* status = 0 */
 	sc
-msg:	.ascii	"archctl-test ppc ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

@@ -11,5 +11,5 @@ _start:
 	lghi	%r2, 0			/* status = 0 */
 	svc	1			/* __NR_exit */
 	.align	2			/* larl targets must be halfword aligned */
-msg:	.ascii	"archctl-test s390x ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

@@ -1,5 +1,6 @@
-/* archctl test image: sh4 -- Linux SuperH syscall ABI:
- * nr in r3, args in r4, r5, r6; `trapa #0x10+nargs`. write=4, exit=1. */
+/* archctl test image: sh4, sh4eb (build.sh passes -little / -big) --
+ * Linux SuperH syscall ABI: nr in r3, args in r4, r5, r6; `trapa #0x10+nargs`.
+ * write=4, exit=1.  build.sh replaces @TARGET@ with the target name. */
 	.section .note.GNU-stack,"",%progbits
 	.text
 	.globl _start
@@ -14,5 +15,5 @@ _start:
 	trapa	#0x11			/* 1 argument */
 	.balign	4
 msgaddr: .long	msg
-msg:	.ascii	"archctl-test sh4 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

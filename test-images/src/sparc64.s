@@ -12,5 +12,5 @@ _start:
 	mov	1, %g1			/* __NR_exit */
 	mov	0, %o0			/* status = 0 */
 	ta	0x6d
-msg:	.ascii	"archctl-test sparc64 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

@@ -12,5 +12,5 @@ _start:
 	movl	$60, %eax		/* __NR_exit */
 	xorl	%edi, %edi		/* status = 0 */
 	syscall
-msg:	.ascii	"archctl-test x86_64 ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg

@@ -4,7 +4,7 @@
  * The message comes first so that `len` is a known constant for `movi`. */
 	.section .note.GNU-stack,"",%progbits
 	.text
-msg:	.ascii	"archctl-test xtensa ok\n"
+msg:	.ascii	"archctl-test @TARGET@ ok\n"
 	.set	len, . - msg
 	.balign	4
 .Lmsg_addr:
