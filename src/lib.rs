@@ -16,6 +16,7 @@ pub mod interrupt;
 pub mod ns;
 pub mod ops;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod rules_data;
 pub mod testprog;
@@ -36,6 +37,8 @@ pub enum Error {
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
     Apply(#[from] plan::ApplyError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot run {program}: {source}")]
@@ -52,6 +55,10 @@ pub enum Error {
 fn failure_summary(r: &ops::Report) -> String {
     match r {
         ops::Report::Change(c) => c.error.clone().unwrap_or_else(|| "failed".into()),
+        ops::Report::Inspect(r) => {
+            let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
+            failed.join("; ")
+        }
         ops::Report::Test(t) => {
             let failed: Vec<String> = t
                 .results
@@ -74,6 +81,7 @@ impl Error {
             Error::Namespace(e) => e.hint(),
             Error::Plan(e) => e.hint(),
             Error::Apply(e) => e.source.hint(),
+            Error::Registry(e) => e.hint(),
             Error::Usage(_) => None,
             Error::Exec { .. } | Error::Failed(_) => None,
         }
@@ -87,6 +95,18 @@ impl Error {
             Error::Plan(e) => e.is_usage(),
             _ => false,
         }
+    }
+
+    /// Hints of the parts of a report that failed (one per distinct hint).
+    pub fn report_hints(&self) -> Vec<String> {
+        let mut v: Vec<String> = match self.report() {
+            Some(ops::Report::Inspect(r)) => {
+                r.images.iter().filter_map(|i| i.hint.clone()).collect()
+            }
+            _ => Vec::new(),
+        };
+        v.dedup();
+        v
     }
 
     /// The report of a command that ran and failed.

@@ -101,6 +101,25 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
     },
+    /// Which platforms images offer, from their registries.
+    Inspect {
+        /// Image references: alpine, alpine:3.20, ghcr.io/o/r:t, 127.0.0.1:5000/x@sha256:...
+        #[arg(value_name = "IMAGE", required = true)]
+        images: Vec<String>,
+        /// Allow plain HTTP and unverified TLS for every registry (loopback registries and
+        /// daemon.json's insecure-registries are allowed anyway).
+        #[arg(long)]
+        insecure: bool,
+        /// Do not read or write the on-disk cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Images inspected at once.
+        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        /// Seconds each request may take.
+        #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+    },
     /// Run a command with emulation in a private user namespace (Linux 6.7+), without
     /// root and without touching the host's binfmt_misc.
     Exec {
@@ -225,6 +244,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = ops::test(&ctx, &archs, Duration::from_secs(timeout))?;
             out.print(&r, report::test)
         }
+        Command::Inspect {
+            images,
+            insecure,
+            no_cache,
+            concurrency,
+            timeout,
+        } => {
+            let opts = archctl::registry::Options {
+                insecure,
+                timeout: Duration::from_secs(timeout),
+                cache: !no_cache,
+                concurrency: usize::from(concurrency),
+                ..Default::default()
+            };
+            let r = ops::inspect(&images, opts)?;
+            out.print(&r, report::inspect)
+        }
         Command::Exec {
             archs,
             emu,
@@ -289,6 +325,9 @@ fn main() -> ExitCode {
             }
             eprintln!("archctl: error: {e}");
             if let Some(h) = lib.and_then(archctl::Error::hint) {
+                eprintln!("hint: {h}");
+            }
+            for h in lib.map(archctl::Error::report_hints).unwrap_or_default() {
                 eprintln!("hint: {h}");
             }
             if lib.is_some_and(archctl::Error::is_usage) {

@@ -14,6 +14,7 @@ use crate::{
     host::{self, Host, Native},
     ns,
     plan::{self, Action, EnableOptions, Plan, Selection},
+    registry::inspect::InspectReport,
     verify::{self, Job, Mode, TestResult},
 };
 
@@ -545,6 +546,22 @@ fn exec_inner(
 pub enum Report {
     Change(ChangeReport),
     Test(TestReport),
+    Inspect(InspectReport),
+}
+
+/// `archctl inspect`: the platforms each image offers. Fails (with the report) when any
+/// image failed; the others are still reported.
+pub fn inspect(images: &[String], opts: crate::registry::Options) -> Result<InspectReport, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::registry::RegistryError::Client(e.to_string()))?;
+    let inspector = crate::registry::inspect::Inspector::new(opts)?;
+    let report = runtime.block_on(inspector.inspect_all(images));
+    if report.images.iter().any(|i| i.error.is_some()) {
+        return Err(Error::Failed(Box::new(Report::Inspect(report))));
+    }
+    Ok(report)
 }
 
 /// Where `emulator::DEFAULT_DIRS` live, re-exported for help texts.

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::ops::{ChangeReport, Report, StatusReport, TestReport};
+use crate::registry::inspect::InspectReport;
 use crate::verify::Mode;
 
 fn table(rows: &[Vec<String>]) -> String {
@@ -156,9 +157,56 @@ pub fn test(r: &TestReport) -> String {
     table(&rows)
 }
 
+pub fn inspect(r: &InspectReport) -> String {
+    let mut out = String::new();
+    for i in &r.images {
+        match &i.error {
+            Some(e) => {
+                let _ = writeln!(out, "{}  ERROR: {e}", i.reference);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{}  {}  {}",
+                    i.reference,
+                    i.digest.as_deref().unwrap_or("-"),
+                    i.media_type.as_deref().unwrap_or("-")
+                );
+                let mut rows: Vec<Vec<String>> = i
+                    .platforms
+                    .iter()
+                    .map(|p| {
+                        let mut plat = p.platform();
+                        if let Some(v) = &p.os_version {
+                            plat.push_str(&format!(" ({v})"));
+                        }
+                        vec![format!("  {plat}"), p.digest.clone()]
+                    })
+                    .collect();
+                rows.extend(i.attestations.iter().map(|a| {
+                    vec![
+                        "  (attestation)".to_string(),
+                        format!(
+                            "{}{}",
+                            a.digest,
+                            a.reference
+                                .as_deref()
+                                .map(|r| format!(" for {r}"))
+                                .unwrap_or_default()
+                        ),
+                    ]
+                }));
+                out.push_str(&table(&rows));
+            }
+        }
+    }
+    out
+}
+
 pub fn any(r: &Report) -> String {
     match r {
         Report::Change(c) => change(c),
         Report::Test(t) => test(t),
+        Report::Inspect(i) => inspect(i),
     }
 }

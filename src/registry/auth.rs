@@ -1,0 +1,142 @@
+//! The registry auth handshake: `WWW-Authenticate` challenges (Bearer token flow and
+//! Basic) and token endpoint replies.
+
+use std::collections::HashMap;
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+    Basic,
+}
+
+/// Parse a `WWW-Authenticate` header value (`Bearer realm="..",service="..",scope=".."`).
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let params = parse_params(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => Some(Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+            scope: params.get("scope").cloned(),
+        }),
+        "basic" => Some(Challenge::Basic),
+        _ => None,
+    }
+}
+
+/// `key="quoted, value",key2=token` pairs; keys lower-cased.
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n)
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                value.push(*c);
+                chars.next();
+            }
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    out
+}
+
+/// A token endpoint's reply.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TokenReply {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// Seconds; the spec's default is 60.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+impl TokenReply {
+    pub fn bearer(&self) -> Option<&str> {
+        self.token
+            .as_deref()
+            .or(self.access_token.as_deref())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// How long to reuse the token: its lifetime less a safety margin.
+    pub fn lifetime(&self) -> std::time::Duration {
+        let secs = self.expires_in.unwrap_or(60).max(1);
+        std::time::Duration::from_secs(secs.saturating_sub(secs / 10 + 1).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_with_quoted_commas() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/alpine:pull,push".into()),
+            }
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(
+            parse_challenge("Bearer service=x"),
+            None,
+            "realm is required"
+        );
+    }
+
+    #[test]
+    fn token_reply_variants() {
+        let r: TokenReply =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
+        assert_eq!(r.bearer(), Some("a"));
+        assert!(r.lifetime().as_secs() >= 250 && r.lifetime().as_secs() < 300);
+        let r: TokenReply = serde_json::from_str(r#"{"token":"t"}"#).unwrap();
+        assert_eq!(r.bearer(), Some("t"));
+        assert_eq!(r.lifetime().as_secs(), 53);
+        let r: TokenReply = serde_json::from_str(r#"{"token":""}"#).unwrap();
+        assert_eq!(r.bearer(), None);
+    }
+}

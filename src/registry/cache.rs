@@ -1,0 +1,203 @@
+//! On-disk cache: manifests and configs by digest (immutable, verified on every read),
+//! and tag → digest for a short time, so repeated look-ups cost ~no network.
+//! `$ARCHCTL_CACHE_DIR`, else `/var/cache/archctl` as root, else
+//! `$XDG_CACHE_HOME/archctl` (`~/.cache/archctl`). Holds no secrets.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// How long a tag → digest answer is reused (`ARCHCTL_TAG_TTL` seconds overrides).
+pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+    tag_ttl: Duration,
+}
+
+/// A remembered tag resolution.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagEntry {
+    pub key: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Unix seconds when fetched.
+    pub time: u64,
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in Sha256::digest(bytes) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Cache {
+    pub fn new(dir: PathBuf, tag_ttl: Duration) -> Cache {
+        Cache { dir, tag_ttl }
+    }
+
+    /// The cache directory for this user, if one can be named.
+    pub fn locate() -> Option<Cache> {
+        let dir = match std::env::var_os("ARCHCTL_CACHE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None if nix::unistd::geteuid().is_root() => PathBuf::from("/var/cache/archctl"),
+            None => match std::env::var_os("XDG_CACHE_HOME") {
+                Some(d) => PathBuf::from(d).join("archctl"),
+                None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/archctl"),
+            },
+        };
+        let ttl = std::env::var("ARCHCTL_TAG_TTL")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TAG_TTL);
+        Some(Cache::new(dir, ttl))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        (hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| self.dir.join("blobs/sha256").join(hex))
+    }
+
+    /// A blob by digest with its media type; None when absent or corrupt.
+    pub fn get_blob(&self, digest: &str) -> Option<(Vec<u8>, String)> {
+        let p = self.blob_path(digest)?;
+        let bytes = std::fs::read(&p).ok()?;
+        if sha256_digest(&bytes) != digest {
+            let _ = std::fs::remove_file(&p);
+            return None;
+        }
+        let mt = std::fs::read_to_string(p.with_extension("type")).unwrap_or_default();
+        Some((bytes, mt))
+    }
+
+    /// Store verified bytes under their digest (best effort).
+    pub fn put_blob(&self, digest: &str, bytes: &[u8], media_type: &str) {
+        let Some(p) = self.blob_path(digest) else {
+            return;
+        };
+        if sha256_digest(bytes) != digest {
+            return;
+        }
+        write_atomic(&p.with_extension("type"), media_type.as_bytes());
+        write_atomic(&p, bytes);
+    }
+
+    fn tag_path(&self, key: &str) -> PathBuf {
+        let h = sha256_digest(key.as_bytes());
+        self.dir.join("tags").join(&h[7..])
+    }
+
+    /// A tag resolution younger than the TTL.
+    pub fn get_tag(&self, key: &str) -> Option<TagEntry> {
+        let text = std::fs::read(self.tag_path(key)).ok()?;
+        let e: TagEntry = serde_json::from_slice(&text).ok()?;
+        let age = now().saturating_sub(e.time);
+        (e.key == key && age < self.tag_ttl.as_secs()).then_some(e)
+    }
+
+    pub fn put_tag(&self, key: &str, digest: &str, media_type: &str) {
+        let e = TagEntry {
+            key: key.to_string(),
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            time: now(),
+        };
+        if let Ok(json) = serde_json::to_vec(&e) {
+            write_atomic(&self.tag_path(key), &json);
+        }
+    }
+}
+
+impl Cache {
+    fn host_path(&self, host: &str) -> PathBuf {
+        let h = sha256_digest(host.as_bytes());
+        self.dir.join("hosts").join(&h[7..])
+    }
+
+    /// The scheme (`http`/`https`) that worked for an insecure-allowed host.
+    pub fn get_scheme(&self, host: &str) -> Option<String> {
+        let s = std::fs::read_to_string(self.host_path(host)).ok()?;
+        let (h, scheme) = s.split_once(' ')?;
+        (h == host).then(|| scheme.trim().to_string())
+    }
+
+    pub fn put_scheme(&self, host: &str, scheme: &str) {
+        if self.get_scheme(host).as_deref() != Some(scheme) {
+            write_atomic(
+                &self.host_path(host),
+                format!("{host} {scheme}\n").as_bytes(),
+            );
+        }
+    }
+}
+
+/// Write via a temporary file and rename, so readers never see half a file. Failures
+/// are ignored: a cache that cannot be written only costs the next run a fetch.
+fn write_atomic(path: &Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(dir).and_then(|()| {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_verified_and_tags_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::new(dir.path().to_path_buf(), Duration::from_secs(60));
+        let d = sha256_digest(b"{}");
+        c.put_blob(&d, b"{}", "application/json");
+        assert_eq!(
+            c.get_blob(&d),
+            Some((b"{}".to_vec(), "application/json".into()))
+        );
+        // Wrong bytes for a digest are never stored...
+        let other = sha256_digest(b"x");
+        c.put_blob(&other, b"y", "t");
+        assert_eq!(c.get_blob(&other), None);
+        // ...and a corrupted file is dropped.
+        std::fs::write(c.blob_path(&d).unwrap(), b"{ }").unwrap();
+        assert_eq!(c.get_blob(&d), None);
+        assert!(!c.blob_path(&d).unwrap().exists());
+
+        c.put_tag("r/x:latest", &d, "t");
+        assert_eq!(c.get_tag("r/x:latest").unwrap().digest, d);
+        assert!(c.get_tag("r/x:other").is_none());
+        let expired = Cache::new(dir.path().to_path_buf(), Duration::from_secs(0));
+        assert!(expired.get_tag("r/x:latest").is_none());
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

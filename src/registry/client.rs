@@ -1,0 +1,608 @@
+//! HTTP access to registries: one connection pool per run, the auth handshake with a
+//! token cache, plain HTTP only where allowed, bounded retries with backoff (honouring
+//! `Retry-After`), redirects followed without credentials to other hosts, and size caps.
+
+use std::{
+    collections::HashMap,
+    error::Error as _,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use reqwest::{StatusCode, header};
+
+use super::{
+    Options, RegistryError,
+    auth::{Challenge, TokenReply, parse_challenge},
+    config::{CredentialStore, Credentials, DaemonConfig},
+    reference::is_loopback_host,
+};
+
+/// How to reach a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Https,
+    /// TLS without certificate verification (insecure registries only).
+    HttpsUnverified,
+    Http,
+}
+
+impl Transport {
+    fn scheme(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            _ => "https",
+        }
+    }
+}
+
+/// One GET against a registry's API.
+#[derive(Debug, Clone, Copy)]
+pub struct Get<'a> {
+    /// Registry name (`docker.io`): credentials are looked up by it.
+    pub registry: &'a str,
+    /// Host serving it (`registry-1.docker.io`, a mirror).
+    pub host: &'a str,
+    /// Repository, for the token scope.
+    pub repo: &'a str,
+    /// `/v2/...`
+    pub path: &'a str,
+    pub accept: &'a str,
+    /// Largest body accepted.
+    pub limit: usize,
+    /// What is fetched, for messages.
+    pub what: &'a str,
+}
+
+/// A response with its body read (within the cap).
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The registry client for one run.
+pub struct Client {
+    opts: Options,
+    daemon: DaemonConfig,
+    creds: CredentialStore,
+    verified: OnceLock<reqwest::Client>,
+    unverified: OnceLock<reqwest::Client>,
+    /// (host, scope) → (token, valid until).
+    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// host → the transport that worked.
+    transports: Mutex<HashMap<String, Transport>>,
+    /// registry → credentials (looked up once; helpers are slow).
+    credentials: Mutex<HashMap<String, Option<Credentials>>>,
+    /// Requests sent, for diagnostics and tests.
+    pub requests: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Client {
+    pub fn new(opts: Options, daemon: DaemonConfig, creds: CredentialStore) -> Client {
+        Client {
+            opts,
+            daemon,
+            creds,
+            verified: OnceLock::new(),
+            unverified: OnceLock::new(),
+            tokens: Mutex::new(HashMap::new()),
+            transports: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+            requests: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn daemon(&self) -> &DaemonConfig {
+        &self.daemon
+    }
+
+    fn http(&self, verify: bool) -> Result<&reqwest::Client, RegistryError> {
+        let cell = if verify {
+            &self.verified
+        } else {
+            &self.unverified
+        };
+        if let Some(c) = cell.get() {
+            return Ok(c);
+        }
+        let c = reqwest::Client::builder()
+            .user_agent(concat!("archctl/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.opts.timeout)
+            .connect_timeout(self.opts.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tls_danger_accept_invalid_certs(!verify)
+            .build()
+            .map_err(|e| RegistryError::Client(e.to_string()))?;
+        Ok(cell.get_or_init(|| c))
+    }
+
+    /// May this registry be reached over plain HTTP or unverified TLS?
+    pub fn allows_insecure(&self, registry: &str) -> bool {
+        self.opts.insecure || is_loopback_host(registry) || self.daemon.is_insecure(registry)
+    }
+
+    /// Transports to try, in order: the one that worked before first.
+    fn transports_for(&self, host: &str) -> Vec<Transport> {
+        let mut v = if is_loopback_host(host) {
+            // A registry on this machine is most often plain HTTP (docker-registry's
+            // default); TLS is tried next.
+            vec![Transport::Http, Transport::HttpsUnverified]
+        } else if self.allows_insecure(host) {
+            // Docker's order for insecure registries: TLS first, then plain HTTP.
+            vec![Transport::HttpsUnverified, Transport::Http]
+        } else {
+            vec![Transport::Https]
+        };
+        if let Some(t) = lock(&self.transports).get(host)
+            && let Some(i) = v.iter().position(|x| x == t)
+        {
+            v[..=i].rotate_right(1);
+        }
+        v
+    }
+
+    /// Remember a transport that worked (e.g. from the on-disk cache).
+    pub fn set_transport(&self, host: &str, t: Transport) {
+        lock(&self.transports).insert(host.to_string(), t);
+    }
+
+    pub fn transport(&self, host: &str) -> Option<Transport> {
+        lock(&self.transports).get(host).copied()
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+        if let Some(c) = lock(&self.credentials).get(registry) {
+            return Ok(c.clone());
+        }
+        let c = self.creds.lookup(registry)?;
+        lock(&self.credentials).insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// GET with the auth handshake, retries and redirects, over the first transport
+    /// that speaks the protocol.
+    pub async fn get(&self, g: Get<'_>) -> Result<Fetched, RegistryError> {
+        let transports = self.transports_for(g.host);
+        let mut last_err = None;
+        for (i, t) in transports.iter().enumerate() {
+            match self.get_via(*t, g).await {
+                Ok(f) => {
+                    lock(&self.transports).insert(g.host.to_string(), *t);
+                    return Ok(f);
+                }
+                // Only a failure to speak the protocol moves on to the next transport.
+                Err(e @ (RegistryError::Tls { .. } | RegistryError::Http { .. }))
+                    if i + 1 < transports.len() =>
+                {
+                    last_err = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| RegistryError::Http {
+            registry: g.registry.to_string(),
+            why: "no transport".into(),
+        }))
+    }
+
+    async fn get_via(&self, t: Transport, g: Get<'_>) -> Result<Fetched, RegistryError> {
+        let Get {
+            registry,
+            host,
+            repo,
+            path,
+            accept,
+            limit,
+            what,
+        } = g;
+        let url = format!("{}://{host}{path}", t.scheme());
+        let scope = format!("repository:{repo}:pull");
+        let creds = self.credentials(registry)?;
+        let mut auth = self
+            .cached_token(host, &scope)
+            .map(|tok| format!("Bearer {tok}"));
+        let mut authenticated = auth.is_some();
+        for _ in 0..3 {
+            let resp = self
+                .send_following(t, registry, host, &url, accept, auth.as_deref())
+                .await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return self.read(resp, registry, limit, what).await;
+            }
+            if authenticated {
+                return Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    with_credentials: creds.is_some(),
+                });
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge);
+            auth = match challenge {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope: challenge_scope,
+                }) => {
+                    let asked = challenge_scope.unwrap_or(scope.clone());
+                    let tok = self
+                        .fetch_token(registry, &realm, service.as_deref(), &asked, creds.as_ref())
+                        .await?;
+                    self.remember_token(host, &scope, &tok.0, tok.1);
+                    let tok = tok.0;
+                    Some(format!("Bearer {tok}"))
+                }
+                Some(Challenge::Basic) => match &creds {
+                    Some(Credentials::Basic { username, password }) => {
+                        use base64::Engine;
+                        let b = base64::engine::general_purpose::STANDARD
+                            .encode(format!("{username}:{password}"));
+                        Some(format!("Basic {b}"))
+                    }
+                    _ => {
+                        return Err(RegistryError::Unauthorized {
+                            registry: registry.to_string(),
+                            with_credentials: false,
+                        });
+                    }
+                },
+                None => {
+                    return Err(RegistryError::Unauthorized {
+                        registry: registry.to_string(),
+                        with_credentials: creds.is_some(),
+                    });
+                }
+            };
+            authenticated = true;
+        }
+        Err(RegistryError::Unauthorized {
+            registry: registry.to_string(),
+            with_credentials: creds.is_some(),
+        })
+    }
+
+    fn cached_token(&self, host: &str, scope: &str) -> Option<String> {
+        let tokens = lock(&self.tokens);
+        let (tok, until) = tokens.get(&(host.to_string(), scope.to_string()))?;
+        (Instant::now() < *until).then(|| tok.clone())
+    }
+
+    /// The token flow: GET realm?service=..&scope=.. (Basic credentials when there are
+    /// some), or a POST with the refresh token for identity tokens.
+    async fn fetch_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(String, Duration), RegistryError> {
+        let auth_err = |why: String| RegistryError::AuthServer {
+            registry: registry.to_string(),
+            why,
+        };
+        let realm_url =
+            reqwest::Url::parse(realm).map_err(|e| auth_err(format!("realm {realm}: {e}")))?;
+        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
+        let realm_hostport = match realm_url.port() {
+            Some(p) => format!("{realm_host}:{p}"),
+            None => realm_host.clone(),
+        };
+        // Credentials travel over TLS, or to a loopback/insecure-listed auth server.
+        let plain_ok = self.allows_insecure(&realm_hostport);
+        if realm_url.scheme() != "https" && !plain_ok {
+            return Err(auth_err(format!(
+                "refusing to send credentials to {realm} over plain HTTP"
+            )));
+        }
+        let http = self.http(!plain_ok)?;
+        let mut req = match creds {
+            Some(Credentials::IdentityToken(refresh)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", refresh.clone()),
+                    ("client_id", "archctl".to_string()),
+                    ("scope", scope.to_string()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_string()));
+                }
+                http.post(realm_url.clone()).form(&form)
+            }
+            _ => {
+                let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
+                if let Some(s) = service {
+                    q.push(("service", s));
+                }
+                let mut r = http.get(realm_url.clone()).query(&q);
+                if let Some(Credentials::Basic { username, password }) = creds {
+                    r = r.basic_auth(username, Some(password));
+                }
+                r
+            }
+        };
+        req = req.header(header::ACCEPT, "application/json");
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp =
+            req.send()
+                .await
+                .map_err(|e| match classify(&e, registry, self.opts.timeout) {
+                    RegistryError::ConnectionRefused { .. } => {
+                        auth_err(format!("{realm}: connection refused"))
+                    }
+                    RegistryError::Timeout { .. } => auth_err(format!("{realm}: timed out")),
+                    other => auth_err(other.to_string()),
+                })?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    with_credentials: creds.is_some(),
+                });
+            }
+            s => return Err(auth_err(format!("{realm} answered {s}"))),
+        }
+        let body = resp.bytes().await.map_err(|e| auth_err(e.to_string()))?;
+        let reply: TokenReply =
+            serde_json::from_slice(&body).map_err(|e| auth_err(format!("bad token reply: {e}")))?;
+        let tok = reply
+            .bearer()
+            .ok_or_else(|| auth_err("token reply without a token".into()))?
+            .to_string();
+        Ok((tok, reply.lifetime()))
+    }
+
+    /// Cache a token for its lifetime, per registry host and scope.
+    fn remember_token(&self, host: &str, scope: &str, tok: &str, lifetime: Duration) {
+        lock(&self.tokens).insert(
+            (host.to_string(), scope.to_string()),
+            (tok.to_string(), Instant::now() + lifetime),
+        );
+    }
+
+    /// Send with retries, following redirects; Authorization goes to `host` only.
+    async fn send_following(
+        &self,
+        t: Transport,
+        registry: &str,
+        host: &str,
+        url: &str,
+        accept: &str,
+        auth: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut url = reqwest::Url::parse(url).map_err(|e| RegistryError::Http {
+            registry: registry.to_string(),
+            why: e.to_string(),
+        })?;
+        for _ in 0..6 {
+            let same_host = url_hostport(&url) == host;
+            let verify = t == Transport::Https || !same_host;
+            let resp = self
+                .send_retrying(registry, verify, &url, accept, auth.filter(|_| same_host))
+                .await?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let loc = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| RegistryError::Http {
+                    registry: registry.to_string(),
+                    why: format!("{} without Location", resp.status()),
+                })?;
+            url = url.join(loc).map_err(|e| RegistryError::Http {
+                registry: registry.to_string(),
+                why: format!("bad redirect {loc}: {e}"),
+            })?;
+        }
+        Err(RegistryError::Http {
+            registry: registry.to_string(),
+            why: "too many redirects".into(),
+        })
+    }
+
+    async fn send_retrying(
+        &self,
+        registry: &str,
+        verify: bool,
+        url: &reqwest::Url,
+        accept: &str,
+        auth: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let http = self.http(verify)?;
+        let mut attempt = 0u32;
+        loop {
+            let mut req = http.get(url.clone()).header(header::ACCEPT, accept);
+            if let Some(a) = auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = req.send().await;
+            let retry_after = match &result {
+                Ok(r) if retryable_status(r.status()) => Some(
+                    r.headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(10))),
+                ),
+                Err(e) if is_reset(e) => Some(None),
+                _ => None,
+            };
+            match (retry_after, result) {
+                (Some(wait), result) if attempt < self.opts.retries => {
+                    let backoff = Duration::from_millis(100 << attempt.min(5));
+                    tokio::time::sleep(wait.unwrap_or(backoff)).await;
+                    attempt += 1;
+                    drop(result);
+                }
+                (_, Ok(r)) => return Ok(r),
+                (_, Err(e)) => return Err(classify(&e, registry, self.opts.timeout)),
+            }
+        }
+    }
+
+    /// Read the body within `limit`, mapping error statuses.
+    async fn read(
+        &self,
+        mut resp: reqwest::Response,
+        registry: &str,
+        limit: usize,
+        what: &str,
+    ) -> Result<Fetched, RegistryError> {
+        let status = resp.status();
+        if status == StatusCode::BAD_REQUEST && resp.url().scheme() == "http" {
+            // Go's TLS servers answer plain HTTP with this 400: try the next transport.
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains("HTTP request to an HTTPS server") {
+                return Err(RegistryError::Http {
+                    registry: registry.to_string(),
+                    why: "plain HTTP sent to a TLS server".into(),
+                });
+            }
+            return Ok(Fetched {
+                status,
+                headers,
+                body: body.to_vec(),
+            });
+        }
+        if let Some(len) = resp.content_length()
+            && len as usize > limit
+        {
+            return Err(RegistryError::TooLarge {
+                what: what.to_string(),
+                size: len as usize,
+                limit,
+            });
+        }
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| classify(&e, registry, self.opts.timeout))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(RegistryError::TooLarge {
+                    what: what.to_string(),
+                    size: body.len() + chunk.len(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn url_hostport(u: &reqwest::Url) -> String {
+    let h = u.host_str().unwrap_or_default();
+    match u.port() {
+        Some(p) => format!("{h}:{p}"),
+        None => h.to_string(),
+    }
+}
+
+fn retryable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
+    let mut kinds = Vec::new();
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        src = s.source();
+    }
+    kinds
+}
+
+/// A connection dropped by the peer: worth another try.
+fn is_reset(e: &reqwest::Error) -> bool {
+    if e.is_timeout()
+        || e.is_connect() && io_kinds(e).contains(&std::io::ErrorKind::ConnectionRefused)
+    {
+        return false;
+    }
+    let kinds = io_kinds(e);
+    kinds.iter().any(|k| {
+        matches!(
+            k,
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    }) || chain_text(e).contains("connection closed before message completed")
+}
+
+fn chain_text(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Turn a transport error into one a user can act on.
+fn classify(e: &reqwest::Error, registry: &str, timeout: Duration) -> RegistryError {
+    let registry = registry.to_string();
+    if e.is_timeout() {
+        return RegistryError::Timeout {
+            registry,
+            secs: timeout.as_secs(),
+        };
+    }
+    let kinds = io_kinds(e);
+    if kinds.contains(&std::io::ErrorKind::ConnectionRefused) {
+        return RegistryError::ConnectionRefused { registry };
+    }
+    let text = chain_text(e);
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("invalid peer")
+        || lower.contains("unknownissuer")
+    {
+        return RegistryError::Tls {
+            registry,
+            why: text,
+        };
+    }
+    RegistryError::Http {
+        registry,
+        why: text,
+    }
+}

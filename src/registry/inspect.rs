@@ -1,0 +1,480 @@
+//! Which platforms an image offers: resolve the reference to a manifest (index or single
+//! manifest), verify digests, read platforms from the index (or from the config blob of
+//! a single manifest), and set BuildKit attestations apart.
+
+use futures_util::{StreamExt, stream};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use super::{
+    DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_MANIFEST_BYTES,
+    OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
+    cache::{Cache, sha256_digest},
+    client::{Client, Fetched, Get, Transport},
+    config::{CredentialStore, DaemonConfig},
+    reference::ImageRef,
+};
+
+/// Accept header for manifests: every type archctl understands.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// `archctl inspect --json`. Field names are the contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub images: Vec<ImageReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    /// The resolved reference (`docker.io/library/alpine:3.20`), or the input when it
+    /// did not parse.
+    pub reference: String,
+    /// Digest of what the tag points to.
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    /// Platforms, in the registry's order.
+    pub platforms: Vec<PlatformEntry>,
+    /// BuildKit attestation manifests (not platforms).
+    pub attestations: Vec<Attestation>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlatformEntry {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+    pub os_version: Option<String>,
+    pub os_features: Option<Vec<String>>,
+    /// Digest of this platform's manifest.
+    pub digest: String,
+}
+
+impl PlatformEntry {
+    /// `linux/arm64/v8`.
+    pub fn platform(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attestation {
+    pub digest: String,
+    /// The manifest it attests (`vnd.docker.reference.digest`).
+    pub reference: Option<String>,
+}
+
+/// One run's registry access: the client (one connection pool) and the cache.
+pub struct Inspector {
+    client: Client,
+    cache: Option<Cache>,
+}
+
+impl Inspector {
+    pub fn new(opts: Options) -> Result<Inspector, RegistryError> {
+        let daemon = DaemonConfig::load(&DaemonConfig::default_path())?;
+        let cache = if opts.cache { Cache::locate() } else { None };
+        Ok(Inspector {
+            client: Client::new(opts, daemon, CredentialStore::load_default()),
+            cache,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Inspect several images concurrently; results in input order.
+    pub async fn inspect_all(&self, inputs: &[String]) -> InspectReport {
+        let n = self.client.options().concurrency.max(1);
+        let images = stream::iter(inputs)
+            .map(|i| self.inspect(i))
+            .buffered(n)
+            .collect()
+            .await;
+        InspectReport { images }
+    }
+
+    /// Inspect one image; failures are reported in the result, never panics.
+    pub async fn inspect(&self, input: &str) -> ImageReport {
+        let mut report = ImageReport {
+            reference: input.to_string(),
+            digest: None,
+            media_type: None,
+            platforms: Vec::new(),
+            attestations: Vec::new(),
+            error: None,
+            hint: None,
+        };
+        let r = match ImageRef::parse(input) {
+            Ok(r) => r,
+            Err(e) => {
+                report.hint = e.hint();
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
+        report.reference = r.to_string();
+        match self.resolve(&r).await {
+            Ok(res) => {
+                report.digest = Some(res.digest);
+                report.media_type = Some(res.media_type);
+                report.platforms = res.platforms;
+                report.attestations = res.attestations;
+            }
+            Err(e) => {
+                report.hint = e.hint();
+                report.error = Some(e.to_string());
+            }
+        }
+        report
+    }
+
+    /// Hosts to ask for an image: docker.io's mirrors first, then the registry.
+    fn endpoints(&self, r: &ImageRef) -> Vec<String> {
+        let mut v = Vec::new();
+        if r.registry == "docker.io" {
+            for m in &self.client.daemon().mirrors {
+                if let Ok(u) = reqwest::Url::parse(m) {
+                    let host = match (u.host_str(), u.port()) {
+                        (Some(h), Some(p)) => format!("{h}:{p}"),
+                        (Some(h), None) => h.to_string(),
+                        _ => continue,
+                    };
+                    if u.scheme() == "http" {
+                        self.client.set_transport(&host, Transport::Http);
+                    }
+                    v.push(host);
+                }
+            }
+        }
+        v.push(r.endpoint().to_string());
+        v
+    }
+
+    async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
+        let endpoints = self.endpoints(r);
+        let mut last = None;
+        for (i, host) in endpoints.iter().enumerate() {
+            match self.resolve_at(r, host).await {
+                Ok(x) => return Ok(x),
+                // A mirror that fails is skipped; the registry's answer is final.
+                Err(e) if i + 1 < endpoints.len() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Http {
+            registry: r.registry.clone(),
+            why: "no endpoint".into(),
+        }))
+    }
+
+    async fn resolve_at(&self, r: &ImageRef, host: &str) -> Result<Resolved, RegistryError> {
+        if let Some(c) = &self.cache
+            && let Some(s) = c.get_scheme(host)
+        {
+            let t = if s == "http" {
+                Transport::Http
+            } else if self.client.allows_insecure(host) {
+                Transport::HttpsUnverified
+            } else {
+                Transport::Https
+            };
+            if self.client.transport(host).is_none() {
+                self.client.set_transport(host, t);
+            }
+        }
+        let (bytes, media_type, digest) = self.manifest(r, host).await?;
+        let res = self.platforms(r, host, &bytes, &media_type, &digest).await;
+        if let (Some(c), Some(t)) = (&self.cache, self.client.transport(host)) {
+            c.put_scheme(
+                host,
+                if t == Transport::Http {
+                    "http"
+                } else {
+                    "https"
+                },
+            );
+        }
+        res
+    }
+
+    /// The manifest the reference names: (bytes, media type, digest), verified.
+    async fn manifest(
+        &self,
+        r: &ImageRef,
+        host: &str,
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
+        let tag_key = format!("{}/{}:{}", r.registry, r.repository, r.reference());
+        if let Some(c) = &self.cache {
+            let digest = match &r.digest {
+                Some(d) => Some(d.clone()),
+                None => c.get_tag(&tag_key).map(|e| e.digest),
+            };
+            if let Some(d) = digest
+                && let Some((bytes, mt)) = c.get_blob(&d)
+            {
+                return Ok((bytes, mt, d));
+            }
+        }
+        let path = format!("/v2/{}/manifests/{}", r.repository, r.reference());
+        let f = self
+            .client
+            .get(Get {
+                registry: &r.registry,
+                host,
+                repo: &r.repository,
+                path: &path,
+                accept: MANIFEST_ACCEPT,
+                limit: MAX_MANIFEST_BYTES,
+                what: "manifest",
+            })
+            .await?;
+        let f = check_status(f, r)?;
+        let actual = sha256_digest(&f.body);
+        if let Some(want) = &r.digest
+            && *want != actual
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: "manifest",
+                digest: want.clone(),
+                actual,
+            });
+        }
+        if let Some(claimed) = f
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:"))
+            && claimed != actual
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: "manifest",
+                digest: claimed.to_string(),
+                actual,
+            });
+        }
+        let media_type = media_type_of(&f);
+        if let Some(c) = &self.cache {
+            c.put_blob(&actual, &f.body, &media_type);
+            if r.digest.is_none() {
+                c.put_tag(&tag_key, &actual, &media_type);
+            }
+        }
+        Ok((f.body, media_type, actual))
+    }
+
+    /// A blob by digest (configs), verified, from the cache when possible.
+    async fn blob(&self, r: &ImageRef, host: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        if let Some((b, _)) = self.cache.as_ref().and_then(|c| c.get_blob(digest)) {
+            return Ok(b);
+        }
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        let f = self
+            .client
+            .get(Get {
+                registry: &r.registry,
+                host,
+                repo: &r.repository,
+                path: &path,
+                accept: "*/*",
+                limit: MAX_MANIFEST_BYTES,
+                what: "config blob",
+            })
+            .await?;
+        let f = check_status(f, r)?;
+        let actual = sha256_digest(&f.body);
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                what: "blob",
+                digest: digest.to_string(),
+                actual,
+            });
+        }
+        if let Some(c) = &self.cache {
+            c.put_blob(digest, &f.body, "application/octet-stream");
+        }
+        Ok(f.body)
+    }
+
+    async fn platforms(
+        &self,
+        r: &ImageRef,
+        host: &str,
+        bytes: &[u8],
+        media_type: &str,
+        digest: &str,
+    ) -> Result<Resolved, RegistryError> {
+        let mut res = Resolved {
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            platforms: Vec::new(),
+            attestations: Vec::new(),
+        };
+        match media_type {
+            OCI_INDEX | DOCKER_LIST => {
+                let idx: ImageIndex = parse_json(bytes, "image index")?;
+                for d in idx.manifests() {
+                    let ann = d.annotations().as_ref();
+                    let kind = ann.and_then(|a| a.get("vnd.docker.reference.type"));
+                    if kind.map(String::as_str) == Some("attestation-manifest") {
+                        res.attestations.push(Attestation {
+                            digest: d.digest().to_string(),
+                            reference: ann
+                                .and_then(|a| a.get("vnd.docker.reference.digest"))
+                                .cloned(),
+                        });
+                        continue;
+                    }
+                    let entry = match d.platform() {
+                        Some(p) => PlatformEntry {
+                            os: p.os().to_string(),
+                            architecture: p.architecture().to_string(),
+                            variant: p.variant().clone().filter(|v| !v.is_empty()),
+                            os_version: p.os_version().clone(),
+                            os_features: p.os_features().clone(),
+                            digest: d.digest().to_string(),
+                        },
+                        None => PlatformEntry {
+                            os: "unknown".into(),
+                            architecture: "unknown".into(),
+                            variant: None,
+                            os_version: None,
+                            os_features: None,
+                            digest: d.digest().to_string(),
+                        },
+                    };
+                    res.platforms.push(entry);
+                }
+            }
+            OCI_MANIFEST | DOCKER_MANIFEST => {
+                let m: ImageManifest = parse_json(bytes, "image manifest")?;
+                let config_digest = m.config().digest().to_string();
+                let cfg = self.blob(r, host, &config_digest).await?;
+                let c: ImageConfiguration = parse_json(&cfg, "image config")?;
+                res.platforms.push(PlatformEntry {
+                    os: c.os().to_string(),
+                    architecture: c.architecture().to_string(),
+                    variant: c.variant().clone().filter(|v| !v.is_empty()),
+                    os_version: c.os_version().clone(),
+                    os_features: c.os_features().clone(),
+                    digest: digest.to_string(),
+                });
+            }
+            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => {
+                return Err(RegistryError::Unsupported(format!(
+                    "{r} is a Docker schema 1 manifest (deprecated, no platform information)"
+                )));
+            }
+            other => {
+                return Err(RegistryError::Unsupported(format!(
+                    "{r} has media type \"{other}\", not an image index or image manifest"
+                )));
+            }
+        }
+        Ok(res)
+    }
+}
+
+struct Resolved {
+    digest: String,
+    media_type: String,
+    platforms: Vec<PlatformEntry>,
+    attestations: Vec<Attestation>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Invalid {
+        what: what.to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// The media type: Content-Type, else the document's own `mediaType`, else (a schema 2
+/// manifest without either) decided by its shape.
+fn media_type_of(f: &Fetched) -> String {
+    let ct = f
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    if !ct.is_empty() && ct != "application/json" && ct != "application/octet-stream" {
+        return ct;
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u32>,
+    }
+    match serde_json::from_slice::<Probe>(&f.body) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.to_string(),
+        Ok(Probe {
+            schema_version: Some(1),
+            ..
+        }) => DOCKER_SCHEMA1.to_string(),
+        _ => OCI_MANIFEST.to_string(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Map a registry's error answer to an error a user can act on.
+fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
+    if f.status.is_success() {
+        return Ok(f);
+    }
+    let body: Option<ErrorBody> = serde_json::from_slice(&f.body).ok();
+    let first = body.as_ref().and_then(|b| b.errors.first());
+    let code = first.map(|e| e.code.as_str()).unwrap_or("");
+    match (f.status, code) {
+        (_, "NAME_UNKNOWN") | (StatusCode::NOT_FOUND, "") if code == "NAME_UNKNOWN" => {
+            Err(RegistryError::UnknownRepository {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+            })
+        }
+        (_, "MANIFEST_UNKNOWN") | (StatusCode::NOT_FOUND, _) => {
+            Err(RegistryError::UnknownManifest {
+                image: r.to_string(),
+            })
+        }
+        (s, _) => Err(RegistryError::Http {
+            registry: r.registry.clone(),
+            why: match first {
+                Some(e) if !e.message.is_empty() => format!("{s}: {} ({})", e.message, e.code),
+                _ => s.to_string(),
+            },
+        }),
+    }
+}
