@@ -121,6 +121,9 @@ impl Client {
         if let Some(c) = cell.get() {
             return Ok(c);
         }
+        // ring rather than aws-lc-rs: aws-lc seeds its jitter entropy source on first
+        // use, ~40 ms of CPU on every run that speaks TLS.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let c = reqwest::Client::builder()
             .user_agent(concat!("archctl/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
