@@ -2,6 +2,8 @@
 //! 6.7+) and helpers to run archctl inside them and look at the kernel's view.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod registry;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
