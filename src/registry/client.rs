@@ -65,6 +65,9 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
+/// Held while a token is fetched, so others asking for the same one wait for it.
+type Gate = std::sync::Arc<tokio::sync::Mutex<()>>;
+
 /// The registry client for one run.
 pub struct Client {
     opts: Options,
@@ -74,6 +77,10 @@ pub struct Client {
     unverified: OnceLock<reqwest::Client>,
     /// (host, scope) → (token, valid until).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// host → how it asked to authenticate.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// (host, scope) → the gate that makes concurrent requests share one token fetch.
+    token_gates: Mutex<HashMap<(String, String), Gate>>,
     /// host → the transport that worked.
     transports: Mutex<HashMap<String, Transport>>,
     /// registry → credentials (looked up once; helpers are slow).
@@ -98,6 +105,8 @@ impl Client {
             verified: OnceLock::new(),
             unverified: OnceLock::new(),
             tokens: Mutex::new(HashMap::new()),
+            challenges: Mutex::new(HashMap::new()),
+            token_gates: Mutex::new(HashMap::new()),
             transports: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
             requests: AtomicUsize::new(0),
@@ -218,11 +227,21 @@ impl Client {
         let url = format!("{}://{host}{path}", t.scheme());
         let scope = format!("repository:{repo}:pull");
         let creds = self.credentials(registry)?;
-        let mut auth = self
-            .cached_token(host, &scope)
-            .map(|tok| format!("Bearer {tok}"));
+        let unauthorized = || RegistryError::Unauthorized {
+            registry: registry.to_string(),
+            with_credentials: creds.is_some(),
+        };
+        // Once a host has said how it authenticates, authenticate up front.
+        let known = lock(&self.challenges).get(host).cloned();
+        let mut auth = match &known {
+            Some(c) => Some(
+                self.authorization(registry, host, &scope, c, creds.as_ref())
+                    .await?,
+            ),
+            None => None,
+        };
         let mut authenticated = auth.is_some();
-        for _ in 0..3 {
+        loop {
             let resp = self
                 .send_following(t, registry, host, &url, accept, auth.as_deref())
                 .await?;
@@ -230,57 +249,60 @@ impl Client {
                 return self.read(resp, registry, limit, what).await;
             }
             if authenticated {
-                return Err(RegistryError::Unauthorized {
-                    registry: registry.to_string(),
-                    with_credentials: creds.is_some(),
-                });
+                return Err(unauthorized());
             }
             let challenge = resp
                 .headers()
                 .get(header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_challenge);
-            auth = match challenge {
-                Some(Challenge::Bearer {
-                    realm,
-                    service,
-                    scope: challenge_scope,
-                }) => {
-                    let asked = challenge_scope.unwrap_or(scope.clone());
-                    let tok = self
-                        .fetch_token(registry, &realm, service.as_deref(), &asked, creds.as_ref())
-                        .await?;
-                    self.remember_token(host, &scope, &tok.0, tok.1);
-                    let tok = tok.0;
-                    Some(format!("Bearer {tok}"))
-                }
-                Some(Challenge::Basic) => match &creds {
-                    Some(Credentials::Basic { username, password }) => {
-                        use base64::Engine;
-                        let b = base64::engine::general_purpose::STANDARD
-                            .encode(format!("{username}:{password}"));
-                        Some(format!("Basic {b}"))
-                    }
-                    _ => {
-                        return Err(RegistryError::Unauthorized {
-                            registry: registry.to_string(),
-                            with_credentials: false,
-                        });
-                    }
-                },
-                None => {
-                    return Err(RegistryError::Unauthorized {
-                        registry: registry.to_string(),
-                        with_credentials: creds.is_some(),
-                    });
-                }
-            };
+                .and_then(parse_challenge)
+                .ok_or_else(unauthorized)?;
+            lock(&self.challenges).insert(host.to_string(), challenge.clone());
+            auth = Some(
+                self.authorization(registry, host, &scope, &challenge, creds.as_ref())
+                    .await?,
+            );
             authenticated = true;
         }
-        Err(RegistryError::Unauthorized {
-            registry: registry.to_string(),
-            with_credentials: creds.is_some(),
-        })
+    }
+
+    /// The Authorization header for a challenge: a Bearer token for the scope (one
+    /// fetch per host and scope, however many requests wait for it), or Basic.
+    async fn authorization(
+        &self,
+        registry: &str,
+        host: &str,
+        scope: &str,
+        challenge: &Challenge,
+        creds: Option<&Credentials>,
+    ) -> Result<String, RegistryError> {
+        match challenge {
+            Challenge::Bearer { realm, service, .. } => {
+                let key = (host.to_string(), scope.to_string());
+                let gate = lock(&self.token_gates).entry(key).or_default().clone();
+                let _turn = gate.lock().await;
+                if let Some(tok) = self.cached_token(host, scope) {
+                    return Ok(format!("Bearer {tok}"));
+                }
+                let (tok, lifetime) = self
+                    .fetch_token(registry, realm, service.as_deref(), scope, creds)
+                    .await?;
+                self.remember_token(host, scope, &tok, lifetime);
+                Ok(format!("Bearer {tok}"))
+            }
+            Challenge::Basic => match creds {
+                Some(Credentials::Basic { username, password }) => {
+                    use base64::Engine;
+                    let b = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"));
+                    Ok(format!("Basic {b}"))
+                }
+                _ => Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    with_credentials: false,
+                }),
+            },
+        }
     }
 
     fn cached_token(&self, host: &str, scope: &str) -> Option<String> {

@@ -236,7 +236,12 @@ impl Inspector {
                 what: "manifest",
             })
             .await?;
-        let f = check_status(f, r)?;
+        let f = match check_status(f, r) {
+            Err(RegistryError::UnknownManifest { .. }) => {
+                return Err(self.unknown_repository_or_manifest(r, host).await);
+            }
+            other => other?,
+        };
         let actual = sha256_digest(&f.body);
         if let Some(want) = &r.digest
             && *want != actual
@@ -268,6 +273,33 @@ impl Inspector {
             }
         }
         Ok((f.body, media_type, actual))
+    }
+
+    /// After a 404 for a manifest: is the repository unknown, or only the tag/digest?
+    /// (Registries answer MANIFEST_UNKNOWN for both; the tag list tells them apart.)
+    async fn unknown_repository_or_manifest(&self, r: &ImageRef, host: &str) -> RegistryError {
+        let path = format!("/v2/{}/tags/list?n=1", r.repository);
+        let tags = self
+            .client
+            .get(Get {
+                registry: &r.registry,
+                host,
+                repo: &r.repository,
+                path: &path,
+                accept: "application/json",
+                limit: 64 * 1024,
+                what: "tag list",
+            })
+            .await;
+        match tags {
+            Ok(f) if f.status == StatusCode::NOT_FOUND => RegistryError::UnknownRepository {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+            },
+            _ => RegistryError::UnknownManifest {
+                image: r.to_string(),
+            },
+        }
     }
 
     /// A blob by digest (configs), verified, from the cache when possible.
@@ -458,12 +490,10 @@ fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
     let first = body.as_ref().and_then(|b| b.errors.first());
     let code = first.map(|e| e.code.as_str()).unwrap_or("");
     match (f.status, code) {
-        (_, "NAME_UNKNOWN") | (StatusCode::NOT_FOUND, "") if code == "NAME_UNKNOWN" => {
-            Err(RegistryError::UnknownRepository {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-            })
-        }
+        (_, "NAME_UNKNOWN") => Err(RegistryError::UnknownRepository {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+        }),
         (_, "MANIFEST_UNKNOWN") | (StatusCode::NOT_FOUND, _) => {
             Err(RegistryError::UnknownManifest {
                 image: r.to_string(),
