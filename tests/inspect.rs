@@ -325,9 +325,7 @@ fn token_auth_anonymous_credentials_and_caching() {
                 &reg,
                 "private/app",
                 &format!("v{i}"),
-                support::registry::ImageSpec::oci(
-                    &["linux/amd64", "linux/arm64", "linux/s390x"][i],
-                ),
+                support::registry::ImageSpec::oci(["linux/amd64", "linux/arm64", "linux/s390x"][i]),
             )
         })
         .collect();
@@ -397,10 +395,6 @@ fn credential_helper_is_used() {
         ),
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&helper).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(
         env.dir.path().join("docker/config.json"),
