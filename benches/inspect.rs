@@ -14,12 +14,22 @@ use registry::{ImageSpec, Registry, RegistryAuth, TokenServer, push_image, push_
 fn hyperfine(name: &str, runs: u32, cmds: &[(&str, String)], out: &Path) -> Vec<(String, f64)> {
     let json = out.join(format!("{name}.json"));
     let mut c = Command::new("hyperfine");
-    c.args(["-N", "--warmup", "2", "--runs", &runs.to_string(), "--export-json"])
-        .arg(&json);
+    c.args([
+        "-N",
+        "--warmup",
+        "2",
+        "--runs",
+        &runs.to_string(),
+        "--export-json",
+    ])
+    .arg(&json);
     for (n, cmd) in cmds {
         c.args(["-n", n, cmd]);
     }
-    let status = c.stdout(std::process::Stdio::null()).status().expect("hyperfine");
+    let status = c
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("hyperfine");
     assert!(status.success(), "hyperfine failed for {name}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     v["results"]
@@ -27,17 +37,34 @@ fn hyperfine(name: &str, runs: u32, cmds: &[(&str, String)], out: &Path) -> Vec<
         .unwrap()
         .iter()
         .map(|r| {
-            let mut t: Vec<f64> = r["times"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let mut t: Vec<f64> = r["times"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            (r["command"].as_str().unwrap().to_string(), t[t.len() / 2] * 1e3)
+            (
+                r["command"].as_str().unwrap().to_string(),
+                t[t.len() / 2] * 1e3,
+            )
         })
         .collect()
 }
 
 fn report(title: &str, rows: &[(String, f64)], base: &str) {
-    let b = rows.iter().find(|(n, _)| n == base).map(|r| r.1).unwrap_or(f64::NAN);
+    let b = rows
+        .iter()
+        .find(|(n, _)| n == base)
+        .map(|r| r.1)
+        .unwrap_or(f64::NAN);
     println!("\n{title}");
-    println!("  {:34} {:>10} {:>12}", "command", "median ms", format!("/ {base}"));
+    println!(
+        "  {:34} {:>10} {:>12}",
+        "command",
+        "median ms",
+        format!("/ {base}")
+    );
     for (n, ms) in rows {
         println!("  {n:34} {ms:10.2} {:12.2}", ms / b);
     }
@@ -49,7 +76,10 @@ fn main() {
     let cache = tmp.path().join("cache");
     let docker_cfg = tmp.path().join("docker");
     std::fs::create_dir(&docker_cfg).unwrap();
-    let have_docker = Command::new("docker").arg("--version").output().is_ok_and(|o| o.status.success());
+    let have_docker = Command::new("docker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let env = format!(
         "env ARCHCTL_CACHE_DIR={} DOCKER_CONFIG={} ARCHCTL_DOCKER_DAEMON_JSON=/nonexistent",
         cache.display(),
@@ -57,11 +87,19 @@ fn main() {
     );
     let skopeo_auth = tmp.path().join("auth.json");
     std::fs::write(&skopeo_auth, "{}").unwrap();
-    let skopeo = format!("env REGISTRY_AUTH_FILE={} skopeo inspect --raw --tls-verify=false", skopeo_auth.display());
+    let skopeo = format!(
+        "env REGISTRY_AUTH_FILE={} skopeo inspect --raw --tls-verify=false",
+        skopeo_auth.display()
+    );
 
     // 1. One multi-arch image on a plain local registry.
     let reg = Registry::start(RegistryAuth::None);
-    let multi = push_image(&reg, "bench/multi", "v1", ImageSpec::oci_index(registry::INDEX_PLATFORMS).with_attestations());
+    let multi = push_image(
+        &reg,
+        "bench/multi",
+        "v1",
+        ImageSpec::oci_index(registry::INDEX_PLATFORMS).with_attestations(),
+    );
     let r = multi.reference(&reg.addr());
     let mut cmds = vec![
         ("archctl", format!("{env} {archctl} inspect --no-cache {r}")),
@@ -69,15 +107,30 @@ fn main() {
         ("skopeo", format!("{skopeo} docker://{r}")),
     ];
     if have_docker {
-        cmds.push(("docker-manifest-inspect", format!("env DOCKER_CONFIG={} docker manifest inspect --insecure {r}", docker_cfg.display())));
+        cmds.push((
+            "docker-manifest-inspect",
+            format!(
+                "env DOCKER_CONFIG={} docker manifest inspect --insecure {r}",
+                docker_cfg.display()
+            ),
+        ));
     }
     let rows = hyperfine("one", 40, &cmds, tmp.path());
-    report("one multi-arch image (OCI index, 8 platforms + attestations), local registry", &rows, "skopeo");
+    report(
+        "one multi-arch image (OCI index, 8 platforms + attestations), local registry",
+        &rows,
+        "skopeo",
+    );
 
     // 2. A token-auth repository (credentials, token server, RS256).
     let ts = TokenServer::start(&[("bench", "pw")], &[]);
     let treg = Registry::start(RegistryAuth::Token(&ts));
-    let priv_img = push_image(&treg, "private/multi", "v1", ImageSpec::oci_index(registry::INDEX_PLATFORMS));
+    let priv_img = push_image(
+        &treg,
+        "private/multi",
+        "v1",
+        ImageSpec::oci_index(registry::INDEX_PLATFORMS),
+    );
     let tr = priv_img.reference(&treg.addr());
     {
         use base64::Engine;
@@ -86,14 +139,27 @@ fn main() {
         std::fs::write(docker_cfg.join("config.json"), cfg.to_string()).unwrap();
     }
     let mut cmds = vec![
-        ("archctl", format!("{env} {archctl} inspect --no-cache {tr}")),
+        (
+            "archctl",
+            format!("{env} {archctl} inspect --no-cache {tr}"),
+        ),
         ("skopeo", format!("{skopeo} --creds bench:pw docker://{tr}")),
     ];
     if have_docker {
-        cmds.push(("docker-manifest-inspect", format!("env DOCKER_CONFIG={} docker manifest inspect --insecure {tr}", docker_cfg.display())));
+        cmds.push((
+            "docker-manifest-inspect",
+            format!(
+                "env DOCKER_CONFIG={} docker manifest inspect --insecure {tr}",
+                docker_cfg.display()
+            ),
+        ));
     }
     let rows = hyperfine("token", 30, &cmds, tmp.path());
-    report("token-auth repository (token flow with credentials)", &rows, "skopeo");
+    report(
+        "token-auth repository (token flow with credentials)",
+        &rows,
+        "skopeo",
+    );
 
     // 3. 200 repositories: one archctl call vs skopeo run sequentially.
     let many = push_many(&reg, 200);
@@ -105,10 +171,19 @@ fn main() {
     }
     std::fs::write(&script, body).unwrap();
     let cmds = vec![
-        ("archctl", format!("{env} {archctl} inspect --no-cache {}", list.join(" "))),
+        (
+            "archctl",
+            format!("{env} {archctl} inspect --no-cache {}", list.join(" ")),
+        ),
         ("skopeo-sequential", format!("sh {}", script.display())),
     ];
     let rows = hyperfine("many", 5, &cmds, tmp.path());
-    report("200 repositories: one archctl call (concurrency 8) vs skopeo sequentially", &rows, "skopeo-sequential");
-    println!("\ntargets: one image <= 0.67 of skopeo; 200 images <= 0.25 of skopeo sequential; warm cache <= 5 ms");
+    report(
+        "200 repositories: one archctl call (concurrency 8) vs skopeo sequentially",
+        &rows,
+        "skopeo-sequential",
+    );
+    println!(
+        "\ntargets: one image <= 0.67 of skopeo; 200 images <= 0.25 of skopeo sequential; warm cache <= 5 ms"
+    );
 }
