@@ -563,3 +563,198 @@ fn broken_daemon_json_is_reported() {
     assert_code(&out, 1);
     assert_error_line(&out, "daemon.json");
 }
+
+#[test]
+fn registry_stopped_mid_run_fails_the_rest_cleanly() {
+    let mut reg = Registry::start(RegistryAuth::None);
+    let pushed = push_many(&reg, 12);
+    let proxy = FaultProxy::start(&reg.addr());
+    proxy.delay(Duration::from_millis(150));
+    let env = Env::new();
+    let refs: Vec<String> = pushed.iter().map(|p| p.reference(&proxy.addr())).collect();
+    let mut cmd = Command::new(ARCHCTL);
+    cmd.args([
+        "--json",
+        "inspect",
+        "--no-cache",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "5",
+    ])
+    .args(&refs)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    let t = std::time::Instant::now();
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    reg.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "bounded: {:?}",
+        t.elapsed()
+    );
+    assert_code(&out, 1);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let imgs = v["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 12);
+    let ok = imgs.iter().filter(|i| i["error"].is_null()).count();
+    assert!(ok >= 1 && ok < 12, "{ok} of 12 succeeded");
+    for (img, p) in imgs.iter().zip(&pushed) {
+        if img["error"].is_null() {
+            assert_eq!(img["digest"], p.digest.as_str());
+        } else {
+            assert!(img["platforms"].as_array().unwrap().is_empty());
+        }
+    }
+}
+
+/// A minimal HTTP server for what docker-registry will not do: answers from `handler`
+/// (method, path, headers) and records every request's headers.
+struct FakeServer {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>,
+}
+
+impl FakeServer {
+    fn start(
+        handler: impl Fn(&str, &[(String, String)]) -> (u16, Vec<(String, String)>, Vec<u8>)
+        + Send
+        + Sync
+        + 'static,
+    ) -> FakeServer {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let handler = std::sync::Arc::new(handler);
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(50) {
+                let Ok(mut conn) = conn else { continue };
+                let h = handler.clone();
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let mut headers = Vec::new();
+                        loop {
+                            let mut l = String::new();
+                            r.read_line(&mut l).unwrap();
+                            let l = l.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = l.split_once(':') {
+                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                            }
+                        }
+                        seen.lock().unwrap().push((path.clone(), headers.clone()));
+                        let (status, hdrs, body) = h(&path, &headers);
+                        let mut resp =
+                            format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                        for (k, v) in hdrs {
+                            resp.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        resp.push_str("\r\n");
+                        if conn.write_all(resp.as_bytes()).is_err()
+                            || conn.write_all(&body).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeServer { addr, seen }
+    }
+}
+
+#[test]
+fn oversized_manifests_are_refused() {
+    let big = vec![b' '; 5 * 1024 * 1024];
+    let srv = FakeServer::start(move |path, _| {
+        if path.contains("/manifests/") {
+            (
+                200,
+                vec![("Content-Type".into(), OCI_INDEX.into())],
+                big.clone(),
+            )
+        } else {
+            (200, vec![], b"{}".to_vec())
+        }
+    });
+    let env = Env::new();
+    let (out, v) = env.inspect(&["--no-cache", &format!("{}/big/image:v1", srv.addr)]);
+    assert_code(&out, 1);
+    let e = v["images"][0]["error"].as_str().unwrap();
+    assert!(e.contains("4194304"), "{e}");
+}
+
+#[test]
+fn redirects_to_another_host_carry_no_credentials() {
+    // The config blob is "stored" on another host; the registry wants Basic auth.
+    let reg = Registry::start(RegistryAuth::None);
+    let p = push_image(
+        &reg,
+        "redir/app",
+        "v1",
+        support::registry::ImageSpec::oci("linux/arm64"),
+    );
+    let manifest = p.raw.clone();
+    let config = p.images[0].config.clone();
+    let storage = FakeServer::start(move |_, _| (200, vec![], config.clone()));
+    let storage_addr = storage.addr.clone();
+    let srv = FakeServer::start(move |path, headers| {
+        let authed = headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v.starts_with("Basic "));
+        if !authed {
+            return (
+                401,
+                vec![("WWW-Authenticate".into(), "Basic realm=\"fake\"".into())],
+                vec![],
+            );
+        }
+        if path.contains("/manifests/") {
+            (
+                200,
+                vec![("Content-Type".into(), OCI_MANIFEST.into())],
+                manifest.clone(),
+            )
+        } else if path.contains("/blobs/") {
+            (
+                307,
+                vec![(
+                    "Location".into(),
+                    format!("http://{storage_addr}/data?sig=1"),
+                )],
+                vec![],
+            )
+        } else {
+            (200, vec![], b"{}".to_vec())
+        }
+    });
+    let env = Env::new();
+    env.docker_login(&srv.addr, "user", "topsecret");
+    let (out, v) = env.inspect(&["--no-cache", &format!("{}/redir/app:v1", srv.addr)]);
+    assert_code(&out, 0);
+    assert_eq!(platforms(&v["images"][0])[0].0, "linux/arm64");
+    let seen = storage.seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the blob came from the other host");
+    for (_, headers) in seen {
+        assert!(
+            !headers.iter().any(|(k, _)| k == "authorization"),
+            "credentials leaked: {headers:?}"
+        );
+    }
+}
