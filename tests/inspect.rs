@@ -603,7 +603,7 @@ fn registry_stopped_mid_run_fails_the_rest_cleanly() {
     let imgs = v["images"].as_array().unwrap();
     assert_eq!(imgs.len(), 12);
     let ok = imgs.iter().filter(|i| i["error"].is_null()).count();
-    assert!(ok >= 1 && ok < 12, "{ok} of 12 succeeded");
+    assert!((1..12).contains(&ok), "{ok} of 12 succeeded");
     for (img, p) in imgs.iter().zip(&pushed) {
         if img["error"].is_null() {
             assert_eq!(img["digest"], p.digest.as_str());
@@ -617,8 +617,11 @@ fn registry_stopped_mid_run_fails_the_rest_cleanly() {
 /// (method, path, headers) and records every request's headers.
 struct FakeServer {
     addr: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
+
+/// A request the fake server saw: path and (lower-cased) headers.
+type Seen = (String, Vec<(String, String)>);
 
 impl FakeServer {
     fn start(
