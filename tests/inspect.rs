@@ -761,3 +761,75 @@ fn redirects_to_another_host_carry_no_credentials() {
         );
     }
 }
+
+#[test]
+fn podman_auth_file_is_used() {
+    let reg = Registry::start(RegistryAuth::Htpasswd {
+        user: "dora",
+        password: "pw9",
+    });
+    let p = push_image(
+        &reg,
+        "podman/app",
+        "v1",
+        support::registry::ImageSpec::oci("linux/s390x"),
+    );
+    let env = Env::new();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("dora:pw9");
+    std::fs::write(
+        env.dir.path().join("podman-auth.json"),
+        serde_json::json!({"auths": {reg.addr(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let (out, v) = env.inspect(&[&p.reference(&reg.addr())]);
+    assert_code(&out, 0);
+    assert_eq!(v["images"][0]["digest"], p.digest.as_str());
+}
+
+#[test]
+fn schema1_and_unknown_media_types_are_clear_errors() {
+    let srv = FakeServer::start(|path, _| {
+        if path.contains("/old/") {
+            (
+                200,
+                vec![(
+                    "Content-Type".into(),
+                    "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+                )],
+                br#"{"schemaVersion":1,"name":"old/app","tag":"v1","fsLayers":[]}"#.to_vec(),
+            )
+        } else {
+            (
+                200,
+                vec![(
+                    "Content-Type".into(),
+                    "application/vnd.example.thing+json".into(),
+                )],
+                b"{}".to_vec(),
+            )
+        }
+    });
+    let env = Env::new();
+    let (out, v) = env.inspect(&[
+        "--no-cache",
+        &format!("{}/old/app:v1", srv.addr),
+        &format!("{}/odd/app:v1", srv.addr),
+    ]);
+    assert_code(&out, 1);
+    assert!(
+        v["images"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema 1"),
+        "{v}"
+    );
+    assert!(
+        v["images"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/vnd.example.thing+json"),
+        "{v}"
+    );
+    assert!(stderr(&out).contains("hint: re-push"), "{}", stderr(&out));
+}
