@@ -833,3 +833,54 @@ fn schema1_and_unknown_media_types_are_clear_errors() {
     );
     assert!(stderr(&out).contains("hint: re-push"), "{}", stderr(&out));
 }
+
+#[test]
+fn proxies_from_the_environment_are_used() {
+    let reg = Registry::start(RegistryAuth::None);
+    let p = push_image(
+        &reg,
+        "proxied/app",
+        "v1",
+        support::registry::ImageSpec::oci("linux/amd64"),
+    );
+    // A forward proxy: requests arrive in absolute form and are passed on.
+    let proxy = FakeServer::start(|target, headers| {
+        let Some(rest) = target.strip_prefix("http://") else {
+            return (400, vec![], b"not a proxy request".to_vec());
+        };
+        let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let fwd: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| k == "accept" || k == "authorization")
+            .cloned()
+            .collect();
+        match support::registry::http_exchange(addr, "GET", path, &fwd, b"") {
+            Ok(r) => {
+                let keep: Vec<(String, String)> = r
+                    .headers
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        let k = k.to_ascii_lowercase();
+                        k == "content-type"
+                            || k == "docker-content-digest"
+                            || k == "www-authenticate"
+                    })
+                    .collect();
+                (r.status, keep, r.body)
+            }
+            Err(e) => (502, vec![], e.to_string().into_bytes()),
+        }
+    });
+    let mut env = Env::new();
+    env.set("HTTP_PROXY", &format!("http://{}", proxy.addr));
+    env.set("NO_PROXY", "");
+    let (out, v) = env.inspect(&["--no-cache", &p.reference(&reg.addr())]);
+    assert_code(&out, 0);
+    assert_eq!(v["images"][0]["digest"], p.digest.as_str());
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(t, _)| t.contains("/v2/proxied/app/manifests/v1")),
+        "the proxy saw no request: {seen:?}"
+    );
+}
