@@ -113,6 +113,10 @@ enum Command {
         /// Do not read or write the on-disk cache.
         #[arg(long)]
         no_cache: bool,
+        /// Also fetch every platform's manifest and config and report entries whose
+        /// config contradicts the index (`config_platform`, `mismatch` in JSON).
+        #[arg(long)]
+        verify_platforms: bool,
         /// Images inspected at once.
         #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
@@ -248,17 +252,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             images,
             insecure,
             no_cache,
+            verify_platforms,
             concurrency,
             timeout,
         } => {
             let opts = archctl::registry::Options {
                 insecure,
+                verify_platforms,
                 timeout: Duration::from_secs(timeout),
                 cache: !no_cache,
                 concurrency: usize::from(concurrency),
                 ..Default::default()
             };
             let r = ops::inspect(&images, opts)?;
+            for i in &r.images {
+                for p in i.platforms.iter().filter(|p| p.mismatch == Some(true)) {
+                    out.warn(&format!(
+                        "{}: the {} entry's config says {}",
+                        i.reference,
+                        p.platform(),
+                        p.config_platform.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
             out.print(&r, report::inspect)
         }
         Command::Exec {

@@ -180,6 +180,10 @@ pub fn inspect(r: &InspectReport) -> String {
                         if let Some(v) = &p.os_version {
                             plat.push_str(&format!(" ({v})"));
                         }
+                        if p.mismatch == Some(true) {
+                            let c = p.config_platform.as_deref().unwrap_or("?");
+                            plat.push_str(&format!(" (config says {c}!)"));
+                        }
                         vec![format!("  {plat}"), p.digest.clone()]
                     })
                     .collect();

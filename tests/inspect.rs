@@ -884,3 +884,31 @@ fn proxies_from_the_environment_are_used() {
         "the proxy saw no request: {seen:?}"
     );
 }
+
+#[test]
+fn verify_platforms_reports_configs_that_contradict_the_index() {
+    let reg = Registry::start(RegistryAuth::None);
+    let f = push_fixtures(&reg);
+    let env = Env::new();
+    let (out, v) = env.inspect(&[
+        "--verify-platforms",
+        &f.mismatched.reference(&reg.addr()),
+        &f.oci_index.reference(&reg.addr()),
+    ]);
+    assert_code(&out, 0);
+    let bad = &v["images"][0]["platforms"][0];
+    assert_eq!(bad["architecture"], "arm64");
+    assert_eq!(bad["config_platform"], "linux/amd64");
+    assert_eq!(bad["mismatch"], true);
+    assert!(
+        stderr(&out).contains("config says linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    for p in v["images"][1]["platforms"].as_array().unwrap() {
+        assert_eq!(p["mismatch"], false, "{p}");
+    }
+    // Without the flag, the fields are absent (the index is what the registry offers).
+    let (_, v) = env.inspect(&[&f.mismatched.reference(&reg.addr())]);
+    assert!(v["images"][0]["platforms"][0].get("mismatch").is_none());
+}

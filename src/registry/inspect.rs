@@ -51,6 +51,12 @@ pub struct PlatformEntry {
     pub os_features: Option<Vec<String>>,
     /// Digest of this platform's manifest.
     pub digest: String,
+    /// `--verify-platforms`: the platform the image's own config declares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_platform: Option<String>,
+    /// `--verify-platforms`: the config contradicts the index's label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<bool>,
 }
 
 impl PlatformEntry {
@@ -372,6 +378,8 @@ impl Inspector {
                             os_version: p.os_version().clone(),
                             os_features: p.os_features().clone(),
                             digest: d.digest().to_string(),
+                            config_platform: None,
+                            mismatch: None,
                         },
                         None => PlatformEntry {
                             os: "unknown".into(),
@@ -380,24 +388,37 @@ impl Inspector {
                             os_version: None,
                             os_features: None,
                             digest: d.digest().to_string(),
+                            config_platform: None,
+                            mismatch: None,
                         },
                     };
                     res.platforms.push(entry);
                 }
+                if self.client.options().verify_platforms {
+                    for e in &mut res.platforms {
+                        let child = ImageRef {
+                            tag: None,
+                            digest: Some(e.digest.clone()),
+                            ..r.clone()
+                        };
+                        let (bytes, mt, digest) = self.manifest(&child, host).await?;
+                        if let Some(p) = self
+                            .single_platform(&child, host, &bytes, &mt, &digest)
+                            .await?
+                        {
+                            e.mismatch = Some(contradicts(e, &p));
+                            e.config_platform = Some(p.platform());
+                        }
+                    }
+                }
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                let m: ImageManifest = parse_json(bytes, "image manifest")?;
-                let config_digest = m.config().digest().to_string();
-                let cfg = self.blob(r, host, &config_digest).await?;
-                let c: ImageConfiguration = parse_json(&cfg, "image config")?;
-                res.platforms.push(PlatformEntry {
-                    os: c.os().to_string(),
-                    architecture: c.architecture().to_string(),
-                    variant: c.variant().clone().filter(|v| !v.is_empty()),
-                    os_version: c.os_version().clone(),
-                    os_features: c.os_features().clone(),
-                    digest: digest.to_string(),
-                });
+                if let Some(p) = self
+                    .single_platform(r, host, bytes, media_type, digest)
+                    .await?
+                {
+                    res.platforms.push(p);
+                }
             }
             DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => {
                 return Err(RegistryError::Unsupported(format!(
@@ -412,6 +433,49 @@ impl Inspector {
         }
         Ok(res)
     }
+}
+
+impl Inspector {
+    /// The platform a single image manifest's config declares (None for other types).
+    async fn single_platform(
+        &self,
+        r: &ImageRef,
+        host: &str,
+        bytes: &[u8],
+        media_type: &str,
+        digest: &str,
+    ) -> Result<Option<PlatformEntry>, RegistryError> {
+        if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+            return Ok(None);
+        }
+        let m: ImageManifest = parse_json(bytes, "image manifest")?;
+        let config_digest = m.config().digest().to_string();
+        let cfg = self.blob(r, host, &config_digest).await?;
+        let c: ImageConfiguration = parse_json(&cfg, "image config")?;
+        Ok(Some(PlatformEntry {
+            os: c.os().to_string(),
+            architecture: c.architecture().to_string(),
+            variant: c.variant().clone().filter(|v| !v.is_empty()),
+            os_version: c.os_version().clone(),
+            os_features: c.os_features().clone(),
+            digest: digest.to_string(),
+            config_platform: None,
+            mismatch: None,
+        }))
+    }
+}
+
+/// Does a config's platform contradict the index label? A variant the config leaves
+/// out is not a contradiction (many builders omit it), nor arm64's implied v8.
+fn contradicts(label: &PlatformEntry, config: &PlatformEntry) -> bool {
+    let v = |e: &PlatformEntry| {
+        e.variant
+            .clone()
+            .filter(|v| !(e.architecture == "arm64" && v == "v8"))
+    };
+    label.os != config.os
+        || label.architecture != config.architecture
+        || matches!((v(label), v(config)), (Some(a), Some(b)) if a != b)
 }
 
 struct Resolved {

@@ -108,6 +108,9 @@ pub struct Options {
     pub cache: bool,
     /// Images inspected at once.
     pub concurrency: usize,
+    /// Also fetch each index entry's manifest and config and compare their platform
+    /// with the index's label.
+    pub verify_platforms: bool,
 }
 
 impl Default for Options {
@@ -118,6 +121,7 @@ impl Default for Options {
             retries: 3,
             cache: true,
             concurrency: 8,
+            verify_platforms: false,
         }
     }
 }
