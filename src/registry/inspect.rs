@@ -231,16 +231,14 @@ impl Inspector {
         }
         let path = format!("/v2/{}/manifests/{}", r.repository, r.reference());
         let f = self
-            .client
-            .get(Get {
-                registry: &r.registry,
+            .get(
+                r,
                 host,
-                repo: &r.repository,
-                path: &path,
-                accept: MANIFEST_ACCEPT,
-                limit: MAX_MANIFEST_BYTES,
-                what: "manifest",
-            })
+                &path,
+                MANIFEST_ACCEPT,
+                MAX_MANIFEST_BYTES,
+                "manifest",
+            )
             .await?;
         let f = match check_status(f, r) {
             Err(RegistryError::UnknownManifest { .. }) => {
@@ -281,21 +279,35 @@ impl Inspector {
         Ok((f.body, media_type, actual))
     }
 
+    /// GET a path of the image's repository.
+    async fn get(
+        &self,
+        r: &ImageRef,
+        host: &str,
+        path: &str,
+        accept: &str,
+        limit: usize,
+        what: &str,
+    ) -> Result<Fetched, RegistryError> {
+        self.client
+            .get(Get {
+                registry: &r.registry,
+                host,
+                repo: &r.repository,
+                path,
+                accept,
+                limit,
+                what,
+            })
+            .await
+    }
+
     /// After a 404 for a manifest: is the repository unknown, or only the tag/digest?
     /// (Registries answer MANIFEST_UNKNOWN for both; the tag list tells them apart.)
     async fn unknown_repository_or_manifest(&self, r: &ImageRef, host: &str) -> RegistryError {
         let path = format!("/v2/{}/tags/list?n=1", r.repository);
         let tags = self
-            .client
-            .get(Get {
-                registry: &r.registry,
-                host,
-                repo: &r.repository,
-                path: &path,
-                accept: "application/json",
-                limit: 64 * 1024,
-                what: "tag list",
-            })
+            .get(r, host, &path, "application/json", 64 * 1024, "tag list")
             .await;
         match tags {
             Ok(f) if f.status == StatusCode::NOT_FOUND => RegistryError::UnknownRepository {
@@ -315,16 +327,7 @@ impl Inspector {
         }
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let f = self
-            .client
-            .get(Get {
-                registry: &r.registry,
-                host,
-                repo: &r.repository,
-                path: &path,
-                accept: "*/*",
-                limit: MAX_MANIFEST_BYTES,
-                what: "config blob",
-            })
+            .get(r, host, &path, "*/*", MAX_MANIFEST_BYTES, "config blob")
             .await?;
         let f = check_status(f, r)?;
         let actual = sha256_digest(&f.body);
