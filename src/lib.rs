@@ -16,6 +16,7 @@ pub mod interrupt;
 pub mod ns;
 pub mod ops;
 pub mod plan;
+pub mod platform;
 pub mod registry;
 pub mod report;
 pub mod rules_data;
@@ -59,6 +60,10 @@ fn failure_summary(r: &ops::Report) -> String {
             let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
             failed.join("; ")
         }
+        ops::Report::Pick(c) => c
+            .error
+            .clone()
+            .unwrap_or_else(|| "no usable platform".into()),
         ops::Report::Test(t) => {
             let failed: Vec<String> = t
                 .results

@@ -124,6 +124,29 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
     },
+    /// Choose the platform an image runs as here: native first, emulated only when needed.
+    Pick {
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// Choose as for this platform (linux/arm64, linux/amd64, ...) instead of this host.
+        #[arg(long, value_name = "PLATFORM")]
+        host_platform: Option<String>,
+        /// The arm64 CPU cannot run 32-bit arm (Apple Silicon); detected on the real host.
+        #[arg(long)]
+        no_aarch32: bool,
+        /// Refuse emulated platforms.
+        #[arg(long)]
+        no_emulation: bool,
+        /// Print every candidate and why it was taken or rejected.
+        #[arg(long)]
+        explain: bool,
+        /// Allow plain HTTP and unverified TLS for every registry.
+        #[arg(long)]
+        insecure: bool,
+        /// Seconds each registry request may take.
+        #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+    },
     /// Run a command with emulation in a private user namespace (Linux 6.7+), without
     /// root and without touching the host's binfmt_misc.
     Exec {
@@ -276,6 +299,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             out.print(&r, report::inspect)
+        }
+        Command::Pick {
+            image,
+            host_platform,
+            no_aarch32,
+            no_emulation,
+            explain,
+            insecure,
+            timeout,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let opts = ops::PickOptions {
+                host_platform,
+                no_aarch32,
+                no_emulation,
+            };
+            let reg = archctl::registry::Options {
+                insecure,
+                timeout: Duration::from_secs(timeout),
+                ..Default::default()
+            };
+            let c = ops::pick(&ctx, &image, &opts, reg)?;
+            out.print(&c, |c| report::pick(c, explain))
         }
         Command::Exec {
             archs,

@@ -540,6 +540,91 @@ fn exec_inner(
     })
 }
 
+/// Options of `archctl pick`.
+#[derive(Debug, Clone, Default)]
+pub struct PickOptions {
+    /// `--host-platform`: choose as for this platform instead of the real host.
+    pub host_platform: Option<String>,
+    /// `--no-aarch32`: the arm64 CPU cannot run 32-bit arm.
+    pub no_aarch32: bool,
+    /// `--no-emulation`.
+    pub no_emulation: bool,
+}
+
+/// What this host can emulate right now: enabled, healthy handlers, and installed
+/// emulators (for the targets that run the offered platforms).
+pub fn emulation_state(
+    ctx: &Context,
+    wanted: &[&Rule],
+    native: &Native,
+) -> crate::platform::Emulation {
+    let mut e = crate::platform::Emulation::default();
+    if let Ok(true) = ctx.fs.is_mounted()
+        && let Ok(entries) = ctx.fs.entries()
+    {
+        for entry in entries.iter().filter(|x| x.enabled) {
+            let st = entry_status(ctx, native, entry);
+            if st.interpreter_ok && st.arch != "unknown" {
+                e.registered.push(st.arch);
+            }
+        }
+    }
+    for r in wanted {
+        if Search::default().find(r, ctx.table, native, true).is_ok() {
+            e.installed.push(r.name.clone());
+        }
+    }
+    e
+}
+
+/// `archctl pick`: the platform an image should run as on this host.
+pub fn pick(
+    ctx: &Context,
+    image: &str,
+    opts: &PickOptions,
+    registry: crate::registry::Options,
+) -> Result<crate::platform::Choice, Error> {
+    use crate::platform::{HostPlatform, Platform, choose, qemu_target};
+    let host = match &opts.host_platform {
+        Some(p) => {
+            HostPlatform::given(p, opts.no_aarch32).map_err(|e| Error::Usage(e.to_string()))?
+        }
+        None => {
+            let native = ctx.native_all();
+            let mut h = HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            if opts.no_aarch32 {
+                h.aarch32 = false;
+            }
+            h
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::registry::RegistryError::Client(e.to_string()))?;
+    let inspector = crate::registry::inspect::Inspector::new(registry)?;
+    let report = runtime.block_on(inspector.inspect(image));
+    if report.error.is_some() {
+        return Err(Error::Failed(Box::new(Report::Inspect(InspectReport {
+            images: vec![report],
+        }))));
+    }
+    let native = ctx.native_all();
+    let wanted: Vec<&Rule> = report
+        .platforms
+        .iter()
+        .filter_map(|p| qemu_target(ctx.table, &Platform::from_entry(p)))
+        .collect();
+    let mut emu = emulation_state(ctx, &wanted, &native);
+    emu.refused = opts.no_emulation;
+    let choice = choose(ctx.table, &report.reference, &host, &report.platforms, &emu);
+    if choice.platform.is_none() {
+        return Err(Error::Failed(Box::new(Report::Pick(choice))));
+    }
+    Ok(choice)
+}
+
 /// A report, for errors that carry one (printed before the error line).
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
@@ -547,6 +632,7 @@ pub enum Report {
     Change(ChangeReport),
     Test(TestReport),
     Inspect(InspectReport),
+    Pick(crate::platform::Choice),
 }
 
 /// `archctl inspect`: the platforms each image offers. Fails (with the report) when any

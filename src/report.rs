@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::ops::{ChangeReport, Report, StatusReport, TestReport};
+use crate::platform::Choice;
 use crate::registry::inspect::InspectReport;
 use crate::verify::Mode;
 
@@ -207,8 +208,40 @@ pub fn inspect(r: &InspectReport) -> String {
     out
 }
 
+/// `archctl pick`: one line, or every candidate with `explain`.
+pub fn pick(c: &Choice, explain: bool) -> String {
+    let mut out = String::new();
+    if let Some(p) = &c.platform {
+        let mode = match c.mode {
+            Some(Mode::Native) => "native".to_string(),
+            _ => format!("emulated ({})", c.emulator.as_deref().unwrap_or("?")),
+        };
+        let _ = writeln!(out, "{p}  {mode}  {}", c.digest.as_deref().unwrap_or("-"));
+    }
+    if explain || c.platform.is_none() {
+        let rows: Vec<Vec<String>> = c
+            .candidates
+            .iter()
+            .map(|k| {
+                vec![
+                    format!("  {}", k.platform),
+                    if k.usable {
+                        "usable".into()
+                    } else {
+                        "rejected".into()
+                    },
+                    k.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
+    out
+}
+
 pub fn any(r: &Report) -> String {
     match r {
+        Report::Pick(c) => pick(c, true),
         Report::Change(c) => change(c),
         Report::Test(t) => test(t),
         Report::Inspect(i) => inspect(i),

@@ -1,0 +1,114 @@
+//! `archctl pick` against a real registry: native first, emulation only when needed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::registry::{ImageSpec, Registry, RegistryAuth, push_fixtures, push_image};
+use support::{ARCHCTL, assert_code, assert_error_line, stdout};
+
+fn pick(args: &[&str]) -> (std::process::Output, Value) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ARCHCTL)
+        .args(["--json", "pick"])
+        .args(args)
+        .env("ARCHCTL_CACHE_DIR", cache.path())
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("DOCKER_CONFIG", cache.path())
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, v)
+}
+
+#[test]
+fn native_variant_is_chosen_and_attestations_never_are() {
+    let reg = Registry::start(RegistryAuth::None);
+    let f = push_fixtures(&reg);
+    let r = f.attested.reference(&reg.addr());
+    for (host, want) in [
+        ("linux/amd64", "linux/amd64"),
+        ("linux/arm64", "linux/arm64"),
+    ] {
+        let (out, v) = pick(&["--host-platform", host, &r]);
+        assert_code(&out, 0);
+        assert_eq!(v["platform"], want);
+        assert_eq!(v["mode"], "native");
+        assert_eq!(v["emulator"], Value::Null);
+        assert_eq!(
+            v["digest"],
+            f.attested.digest_for(want.trim_end_matches("/v8"))
+        );
+        assert_eq!(v["reference"], r.as_str());
+        let c = v["candidates"].as_array().unwrap();
+        assert_eq!(c.len(), 2, "attestations are not candidates: {c:?}");
+        for k in c {
+            for key in ["platform", "mode", "usable", "reason"] {
+                assert!(k.get(key).is_some(), "{key} missing in {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn arm_variants_depend_on_aarch32() {
+    let reg = Registry::start(RegistryAuth::None);
+    let p = push_image(
+        &reg,
+        "armonly/app",
+        "v1",
+        ImageSpec::oci_index(&["linux/arm/v6", "linux/arm/v7", "linux/s390x"]),
+    );
+    let r = p.reference(&reg.addr());
+    let (out, v) = pick(&["--host-platform", "linux/arm64", &r]);
+    assert_code(&out, 0);
+    assert_eq!(
+        (v["platform"].as_str(), v["mode"].as_str()),
+        (Some("linux/arm/v7"), Some("native"))
+    );
+    // Apple Silicon has no AArch32: 32-bit arm needs qemu-arm.
+    let (out, v) = pick(&["--host-platform", "linux/arm64", "--no-aarch32", &r]);
+    assert_code(&out, 0);
+    assert_eq!(v["mode"], "emulated");
+    assert_eq!(v["emulator"], "arm");
+    assert!(v["platform"].as_str().unwrap().starts_with("linux/arm/v"));
+}
+
+#[test]
+fn single_manifest_images_and_no_emulation() {
+    let reg = Registry::start(RegistryAuth::None);
+    let f = push_fixtures(&reg);
+    let r = f.docker_single.reference(&reg.addr()); // linux/arm64, no index
+    let (out, v) = pick(&["--host-platform", "linux/arm64", &r]);
+    assert_code(&out, 0);
+    assert_eq!(v["platform"], "linux/arm64");
+    assert_eq!(v["digest"], f.docker_single.digest.as_str());
+    let (out, v) = pick(&["--host-platform", "linux/amd64", "--no-emulation", &r]);
+    assert_code(&out, 1);
+    assert_eq!(v["platform"], Value::Null);
+    assert_error_line(&out, "offers linux/arm64");
+    assert_error_line(&out, "--no-emulation");
+    // --explain (human) lists every candidate with its reason.
+    let out = std::process::Command::new(ARCHCTL)
+        .args([
+            "pick",
+            "--explain",
+            "--host-platform",
+            "linux/amd64",
+            "--no-emulation",
+            &r,
+        ])
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("emulation refused"),
+        "{}",
+        stdout(&out)
+    );
+    let (out, _) = pick(&["--host-platform", "arm64", &r]);
+    assert_code(&out, 2);
+    assert_error_line(&out, "invalid platform \"arm64\"");
+}
