@@ -11,6 +11,7 @@ pub mod arch;
 pub mod binfmt;
 pub mod elf;
 pub mod emulator;
+pub mod engine;
 pub mod host;
 pub mod interrupt;
 pub mod ns;

@@ -147,6 +147,27 @@ enum Command {
         #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
     },
+    /// Run a container on the platform `pick` chooses (native first), registering
+    /// emulation on demand, then become the engine's `run` (signals, TTY, exit code).
+    Run {
+        /// docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on PATH].
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<String>,
+        /// Print the engine command instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse emulated platforms.
+        #[arg(long)]
+        no_emulation: bool,
+        /// [ENGINE-RUN-OPTIONS...] IMAGE [COMMAND [ARG...]], passed to the engine.
+        #[arg(
+            value_name = "ARGS",
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<OsString>,
+    },
     /// Run a command with emulation in a private user namespace (Linux 6.7+), without
     /// root and without touching the host's binfmt_misc.
     Exec {
@@ -322,6 +343,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let c = ops::pick(&ctx, &image, &opts, reg)?;
             out.print(&c, |c| report::pick(c, explain))
+        }
+        Command::Run {
+            engine,
+            dry_run,
+            no_emulation,
+            args,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let opts = ops::RunOptions {
+                engine,
+                dry_run,
+                no_emulation,
+                args,
+            };
+            let plan = ops::plan_run(&ctx, &opts, archctl::registry::Options::default())?;
+            if dry_run {
+                return out.print(&plan, |p| {
+                    let mut s = String::new();
+                    if let Some(a) = &p.enable {
+                        s.push_str(&format!("archctl enable {a}\n"));
+                    }
+                    s.push_str(&archctl::engine::shell_quote(&p.argv));
+                    s.push('\n');
+                    s
+                });
+            }
+            Err(ops::exec_run(&plan).into())
         }
         Command::Exec {
             archs,

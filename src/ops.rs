@@ -625,6 +625,136 @@ pub fn pick(
     Ok(choice)
 }
 
+/// Options of `archctl run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--engine`, else `ARCHCTL_ENGINE`, else the first engine on PATH.
+    pub engine: Option<String>,
+    pub dry_run: bool,
+    pub no_emulation: bool,
+    /// `[ENGINE-RUN-OPTIONS...] IMAGE [COMMAND [ARG...]]`.
+    pub args: Vec<OsString>,
+}
+
+/// What `archctl run` does (printed by `--dry-run`, then executed).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    pub platform: String,
+    pub mode: crate::platform::Mode,
+    pub emulator: Option<String>,
+    /// The user's `--platform`, which wins over archctl's choice.
+    pub user_platform: bool,
+    /// A handler is registered first (root only).
+    pub enable: Option<String>,
+    pub command: Vec<String>,
+    #[serde(skip)]
+    pub argv: Vec<OsString>,
+}
+
+/// `archctl run`: choose the platform, make sure emulation is there when needed, and
+/// build the engine command. The caller execs it (or prints it for `--dry-run`).
+pub fn plan_run(
+    ctx: &Context,
+    opts: &RunOptions,
+    registry: crate::registry::Options,
+) -> Result<RunPlan, Error> {
+    use crate::{
+        engine::{Engine, command_line, parse_run_args},
+        platform::{HostPlatform, Mode, Platform, qemu_target},
+    };
+    let engine_err = |e: crate::engine::EngineError| Error::Usage(e.to_string());
+    let run = parse_run_args(&opts.args).map_err(engine_err)?;
+    let engine = match &opts.engine {
+        Some(e) => Engine::parse(e).map_err(engine_err)?,
+        None => Engine::detect().map_err(|e| Error::Usage(e.to_string()))?,
+    };
+    let (platform, mode, emulator) = match &run.platform {
+        Some(p) => {
+            let native = ctx.native_all();
+            let host = HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let want = Platform::parse(p).map_err(|e| Error::Usage(e.to_string()))?;
+            match host.native_rank(&want) {
+                Ok(_) => (p.clone(), Mode::Native, None),
+                Err(why) => {
+                    let rule = qemu_target(ctx.table, &want).ok_or_else(|| {
+                        Error::Usage(format!("--platform {p}: {why}, and no QEMU target runs it"))
+                    })?;
+                    (p.clone(), Mode::Emulated, Some(rule.name.clone()))
+                }
+            }
+        }
+        None => {
+            let c = pick(
+                ctx,
+                &run.image,
+                &PickOptions {
+                    no_emulation: opts.no_emulation,
+                    ..Default::default()
+                },
+                registry,
+            )?;
+            match (c.platform, c.mode) {
+                (Some(p), Some(m)) => (p, m, c.emulator),
+                _ => return Err(Error::Usage("no usable platform".into())),
+            }
+        }
+    };
+    let mut enable = None;
+    if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
+        let native = ctx.native_all();
+        let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
+        if !emulation_state(ctx, &[], &native).registered.contains(arch) {
+            if !opts.dry_run && !nix::unistd::geteuid().is_root() {
+                return Err(Error::Usage(format!(
+                    "{platform} needs emulation, and no handler for {arch} is registered; run `sudo archctl enable {arch}` once"
+                )));
+            }
+            enable = Some(arch.clone());
+            if !opts.dry_run {
+                let eo = EnableOptions {
+                    selection: Selection::Archs(rules.iter().map(|r| r.name.clone()).collect()),
+                    search: Search::default(),
+                    flags: Flags::FIX_BINARY,
+                    force: false,
+                };
+                enable_with(ctx, &eo)?;
+            }
+        }
+    }
+    let argv = command_line(engine, &platform, &run);
+    Ok(RunPlan {
+        command: argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        argv,
+        platform,
+        mode,
+        emulator,
+        user_platform: run.platform.is_some(),
+        enable,
+    })
+}
+
+/// Enable with verification (as `archctl enable` does), for `run`.
+fn enable_with(ctx: &Context, eo: &EnableOptions) -> Result<ChangeReport, Error> {
+    enable(ctx, eo, true, false, crate::verify::DEFAULT_TIMEOUT)
+}
+
+/// Replace this process with the engine command. Returns only on error.
+pub fn exec_run(plan: &RunPlan) -> Error {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = plan.argv.split_first() else {
+        return Error::Usage("empty command".into());
+    };
+    let err = std::process::Command::new(program).args(args).exec();
+    Error::Exec {
+        program: program.to_string_lossy().into_owned(),
+        source: err,
+    }
+}
+
 /// A report, for errors that carry one (printed before the error line).
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]

@@ -1,0 +1,394 @@
+//! Container engines (docker, podman, nerdctl): finding one, splitting a `run` command
+//! line into engine options, image and command, and building the command archctl
+//! replaces itself with.
+
+use std::ffi::{OsStr, OsString};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("unknown engine \"{0}\": use docker, podman or nerdctl")]
+    Unknown(String),
+    #[error("no container engine found: none of docker, podman, nerdctl is on PATH")]
+    NotFound,
+    #[error("no image given: write `archctl run [ENGINE-OPTIONS...] IMAGE [COMMAND...]`")]
+    NoImage,
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+    Nerdctl,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Result<Engine, EngineError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "docker" => Ok(Engine::Docker),
+            "podman" => Ok(Engine::Podman),
+            "nerdctl" => Ok(Engine::Nerdctl),
+            other => Err(EngineError::Unknown(other.to_string())),
+        }
+    }
+
+    pub fn program(&self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+            Engine::Nerdctl => "nerdctl",
+        }
+    }
+
+    /// `ARCHCTL_ENGINE`, else the first of docker, podman, nerdctl on PATH.
+    pub fn detect() -> Result<Engine, EngineError> {
+        if let Ok(e) = std::env::var("ARCHCTL_ENGINE")
+            && !e.is_empty()
+        {
+            return Engine::parse(&e);
+        }
+        [Engine::Docker, Engine::Podman, Engine::Nerdctl]
+            .into_iter()
+            .find(|e| on_path(e.program()))
+            .ok_or(EngineError::NotFound)
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Long options of `docker run` / `podman run` / `nerdctl run` that take a value (as
+/// the next argument, unless written `--opt=value`).
+const LONG_WITH_VALUE: &[&str] = &[
+    "add-host",
+    "annotation",
+    "arch",
+    "attach",
+    "authfile",
+    "blkio-weight",
+    "blkio-weight-device",
+    "cap-add",
+    "cap-drop",
+    "cert-dir",
+    "cgroup-parent",
+    "cgroupns",
+    "cgroups",
+    "chrootdirs",
+    "cidfile",
+    "conmon-pidfile",
+    "cpu-count",
+    "cpu-percent",
+    "cpu-period",
+    "cpu-quota",
+    "cpu-rt-period",
+    "cpu-rt-runtime",
+    "cpu-shares",
+    "cpus",
+    "cpuset-cpus",
+    "cpuset-mems",
+    "creds",
+    "decryption-key",
+    "detach-keys",
+    "device",
+    "device-cgroup-rule",
+    "device-read-bps",
+    "device-read-iops",
+    "device-write-bps",
+    "device-write-iops",
+    "dns",
+    "dns-opt",
+    "dns-option",
+    "dns-search",
+    "domainname",
+    "entrypoint",
+    "env",
+    "env-file",
+    "expose",
+    "gidmap",
+    "gpus",
+    "group-add",
+    "group-entry",
+    "health-cmd",
+    "health-interval",
+    "health-retries",
+    "health-start-interval",
+    "health-start-period",
+    "health-timeout",
+    "hooks-dir",
+    "hostname",
+    "hostuser",
+    "image-volume",
+    "init-path",
+    "io-maxbandwidth",
+    "io-maxiops",
+    "ip",
+    "ip6",
+    "ipc",
+    "isolation",
+    "kernel-memory",
+    "label",
+    "label-file",
+    "link",
+    "link-local-ip",
+    "log-driver",
+    "log-opt",
+    "mac-address",
+    "memory",
+    "memory-reservation",
+    "memory-swap",
+    "memory-swappiness",
+    "mount",
+    "name",
+    "net",
+    "net-alias",
+    "network",
+    "network-alias",
+    "oom-score-adj",
+    "os",
+    "passwd-entry",
+    "personality",
+    "pid",
+    "pidfile",
+    "pids-limit",
+    "platform",
+    "pod",
+    "pod-id-file",
+    "preserve-fds",
+    "publish",
+    "pull",
+    "rdt-class",
+    "requires",
+    "restart",
+    "retry",
+    "retry-delay",
+    "runtime",
+    "sdnotify",
+    "seccomp-policy",
+    "secret",
+    "security-opt",
+    "shm-size",
+    "shm-size-systemd",
+    "stop-signal",
+    "stop-timeout",
+    "storage-opt",
+    "subgidname",
+    "subuidname",
+    "sysctl",
+    "timezone",
+    "tmpfs",
+    "uidmap",
+    "ulimit",
+    "umask",
+    "unsetenv",
+    "user",
+    "userns",
+    "uts",
+    "variant",
+    "volume",
+    "volume-driver",
+    "volumes-from",
+    "workdir",
+];
+
+/// Short options that take a value.
+const SHORT_WITH_VALUE: &[char] = &['a', 'c', 'e', 'h', 'l', 'm', 'p', 'u', 'v', 'w'];
+
+/// A `run` command line, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    /// Engine options, in order, without `--platform`.
+    pub options: Vec<OsString>,
+    /// `--platform` given by the user, which wins over archctl's choice.
+    pub platform: Option<String>,
+    pub image: String,
+    pub command: Vec<OsString>,
+}
+
+/// Split `[OPTIONS...] IMAGE [COMMAND [ARG...]]` as the engine would.
+pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
+    let mut options = Vec::new();
+    let mut platform = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let takes = LONG_WITH_VALUE.contains(&name);
+            let value = match (takes, inline) {
+                (_, Some(v)) => Some(v),
+                (true, None) => {
+                    i += 1;
+                    Some(
+                        args.get(i)
+                            .ok_or_else(|| EngineError::MissingValue(a.clone()))?
+                            .to_string_lossy()
+                            .into_owned(),
+                    )
+                }
+                (false, None) => None,
+            };
+            if name == "platform" {
+                platform = value;
+            } else {
+                options.push(OsString::from(format!("--{name}")));
+                if let Some(v) = value {
+                    options.push(OsString::from(v));
+                }
+            }
+            i += 1;
+            continue;
+        }
+        if a.len() > 1 && a.starts_with('-') {
+            options.push(args[i].clone());
+            // A cluster like -it or -p8080:80: a value-taking letter ends it, taking
+            // the rest of the word or the next argument.
+            let letters: Vec<char> = a[1..].chars().collect();
+            if let Some(pos) = letters.iter().position(|c| SHORT_WITH_VALUE.contains(c))
+                && pos + 1 == letters.len()
+            {
+                i += 1;
+                options.push(
+                    args.get(i)
+                        .ok_or_else(|| EngineError::MissingValue(a.clone()))?
+                        .clone(),
+                );
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let image = args
+        .get(i)
+        .ok_or(EngineError::NoImage)?
+        .to_string_lossy()
+        .into_owned();
+    Ok(RunArgs {
+        options,
+        platform,
+        image,
+        command: args[i + 1..].to_vec(),
+    })
+}
+
+/// `<engine> run --platform P <options> <image> <command...>`.
+pub fn command_line(engine: Engine, platform: &str, run: &RunArgs) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        engine.program().into(),
+        "run".into(),
+        "--platform".into(),
+        platform.into(),
+    ];
+    v.extend(run.options.iter().cloned());
+    v.push(run.image.clone().into());
+    v.extend(run.command.iter().cloned());
+    v
+}
+
+/// A command line as a shell would need it quoted (for `--dry-run`).
+pub fn shell_quote(args: &[OsString]) -> String {
+    args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn quote(a: &OsStr) -> String {
+    let s = a.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn splits_options_image_and_command() {
+        let r = parse_run_args(&os(&[
+            "-it",
+            "--rm",
+            "-v",
+            "/a:/b",
+            "-e=X=1",
+            "--name",
+            "web",
+            "-p8080:80",
+            "--platform",
+            "linux/arm64",
+            "--network=host",
+            "nginx:1.27",
+            "sh",
+            "-c",
+            "echo hi",
+        ]))
+        .unwrap();
+        assert_eq!(r.image, "nginx:1.27");
+        assert_eq!(r.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(r.command, os(&["sh", "-c", "echo hi"]));
+        assert_eq!(
+            r.options,
+            os(&[
+                "-it",
+                "--rm",
+                "-v",
+                "/a:/b",
+                "-e=X=1",
+                "--name",
+                "web",
+                "-p8080:80",
+                "--network",
+                "host"
+            ])
+        );
+        let cl = command_line(Engine::Docker, "linux/amd64", &r);
+        assert_eq!(
+            shell_quote(&cl[..5]),
+            "docker run --platform linux/amd64 -it"
+        );
+        assert_eq!(shell_quote(&cl[cl.len() - 3..]), "sh -c 'echo hi'");
+    }
+
+    #[test]
+    fn value_taking_short_flag_at_end_of_cluster() {
+        let r = parse_run_args(&os(&["-ite", "A=1", "alpine"])).unwrap();
+        assert_eq!(r.options, os(&["-ite", "A=1"]));
+        assert_eq!(r.image, "alpine");
+        let r = parse_run_args(&os(&["--", "alpine", "--rm"])).unwrap();
+        assert_eq!(r.image, "alpine");
+        assert_eq!(r.command, os(&["--rm"]));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(parse_run_args(&os(&["--rm"])), Err(EngineError::NoImage));
+        assert_eq!(
+            parse_run_args(&os(&["--name"])),
+            Err(EngineError::MissingValue("--name".into()))
+        );
+        assert!(Engine::parse("lxc").is_err());
+        assert_eq!(Engine::parse("Podman").unwrap(), Engine::Podman);
+    }
+}

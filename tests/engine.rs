@@ -1,0 +1,295 @@
+//! `archctl run` end to end with a real engine: Debian's dockerd (own data root and
+//! socket, never a user's daemon), a local registry with images built from
+//! test-images/, and host-wide binfmt_misc registration (dockerd does not see a private
+//! instance). These tests are serialised and remove exactly the entries they added, also
+//! on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use support::registry::{ImageSpec, Registry, RegistryAuth, push_image};
+use support::{ARCHCTL, assert_code, assert_error_line, stderr, stdout};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
+
+/// Why engine tests cannot run here, if they cannot.
+fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root (host-wide binfmt_misc and dockerd need it)".into());
+    }
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        return Some("dockerd (Debian package docker.io) not installed".into());
+    }
+    None
+}
+
+macro_rules! require_engine {
+    () => {
+        if let Some(why) = unavailable() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run every test, but: {why}"
+            );
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// The host's binfmt_misc entries, and whether it was mounted, when a test began; on
+/// drop, removes every entry added since (and unmounts it if the test mounted it).
+struct BinfmtGuard {
+    before: Vec<String>,
+    was_mounted: bool,
+}
+
+fn host_entries() -> Vec<String> {
+    std::fs::read_dir(BINFMT)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "register" && n != "status")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl BinfmtGuard {
+    fn new() -> BinfmtGuard {
+        BinfmtGuard {
+            before: host_entries(),
+            was_mounted: Path::new(BINFMT).join("register").exists(),
+        }
+    }
+}
+
+impl Drop for BinfmtGuard {
+    fn drop(&mut self) {
+        for e in host_entries() {
+            if !self.before.contains(&e) {
+                let _ = std::fs::write(Path::new(BINFMT).join(&e), "-1");
+            }
+        }
+        if !self.was_mounted {
+            let _ = nix::mount::umount(BINFMT);
+        }
+    }
+}
+
+/// A private dockerd: own data root, exec root and socket in a temp dir, no networking.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| dir.path().join(n);
+        let log = std::fs::File::create(d("log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d("data"))
+            .arg("--exec-root")
+            .arg(d("exec"))
+            .arg("--pidfile")
+            .arg(d("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d("sock").display()))
+            .args([
+                "--iptables=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--ip-forward=false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        let me = Dockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("docker")
+                .arg("version")
+                .env("DOCKER_HOST", me.host())
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                me.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        me
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("sock").display())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// archctl with this dockerd, an own cache and no user configuration.
+fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(ARCHCTL)
+        .args(args)
+        .env("DOCKER_HOST", docker.host())
+        .env("ARCHCTL_CACHE_DIR", cache)
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("DOCKER_CONFIG", cache)
+        .env_remove("ARCHCTL_ENGINE")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .unwrap()
+}
+
+/// The host's own platform and qemu name, and a foreign one it does not run.
+fn platforms() -> ((&'static str, &'static str), (&'static str, &'static str)) {
+    if cfg!(target_arch = "aarch64") {
+        (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64"))
+    } else {
+        (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64"))
+    }
+}
+
+#[test]
+fn run_picks_native_first_and_emulates_only_when_needed() {
+    require_engine!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _binfmt = BinfmtGuard::new();
+    let docker = Dockerd::start();
+    let reg = Registry::start(RegistryAuth::None);
+    let cache = tempfile::tempdir().unwrap();
+    let ((native_p, native_q), (foreign_p, foreign_q)) = platforms();
+    let foreign_only = push_image(&reg, "e2e/foreign-only", "v1", ImageSpec::oci(foreign_p));
+    let multi = push_image(
+        &reg,
+        "e2e/multi",
+        "v1",
+        ImageSpec::oci_index(&[foreign_p, native_p]),
+    );
+    let attested = push_image(
+        &reg,
+        "e2e/attested",
+        "v1",
+        ImageSpec::oci_index(&[native_p, foreign_p]).with_attestations(),
+    );
+    let run = |image: &str, extra: &[&str]| {
+        let mut a = vec!["run", "--engine", "docker", "--rm", "--network", "none"];
+        a.extend_from_slice(extra);
+        a.push(image);
+        archctl(&docker, cache.path(), &a)
+    };
+
+    // A foreign-only image runs under qemu, registered on demand.
+    let out = run(&foreign_only.reference(&reg.addr()), &[]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("archctl-test {foreign_q} ok"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(host_entries().contains(&format!("qemu-{foreign_q}")));
+
+    // A multi-arch image runs natively, whatever else it offers.
+    let out = run(&multi.reference(&reg.addr()), &[]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+
+    // Attestation entries are never chosen.
+    let out = run(&attested.reference(&reg.addr()), &[]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+
+    // An explicit --platform wins: the foreign variant of the multi-arch image.
+    let out = run(&multi.reference(&reg.addr()), &["--platform", foreign_p]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {foreign_q} ok"));
+
+    // The exit code is the container's (archctl became the engine).
+    let out = run(
+        &multi.reference(&reg.addr()),
+        &["--entrypoint", "/no/such/program"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(
+        out.status.code(),
+        Some(1),
+        "engine's code, not archctl's: {}",
+        stderr(&out)
+    );
+
+    // --no-emulation on a foreign-only image: a clear refusal, nothing run.
+    let out = archctl(
+        &docker,
+        cache.path(),
+        &[
+            "run",
+            "--engine",
+            "docker",
+            "--no-emulation",
+            "--rm",
+            &foreign_only.reference(&reg.addr()),
+        ],
+    );
+    assert_code(&out, 1);
+    assert_error_line(&out, &format!("offers {foreign_p}"));
+
+    // --dry-run prints the engine command.
+    let out = archctl(
+        &docker,
+        cache.path(),
+        &[
+            "run",
+            "--dry-run",
+            "--engine",
+            "docker",
+            "-it",
+            "--rm",
+            &multi.reference(&reg.addr()),
+            "sh",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "docker run --platform {native_p} -it --rm {} sh",
+            multi.reference(&reg.addr())
+        )
+    );
+}
