@@ -61,6 +61,16 @@ fn failure_summary(r: &ops::Report) -> String {
             let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
             failed.join("; ")
         }
+        ops::Report::Compose(r) => r
+            .services
+            .iter()
+            .filter_map(|s| {
+                s.error
+                    .as_ref()
+                    .map(|e| format!("service {}: {e}", s.service))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
         ops::Report::Pick(c) => c
             .error
             .clone()

@@ -168,6 +168,21 @@ enum Command {
         )]
         args: Vec<OsString>,
     },
+    /// For a compose file, print an override file that sets `platform:` per service
+    /// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`.
+    ComposePlatforms {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Choose as for this platform instead of this host.
+        #[arg(long, value_name = "PLATFORM")]
+        host_platform: Option<String>,
+        /// The arm64 CPU cannot run 32-bit arm (Apple Silicon).
+        #[arg(long)]
+        no_aarch32: bool,
+        /// Refuse emulated platforms.
+        #[arg(long)]
+        no_emulation: bool,
+    },
     /// Run a command with emulation in a private user namespace (Linux 6.7+), without
     /// root and without touching the host's binfmt_misc.
     Exec {
@@ -370,6 +385,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             }
             Err(ops::exec_run(&plan).into())
+        }
+        Command::ComposePlatforms {
+            file,
+            host_platform,
+            no_aarch32,
+            no_emulation,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let opts = ops::PickOptions {
+                host_platform,
+                no_aarch32,
+                no_emulation,
+            };
+            let r =
+                ops::compose_platforms(&ctx, &file, &opts, archctl::registry::Options::default())?;
+            out.print(&r, |r| r.r#override.clone())
         }
         Command::Exec {
             archs,

@@ -577,6 +577,65 @@ pub fn emulation_state(
     e
 }
 
+/// The host platform a choice is made for: given, or this host's.
+fn host_platform(
+    ctx: &Context,
+    opts: &PickOptions,
+) -> Result<crate::platform::HostPlatform, Error> {
+    use crate::platform::HostPlatform;
+    let usage = |e: crate::platform::PlatformError| Error::Usage(e.to_string());
+    match &opts.host_platform {
+        Some(p) => HostPlatform::given(p, opts.no_aarch32).map_err(usage),
+        None => {
+            let native = ctx.native_all();
+            let mut h = HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)
+                .map_err(usage)?;
+            if opts.no_aarch32 {
+                h.aarch32 = false;
+            }
+            Ok(h)
+        }
+    }
+}
+
+/// Inspect images (concurrently, one connection pool) and choose for each.
+fn choose_for(
+    ctx: &Context,
+    images: &[String],
+    opts: &PickOptions,
+    registry: crate::registry::Options,
+) -> Result<
+    Vec<(
+        crate::registry::inspect::ImageReport,
+        crate::platform::Choice,
+    )>,
+    Error,
+> {
+    use crate::platform::{Platform, choose, qemu_target};
+    let host = host_platform(ctx, opts)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::registry::RegistryError::Client(e.to_string()))?;
+    let inspector = crate::registry::inspect::Inspector::new(registry)?;
+    let reports = runtime.block_on(inspector.inspect_all(images)).images;
+    let native = ctx.native_all();
+    let wanted: Vec<&Rule> = reports
+        .iter()
+        .flat_map(|r| r.platforms.iter())
+        .filter_map(|p| qemu_target(ctx.table, &Platform::from_entry(p)))
+        .collect();
+    let mut emu = emulation_state(ctx, &wanted, &native);
+    emu.refused = opts.no_emulation;
+    Ok(reports
+        .into_iter()
+        .map(|r| {
+            let c = choose(ctx.table, &r.reference, &host, &r.platforms, &emu);
+            (r, c)
+        })
+        .collect())
+}
+
 /// `archctl pick`: the platform an image should run as on this host.
 pub fn pick(
     ctx: &Context,
@@ -584,45 +643,135 @@ pub fn pick(
     opts: &PickOptions,
     registry: crate::registry::Options,
 ) -> Result<crate::platform::Choice, Error> {
-    use crate::platform::{HostPlatform, Platform, choose, qemu_target};
-    let host = match &opts.host_platform {
-        Some(p) => {
-            HostPlatform::given(p, opts.no_aarch32).map_err(|e| Error::Usage(e.to_string()))?
-        }
-        None => {
-            let native = ctx.native_all();
-            let mut h = HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)
-                .map_err(|e| Error::Usage(e.to_string()))?;
-            if opts.no_aarch32 {
-                h.aarch32 = false;
-            }
-            h
-        }
+    let mut v = choose_for(ctx, &[image.to_string()], opts, registry)?;
+    let Some((report, choice)) = v.pop() else {
+        return Err(Error::Usage("no image".into()));
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| crate::registry::RegistryError::Client(e.to_string()))?;
-    let inspector = crate::registry::inspect::Inspector::new(registry)?;
-    let report = runtime.block_on(inspector.inspect(image));
     if report.error.is_some() {
         return Err(Error::Failed(Box::new(Report::Inspect(InspectReport {
             images: vec![report],
         }))));
     }
-    let native = ctx.native_all();
-    let wanted: Vec<&Rule> = report
-        .platforms
-        .iter()
-        .filter_map(|p| qemu_target(ctx.table, &Platform::from_entry(p)))
-        .collect();
-    let mut emu = emulation_state(ctx, &wanted, &native);
-    emu.refused = opts.no_emulation;
-    let choice = choose(ctx.table, &report.reference, &host, &report.platforms, &emu);
     if choice.platform.is_none() {
         return Err(Error::Failed(Box::new(Report::Pick(choice))));
     }
     Ok(choice)
+}
+
+/// One service of `archctl compose-platforms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeService {
+    pub service: String,
+    pub image: Option<String>,
+    pub platform: Option<String>,
+    pub mode: Option<crate::platform::Mode>,
+    pub emulator: Option<String>,
+    /// Why no platform is set for it (built locally, set by the user, or an error).
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `archctl compose-platforms`: a compose override setting `platform:` per service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeReport {
+    pub file: String,
+    pub services: Vec<ComposeService>,
+    /// The override file's text.
+    pub r#override: String,
+}
+
+/// Read a compose file's services and choose a platform for each image.
+pub fn compose_platforms(
+    ctx: &Context,
+    file: &std::path::Path,
+    opts: &PickOptions,
+    registry: crate::registry::Options,
+) -> Result<ComposeReport, Error> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let bad = |why: String| Error::Usage(format!("{}: {why}", file.display()));
+    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let services = docs
+        .first()
+        .map(|d| &d["services"])
+        .and_then(Yaml::as_hash)
+        .ok_or_else(|| bad("no `services:` mapping".into()))?;
+    let mut out: Vec<ComposeService> = Vec::new();
+    let mut images = Vec::new();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or_default().to_string();
+        let image = svc["image"].as_str().map(str::to_string);
+        let mut s = ComposeService {
+            service: name,
+            image: image.clone(),
+            platform: None,
+            mode: None,
+            emulator: None,
+            note: None,
+            error: None,
+        };
+        if let Some(p) = svc["platform"].as_str() {
+            s.note = Some(format!("platform {p} set in the file"));
+        } else if image.is_none() {
+            s.note = Some("no image (built locally)".into());
+        } else if let Some(i) = &image {
+            images.push(i.clone());
+        }
+        out.push(s);
+    }
+    let mut chosen = choose_for(ctx, &images, opts, registry)?.into_iter();
+    for s in out.iter_mut().filter(|s| s.note.is_none()) {
+        let Some((report, c)) = chosen.next() else {
+            break;
+        };
+        s.error = report.error.or(c.error);
+        s.platform = c.platform;
+        s.mode = c.mode;
+        s.emulator = c.emulator;
+    }
+    let mut yaml = format!(
+        "# Written by `archctl compose-platforms {}`: use with\n#   docker compose -f {} -f THIS_FILE up\nservices:\n",
+        file.display(),
+        file.display()
+    );
+    for s in &out {
+        match (&s.platform, &s.note, &s.error) {
+            (Some(p), _, _) => {
+                let how = match (s.mode, &s.emulator) {
+                    (Some(crate::platform::Mode::Emulated), Some(e)) => format!("emulated ({e})"),
+                    _ => "native".into(),
+                };
+                yaml.push_str(&format!(
+                    "  {}:\n    platform: {p}  # {how}\n",
+                    yaml_key(&s.service)
+                ));
+            }
+            (None, Some(n), _) => yaml.push_str(&format!("  # {}: {n}\n", s.service)),
+            (None, None, Some(e)) => yaml.push_str(&format!("  # {}: {e}\n", s.service)),
+            _ => {}
+        }
+    }
+    let report = ComposeReport {
+        file: file.display().to_string(),
+        services: out,
+        r#override: yaml,
+    };
+    if report.services.iter().any(|s| s.error.is_some()) {
+        return Err(Error::Failed(Box::new(Report::Compose(report))));
+    }
+    Ok(report)
+}
+
+/// A mapping key, quoted when YAML needs it.
+fn yaml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
 }
 
 /// Options of `archctl run`.
@@ -763,6 +912,7 @@ pub enum Report {
     Test(TestReport),
     Inspect(InspectReport),
     Pick(crate::platform::Choice),
+    Compose(ComposeReport),
 }
 
 /// `archctl inspect`: the platforms each image offers. Fails (with the report) when any

@@ -242,6 +242,7 @@ pub fn pick(c: &Choice, explain: bool) -> String {
 pub fn any(r: &Report) -> String {
     match r {
         Report::Pick(c) => pick(c, true),
+        Report::Compose(c) => c.r#override.clone(),
         Report::Change(c) => change(c),
         Report::Test(t) => test(t),
         Report::Inspect(i) => inspect(i),

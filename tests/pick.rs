@@ -112,3 +112,52 @@ fn single_manifest_images_and_no_emulation() {
     assert_code(&out, 2);
     assert_error_line(&out, "invalid platform \"arm64\"");
 }
+
+#[test]
+fn compose_platforms_writes_an_override_per_service() {
+    let reg = Registry::start(RegistryAuth::None);
+    let f = push_fixtures(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  web:\n    image: {}\n  tool:\n    image: {}\n  local:\n    build: .\n  pinned:\n    image: {}\n    platform: linux/s390x\n",
+            f.attested.reference(&reg.addr()),
+            f.docker_single.reference(&reg.addr()),
+            f.oci_index.reference(&reg.addr()),
+        ),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(ARCHCTL)
+            .arg("compose-platforms")
+            .args(["--host-platform", "linux/amd64"])
+            .args(extra)
+            .arg(&file)
+            .env("ARCHCTL_CACHE_DIR", cache.path())
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_code(&out, 0);
+    let y = stdout(&out);
+    assert!(
+        y.contains("  web:\n    platform: linux/amd64  # native"),
+        "{y}"
+    );
+    assert!(
+        y.contains("  tool:\n    platform: linux/arm64  # emulated (aarch64)"),
+        "{y}"
+    );
+    assert!(y.contains("# local: no image"), "{y}");
+    assert!(
+        y.contains("# pinned: platform linux/s390x set in the file"),
+        "{y}"
+    );
+    let out = run(&["--no-emulation"]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "service tool");
+}
