@@ -128,15 +128,8 @@ enum Command {
     Pick {
         #[arg(value_name = "IMAGE")]
         image: String,
-        /// Choose as for this platform (linux/arm64, linux/amd64, ...) instead of this host.
-        #[arg(long, value_name = "PLATFORM")]
-        host_platform: Option<String>,
-        /// The arm64 CPU cannot run 32-bit arm (Apple Silicon); detected on the real host.
-        #[arg(long)]
-        no_aarch32: bool,
-        /// Refuse emulated platforms.
-        #[arg(long)]
-        no_emulation: bool,
+        #[command(flatten)]
+        choice: ChoiceArgs,
         /// Print every candidate and why it was taken or rejected.
         #[arg(long)]
         explain: bool,
@@ -173,15 +166,8 @@ enum Command {
     ComposePlatforms {
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Choose as for this platform instead of this host.
-        #[arg(long, value_name = "PLATFORM")]
-        host_platform: Option<String>,
-        /// The arm64 CPU cannot run 32-bit arm (Apple Silicon).
-        #[arg(long)]
-        no_aarch32: bool,
-        /// Refuse emulated platforms.
-        #[arg(long)]
-        no_emulation: bool,
+        #[command(flatten)]
+        choice: ChoiceArgs,
     },
     /// Run a command with emulation in a private user namespace (Linux 6.7+), without
     /// root and without touching the host's binfmt_misc.
@@ -195,6 +181,30 @@ enum Command {
         #[arg(last = true, value_name = "CMD", required = true)]
         command: Vec<OsString>,
     },
+}
+
+/// How `pick` and `compose-platforms` choose.
+#[derive(Args, Clone)]
+struct ChoiceArgs {
+    /// Choose as for this platform (linux/arm64, linux/amd64, ...) instead of this host.
+    #[arg(long, value_name = "PLATFORM")]
+    host_platform: Option<String>,
+    /// The arm64 CPU cannot run 32-bit arm (Apple Silicon); detected on the real host.
+    #[arg(long)]
+    no_aarch32: bool,
+    /// Refuse emulated platforms.
+    #[arg(long)]
+    no_emulation: bool,
+}
+
+impl ChoiceArgs {
+    fn options(self) -> ops::PickOptions {
+        ops::PickOptions {
+            host_platform: self.host_platform,
+            no_aarch32: self.no_aarch32,
+            no_emulation: self.no_emulation,
+        }
+    }
 }
 
 /// Which architectures `enable`/`disable` act on.
@@ -338,19 +348,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pick {
             image,
-            host_platform,
-            no_aarch32,
-            no_emulation,
+            choice,
             explain,
             insecure,
             timeout,
         } => {
             let ctx = Context::new(cli.binfmt_dir);
-            let opts = ops::PickOptions {
-                host_platform,
-                no_aarch32,
-                no_emulation,
-            };
+            let opts = choice.options();
             let reg = archctl::registry::Options {
                 insecure,
                 timeout: Duration::from_secs(timeout),
@@ -386,18 +390,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Err(ops::exec_run(&plan).into())
         }
-        Command::ComposePlatforms {
-            file,
-            host_platform,
-            no_aarch32,
-            no_emulation,
-        } => {
+        Command::ComposePlatforms { file, choice } => {
             let ctx = Context::new(cli.binfmt_dir);
-            let opts = ops::PickOptions {
-                host_platform,
-                no_aarch32,
-                no_emulation,
-            };
+            let opts = choice.options();
             let r =
                 ops::compose_platforms(&ctx, &file, &opts, archctl::registry::Options::default())?;
             out.print(&r, |r| r.r#override.clone())
