@@ -229,25 +229,30 @@ pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
                 None => (long, None),
             };
             let takes = LONG_WITH_VALUE.contains(&name);
-            let value = match (takes, inline) {
-                (_, Some(v)) => Some(v),
-                (true, None) => {
+            if name == "platform" {
+                platform = match inline {
+                    Some(v) => Some(v),
+                    None => {
+                        i += 1;
+                        Some(
+                            args.get(i)
+                                .ok_or_else(|| EngineError::MissingValue(a.clone()))?
+                                .to_string_lossy()
+                                .into_owned(),
+                        )
+                    }
+                };
+            } else {
+                // Kept exactly as written: `--flag=value` of a boolean flag must stay
+                // one word (`--tls-verify=false` is not `--tls-verify false`).
+                options.push(args[i].clone());
+                if takes && inline.is_none() {
                     i += 1;
-                    Some(
+                    options.push(
                         args.get(i)
                             .ok_or_else(|| EngineError::MissingValue(a.clone()))?
-                            .to_string_lossy()
-                            .into_owned(),
-                    )
-                }
-                (false, None) => None,
-            };
-            if name == "platform" {
-                platform = value;
-            } else {
-                options.push(OsString::from(format!("--{name}")));
-                if let Some(v) = value {
-                    options.push(OsString::from(v));
+                            .clone(),
+                    );
                 }
             }
             i += 1;
@@ -359,8 +364,7 @@ mod tests {
                 "--name",
                 "web",
                 "-p8080:80",
-                "--network",
-                "host"
+                "--network=host"
             ])
         );
         let cl = command_line(Engine::Docker, "linux/amd64", &r);
@@ -376,6 +380,14 @@ mod tests {
         let r = parse_run_args(&os(&["-ite", "A=1", "alpine"])).unwrap();
         assert_eq!(r.options, os(&["-ite", "A=1"]));
         assert_eq!(r.image, "alpine");
+        let r = parse_run_args(&os(&[
+            "--tls-verify=false",
+            "--platform=linux/arm64",
+            "alpine",
+        ]))
+        .unwrap();
+        assert_eq!(r.options, os(&["--tls-verify=false"]));
+        assert_eq!(r.platform.as_deref(), Some("linux/arm64"));
         let r = parse_run_args(&os(&["--", "alpine", "--rm"])).unwrap();
         assert_eq!(r.image, "alpine");
         assert_eq!(r.command, os(&["--rm"]));

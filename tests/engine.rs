@@ -293,3 +293,75 @@ fn run_picks_native_first_and_emulates_only_when_needed() {
         )
     );
 }
+
+#[test]
+fn run_with_podman() {
+    require_engine!();
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs podman");
+        eprintln!("skipped: podman not installed");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _binfmt = BinfmtGuard::new();
+    let reg = Registry::start(RegistryAuth::None);
+    let ((native_p, native_q), (foreign_p, foreign_q)) = platforms();
+    let foreign_only = push_image(&reg, "podman/foreign-only", "v1", ImageSpec::oci(foreign_p));
+    let multi = push_image(
+        &reg,
+        "podman/multi",
+        "v1",
+        ImageSpec::oci_index(&[foreign_p, native_p]),
+    );
+    // Podman's own storage for this test, never the user's.
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
+    let run = |image: &str| {
+        Command::new(ARCHCTL)
+            .args([
+                "run",
+                "--engine",
+                "podman",
+                "--rm",
+                "--network",
+                "none",
+                "--tls-verify=false",
+                // Podman's default NOFILE/NPROC limits exceed what this VM allows.
+                "--ulimit=nofile=1024:1024",
+                "--ulimit=nproc=1024:1024",
+                image,
+            ])
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env("ARCHCTL_CACHE_DIR", tmp.path().join("cache"))
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("DOCKER_CONFIG", tmp.path())
+            .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&multi.reference(&reg.addr()));
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("archctl-test {native_q} ok"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&foreign_only.reference(&reg.addr()));
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("archctl-test {foreign_q} ok"),
+        "{}",
+        stderr(&out)
+    );
+}
