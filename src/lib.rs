@@ -43,6 +43,9 @@ pub enum Error {
     Registry(#[from] registry::RegistryError),
     #[error("{0}")]
     Usage(String),
+    /// The command cannot go on as things are (exit 1), e.g. emulation needs root.
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot run {program}: {source}")]
     Exec {
         program: String,
@@ -99,7 +102,7 @@ impl Error {
             Error::Apply(e) => e.source.hint(),
             Error::Registry(e) => e.hint(),
             Error::Usage(_) => None,
-            Error::Exec { .. } | Error::Failed(_) => None,
+            Error::Exec { .. } | Error::Failed(_) | Error::Refused(_) => None,
         }
     }
 

@@ -855,7 +855,7 @@ pub fn plan_run(
         let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
         if !emulation_state(ctx, &[], &native).registered.contains(arch) {
             if !opts.dry_run && !nix::unistd::geteuid().is_root() {
-                return Err(Error::Usage(format!(
+                return Err(Error::Refused(format!(
                     "{platform} needs emulation, and no handler for {arch} is registered; run `sudo archctl enable {arch}` once"
                 )));
             }

@@ -161,3 +161,56 @@ fn compose_platforms_writes_an_override_per_service() {
     assert_code(&out, 1);
     assert_error_line(&out, "service tool");
 }
+
+#[test]
+fn run_dry_run_engine_choice_and_unprivileged_emulation() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = Registry::start(RegistryAuth::None);
+    let foreign = if cfg!(target_arch = "aarch64") {
+        ("linux/amd64", "x86_64")
+    } else {
+        ("linux/arm64", "aarch64")
+    };
+    let p = push_image(&reg, "run/foreign", "v1", ImageSpec::oci(foreign.0));
+    let r = p.reference(&reg.addr());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let base = |c: &mut std::process::Command| {
+        c.env("ARCHCTL_CACHE_DIR", dir.path().join("cache"))
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("DOCKER_CONFIG", dir.path())
+            .env("ARCHCTL_BINFMT_DIR", dir.path().join("no-binfmt"));
+    };
+    // ARCHCTL_ENGINE chooses the engine; --dry-run says what would be enabled and run.
+    let mut c = std::process::Command::new(ARCHCTL);
+    c.args(["run", "--dry-run", "--rm", &r])
+        .env("ARCHCTL_ENGINE", "podman");
+    base(&mut c);
+    let out = c.output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "archctl enable {}\npodman run --platform {} --rm {r}\n",
+            foreign.1, foreign.0
+        )
+    );
+    // Without root, archctl says exactly which command registers the handler.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let exe = dir.path().join("archctl");
+    std::fs::copy(ARCHCTL, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["run", "--engine", "docker", "--rm", &r]);
+    base(&mut c);
+    let out = c.output().unwrap();
+    assert_code(&out, 2);
+    assert_error_line(
+        &out,
+        &format!("run `sudo archctl enable {}` once", foreign.1),
+    );
+}
