@@ -208,7 +208,7 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
         .args(["run", "--engine", "docker", "--rm", &r]);
     base(&mut c);
     let out = c.output().unwrap();
-    assert_code(&out, 2);
+    assert_code(&out, 1);
     assert_error_line(
         &out,
         &format!("run `sudo archctl enable {}` once", foreign.1),
