@@ -81,7 +81,7 @@ fn main() {
         .output()
         .is_ok_and(|o| o.status.success());
     let env = format!(
-        "env ARCHCTL_CACHE_DIR={} DOCKER_CONFIG={} ARCHCTL_DOCKER_DAEMON_JSON=/nonexistent",
+        "env ARCHCTL_CACHE_DIR={} DOCKER_CONFIG={} ARCHCTL_DOCKER_DAEMON_JSON=/nonexistent ARCHCTL_REGISTRIES_CONF=/nonexistent",
         cache.display(),
         docker_cfg.display()
     );

@@ -29,6 +29,7 @@ impl Env {
             ("DOCKER_CONFIG".into(), p("docker")),
             ("REGISTRY_AUTH_FILE".into(), p("podman-auth.json")),
             ("ARCHCTL_DOCKER_DAEMON_JSON".into(), p("daemon.json")),
+            ("ARCHCTL_REGISTRIES_CONF".into(), p("registries.conf")),
             ("HOME".into(), dir.path().display().to_string()),
         ];
         Env { dir, vars }
@@ -552,6 +553,30 @@ fn docker_io_mirrors_from_daemon_json_are_used() {
         v["images"][0]["reference"],
         "docker.io/library/archctl-mirrored:v1"
     );
+    assert_eq!(v["images"][0]["digest"], p.digest.as_str());
+}
+
+#[test]
+fn registries_conf_mirrors_with_a_namespace() {
+    // podman-style: [[registry]] docker.io with a mirror that serves it under hub/.
+    let mirror = Registry::start(RegistryAuth::None);
+    let p = push_image(
+        &mirror,
+        "hub/library/archctl-conf-mirrored",
+        "v1",
+        support::registry::ImageSpec::oci("linux/arm64"),
+    );
+    let env = Env::new();
+    std::fs::write(
+        env.dir.path().join("registries.conf"),
+        format!(
+            "[[registry]]\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{}/hub\"\ninsecure = true\n",
+            mirror.addr()
+        ),
+    )
+    .unwrap();
+    let (out, v) = env.inspect(&["archctl-conf-mirrored:v1"]);
+    assert_code(&out, 0);
     assert_eq!(v["images"][0]["digest"], p.digest.as_str());
 }
 

@@ -14,6 +14,7 @@ fn pick(args: &[&str]) -> (std::process::Output, Value) {
         .args(args)
         .env("ARCHCTL_CACHE_DIR", cache.path())
         .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
         .env("DOCKER_CONFIG", cache.path())
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
@@ -101,6 +102,7 @@ fn single_manifest_images_and_no_emulation() {
             &r,
         ])
         .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
         .output()
         .unwrap();
     assert!(
@@ -138,6 +140,7 @@ fn compose_platforms_writes_an_override_per_service() {
             .arg(&file)
             .env("ARCHCTL_CACHE_DIR", cache.path())
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .output()
             .unwrap()
     };
@@ -178,6 +181,7 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
     let base = |c: &mut std::process::Command| {
         c.env("ARCHCTL_CACHE_DIR", dir.path().join("cache"))
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .env("DOCKER_CONFIG", dir.path())
             .env("ARCHCTL_BINFMT_DIR", dir.path().join("no-binfmt"));
     };

@@ -15,13 +15,69 @@ use serde::Deserialize;
 
 use super::{RegistryError, reference::split_host};
 
-/// `/etc/docker/daemon.json` (path overridable with `ARCHCTL_DOCKER_DAEMON_JSON`).
+/// Registry settings the engines use: `/etc/docker/daemon.json` (path overridable with
+/// `ARCHCTL_DOCKER_DAEMON_JSON`) and containers' `registries.conf` (podman, buildah,
+/// skopeo; `ARCHCTL_REGISTRIES_CONF` overrides the path), merged: a registry is
+/// insecure if either says so, and both kinds of mirror are tried.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
     /// `insecure-registries`: `host[:port]` names or CIDR ranges.
     pub insecure: Vec<String>,
     /// `registry-mirrors` for docker.io, as base URLs.
     pub mirrors: Vec<String>,
+    /// registries.conf `[[registry]]` mirrors: (registry, mirror location, insecure).
+    pub registry_mirrors: Vec<(String, String, bool)>,
+}
+
+/// One mirror to try before a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `host[:port]`.
+    pub host: String,
+    /// A namespace the mirror serves the registry's repositories under.
+    pub prefix: Option<String>,
+    /// Plain HTTP allowed (an `http://` URL, or `insecure = true`).
+    pub plain_http: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRegistriesConf {
+    #[serde(default)]
+    registry: Vec<RawRegistry>,
+    /// Version 1 format: `[registries.insecure] registries = [...]`.
+    #[serde(default)]
+    registries: Option<RawV1>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawV1 {
+    #[serde(default)]
+    insecure: Option<RawV1List>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawV1List {
+    #[serde(default)]
+    registries: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRegistry {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    mirror: Vec<RawMirror>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMirror {
+    location: String,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -39,7 +95,88 @@ impl DaemonConfig {
             .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"))
     }
 
-    /// Load the file; a missing file is an empty configuration, a broken one an error.
+    /// Both files at their default places.
+    pub fn load_default() -> Result<DaemonConfig, RegistryError> {
+        let mut d = Self::load(&Self::default_path())?;
+        let conf = match std::env::var_os("ARCHCTL_REGISTRIES_CONF") {
+            Some(p) => Some(PathBuf::from(p)),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".config/containers/registries.conf"))
+                .filter(|p| p.exists())
+                .or_else(|| Some(PathBuf::from("/etc/containers/registries.conf"))),
+        };
+        if let Some(p) = conf {
+            d.merge_registries_conf(&p)?;
+        }
+        Ok(d)
+    }
+
+    /// Add containers' `registries.conf` (v1 or v2): insecure registries and mirrors.
+    pub fn merge_registries_conf(&mut self, path: &Path) -> Result<(), RegistryError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(RegistryError::Invalid {
+                    what: path.display().to_string(),
+                    why: e.to_string(),
+                });
+            }
+        };
+        let raw: RawRegistriesConf = toml::from_str(&text).map_err(|e| RegistryError::Invalid {
+            what: path.display().to_string(),
+            why: e.to_string().lines().next().unwrap_or("").to_string(),
+        })?;
+        if let Some(v1) = raw.registries.and_then(|r| r.insecure) {
+            self.insecure.extend(v1.registries);
+        }
+        for r in raw.registry {
+            let Some(name) = r.prefix.clone().or(r.location.clone()) else {
+                continue;
+            };
+            if r.insecure {
+                self.insecure
+                    .push(r.location.clone().unwrap_or(name.clone()));
+            }
+            for m in r.mirror {
+                self.registry_mirrors
+                    .push((name.clone(), m.location, m.insecure));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mirrors to try before `registry`, in order: Docker's (docker.io only), then
+    /// registries.conf's.
+    pub fn mirrors_for(&self, registry: &str) -> Vec<Mirror> {
+        let mut v = Vec::new();
+        if registry == "docker.io" {
+            for m in &self.mirrors {
+                let Some((scheme, rest)) = m.split_once("://") else {
+                    continue;
+                };
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                v.push(Mirror {
+                    host: host.to_string(),
+                    prefix: Some(path.trim_matches('/').to_string()).filter(|p| !p.is_empty()),
+                    plain_http: scheme == "http",
+                });
+            }
+        }
+        for (reg, loc, insecure) in &self.registry_mirrors {
+            if reg == registry || (registry == "docker.io" && reg == "registry-1.docker.io") {
+                let (host, path) = loc.split_once('/').unwrap_or((loc, ""));
+                v.push(Mirror {
+                    host: host.to_string(),
+                    prefix: Some(path.trim_matches('/').to_string()).filter(|p| !p.is_empty()),
+                    plain_http: *insecure,
+                });
+            }
+        }
+        v
+    }
+
+    /// Load daemon.json; a missing file is an empty configuration, a broken one an error.
     pub fn load(path: &Path) -> Result<DaemonConfig, RegistryError> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
@@ -57,6 +194,7 @@ impl DaemonConfig {
         })?;
         Ok(DaemonConfig {
             insecure: raw.insecure,
+            registry_mirrors: Vec::new(),
             mirrors: raw
                 .mirrors
                 .into_iter()
@@ -384,6 +522,7 @@ mod tests {
                 "http://other.lan".into(),
             ],
             mirrors: vec![],
+            registry_mirrors: vec![],
         };
         assert!(d.is_insecure("myreg:5000"));
         assert!(d.is_insecure("10.1.2.3:5000"));
@@ -391,6 +530,60 @@ mod tests {
         assert!(!d.is_insecure("myreg:6000"));
         assert!(!d.is_insecure("11.0.0.1"));
         assert!(!d.is_insecure("ghcr.io"));
+    }
+
+    #[test]
+    fn registries_conf_v1_and_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("registries.conf");
+        std::fs::write(
+            &p,
+            r#"
+unqualified-search-registries = ["docker.io"]
+[[registry]]
+location = "lab.example:5000"
+insecure = true
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.lan:5000/hub"
+insecure = true
+[registries.insecure]
+registries = ["old.example"]
+"#,
+        )
+        .unwrap();
+        let mut d = DaemonConfig {
+            mirrors: vec!["https://dm.example".into()],
+            ..Default::default()
+        };
+        d.merge_registries_conf(&p).unwrap();
+        assert!(d.is_insecure("lab.example:5000") && d.is_insecure("old.example"));
+        assert!(!d.is_insecure("docker.io"));
+        assert_eq!(
+            d.mirrors_for("docker.io"),
+            vec![
+                Mirror {
+                    host: "dm.example".into(),
+                    prefix: None,
+                    plain_http: false
+                },
+                Mirror {
+                    host: "mirror.lan:5000".into(),
+                    prefix: Some("hub".into()),
+                    plain_http: true
+                },
+            ]
+        );
+        assert!(d.mirrors_for("ghcr.io").is_empty());
+        std::fs::write(&p, "[[registry]\n").unwrap();
+        assert!(
+            d.merge_registries_conf(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("registries.conf")
+        );
     }
 
     #[test]

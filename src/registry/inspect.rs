@@ -84,7 +84,7 @@ pub struct Inspector {
 
 impl Inspector {
     pub fn new(opts: Options) -> Result<Inspector, RegistryError> {
-        let daemon = DaemonConfig::load(&DaemonConfig::default_path())?;
+        let daemon = DaemonConfig::load_default()?;
         let cache = if opts.cache { Cache::locate() } else { None };
         Ok(Inspector {
             client: Client::new(opts, daemon, CredentialStore::load_default()),
@@ -142,33 +142,30 @@ impl Inspector {
         report
     }
 
-    /// Hosts to ask for an image: docker.io's mirrors first, then the registry.
-    fn endpoints(&self, r: &ImageRef) -> Vec<String> {
+    /// Where to ask for an image: its mirrors first (daemon.json's for docker.io,
+    /// registries.conf's for any registry), then the registry. Each with the reference
+    /// as that endpoint knows it (a mirror may serve under a namespace).
+    fn endpoints(&self, r: &ImageRef) -> Vec<(String, ImageRef)> {
         let mut v = Vec::new();
-        if r.registry == "docker.io" {
-            for m in &self.client.daemon().mirrors {
-                if let Ok(u) = reqwest::Url::parse(m) {
-                    let host = match (u.host_str(), u.port()) {
-                        (Some(h), Some(p)) => format!("{h}:{p}"),
-                        (Some(h), None) => h.to_string(),
-                        _ => continue,
-                    };
-                    if u.scheme() == "http" {
-                        self.client.set_transport(&host, Transport::Http);
-                    }
-                    v.push(host);
-                }
+        for m in self.client.daemon().mirrors_for(&r.registry) {
+            if m.plain_http {
+                self.client.set_transport(&m.host, Transport::Http);
             }
+            let mut at = r.clone();
+            if let Some(p) = &m.prefix {
+                at.repository = format!("{p}/{}", r.repository);
+            }
+            v.push((m.host, at));
         }
-        v.push(r.endpoint().to_string());
+        v.push((r.endpoint().to_string(), r.clone()));
         v
     }
 
     async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(r);
         let mut last = None;
-        for (i, host) in endpoints.iter().enumerate() {
-            match self.resolve_at(r, host).await {
+        for (i, (host, at)) in endpoints.iter().enumerate() {
+            match self.resolve_at(at, host).await {
                 Ok(x) => return Ok(x),
                 // A mirror that fails is skipped; the registry's answer is final.
                 Err(e) if i + 1 < endpoints.len() => last = Some(e),
