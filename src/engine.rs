@@ -212,71 +212,54 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// Split `[OPTIONS...] IMAGE [COMMAND [ARG...]]` as the engine would.
+/// Is `a` an option, and does it take the next argument as its value?
+/// None: not an option (the image). Clusters like `-it` or `-p8080:80`: a value-taking
+/// letter at the end takes the next argument.
+fn option_arity(a: &str) -> Option<bool> {
+    if let Some(long) = a.strip_prefix("--") {
+        return Some(!long.contains('=') && LONG_WITH_VALUE.contains(&long));
+    }
+    let letters = a.strip_prefix('-').filter(|l| !l.is_empty())?;
+    let last = letters.chars().last()?;
+    let first_value = letters.chars().position(|c| SHORT_WITH_VALUE.contains(&c));
+    Some(SHORT_WITH_VALUE.contains(&last) && first_value == Some(letters.chars().count() - 1))
+}
+
+/// Split `[OPTIONS...] IMAGE [COMMAND [ARG...]]` as the engine would. Options are kept
+/// exactly as written (`--tls-verify=false` is not `--tls-verify false`), except
+/// `--platform`, which archctl sets itself.
 pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
     let mut options = Vec::new();
     let mut platform = None;
     let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
+    while let Some(arg) = args.get(i) {
+        let a = arg.to_string_lossy().into_owned();
         if a == "--" {
             i += 1;
             break;
         }
-        if let Some(long) = a.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let takes = LONG_WITH_VALUE.contains(&name);
-            if name == "platform" {
-                platform = match inline {
-                    Some(v) => Some(v),
-                    None => {
-                        i += 1;
-                        Some(
-                            args.get(i)
-                                .ok_or_else(|| EngineError::MissingValue(a.clone()))?
-                                .to_string_lossy()
-                                .into_owned(),
-                        )
-                    }
-                };
-            } else {
-                // Kept exactly as written: `--flag=value` of a boolean flag must stay
-                // one word (`--tls-verify=false` is not `--tls-verify false`).
-                options.push(args[i].clone());
-                if takes && inline.is_none() {
-                    i += 1;
-                    options.push(
-                        args.get(i)
-                            .ok_or_else(|| EngineError::MissingValue(a.clone()))?
-                            .clone(),
-                    );
-                }
-            }
+        let Some(takes_next) = option_arity(&a) else {
+            break;
+        };
+        let value = if takes_next {
             i += 1;
-            continue;
+            Some(
+                args.get(i)
+                    .ok_or_else(|| EngineError::MissingValue(a.clone()))?
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        if a == "--platform" || a.starts_with("--platform=") {
+            platform = value
+                .map(|v| v.to_string_lossy().into_owned())
+                .or_else(|| a.split_once('=').map(|(_, v)| v.to_string()));
+        } else {
+            options.push(arg.clone());
+            options.extend(value);
         }
-        if a.len() > 1 && a.starts_with('-') {
-            options.push(args[i].clone());
-            // A cluster like -it or -p8080:80: a value-taking letter ends it, taking
-            // the rest of the word or the next argument.
-            let letters: Vec<char> = a[1..].chars().collect();
-            if let Some(pos) = letters.iter().position(|c| SHORT_WITH_VALUE.contains(c))
-                && pos + 1 == letters.len()
-            {
-                i += 1;
-                options.push(
-                    args.get(i)
-                        .ok_or_else(|| EngineError::MissingValue(a.clone()))?
-                        .clone(),
-                );
-            }
-            i += 1;
-            continue;
-        }
-        break;
+        i += 1;
     }
     let image = args
         .get(i)
