@@ -72,13 +72,15 @@ pub struct Search {
     pub explicit: Option<PathBuf>,
     /// `--emulator-dir`: `qemu-<arch>-static` or `qemu-<arch>` in this directory.
     pub dir: Option<PathBuf>,
+    /// Per-architecture files (config `[emulators]`), by QEMU target name.
+    pub per_arch: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Search {
     /// Candidate paths for a rule, in search order.
     pub fn candidates(&self, rule: &Rule) -> Vec<PathBuf> {
         let e = &rule.emulator;
-        if let Some(p) = &self.explicit {
+        if let Some(p) = self.explicit.as_ref().or(self.per_arch.get(&rule.name)) {
             return vec![p.clone()];
         }
         if let Some(d) = &self.dir {

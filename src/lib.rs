@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod binfmt;
+pub mod config;
 pub mod elf;
 pub mod emulator;
 pub mod engine;
@@ -31,6 +32,8 @@ pub enum Error {
     Arch(#[from] arch::ArchError),
     #[error(transparent)]
     Binfmt(#[from] binfmt::BinfmtError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error(transparent)]
     Emulator(#[from] emulator::EmulatorError),
     #[error(transparent)]
@@ -96,6 +99,7 @@ impl Error {
         match self {
             Error::Arch(_) => None,
             Error::Binfmt(e) => e.hint(),
+            Error::Config(e) => e.hint(),
             Error::Emulator(e) => e.hint(),
             Error::Namespace(e) => e.hint(),
             Error::Plan(e) => e.hint(),

@@ -29,6 +29,9 @@ struct Cli {
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// archctl's configuration file [default: ARCHCTL_CONFIG, else /etc/archctl/config.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +59,7 @@ impl EmulatorArgs {
         Search {
             explicit: self.emulator.clone(),
             dir: self.emulator_dir.clone(),
+            ..Default::default()
         }
     }
 }
@@ -100,6 +104,14 @@ enum Command {
         /// Seconds each test program may take.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+    },
+    /// Apply the configuration (what the boot service runs): the enable logic,
+    /// idempotent, with a one-line summary.
+    Boot,
+    /// Write or show archctl's configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Which platforms images offer, from their registries.
     Inspect {
@@ -181,6 +193,21 @@ enum Command {
         #[arg(last = true, value_name = "CMD", required = true)]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Write the commented default configuration.
+    Init {
+        /// Where [default: the configuration path].
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the effective configuration (the file's values and the defaults).
+    Show,
 }
 
 /// How `pick` and `compose-platforms` choose.
@@ -286,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 search: emu.search(),
                 flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
                 force,
+                skip_missing: false,
             };
             let r = ops::enable(
                 &ctx,
@@ -306,6 +334,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ctx = Context::new(cli.binfmt_dir);
             let r = ops::disable(&ctx, &select.selection(), dry_run)?;
             out.print(&r, report::change)
+        }
+        Command::Boot => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let path = archctl::config::Config::path(cli.config.as_deref());
+            let r = ops::boot(&ctx, &path)?;
+            out.print(&r, |r| format!("{}\n", r.summary))
+        }
+        Command::Config { action } => {
+            let path = archctl::config::Config::path(cli.config.as_deref());
+            match action {
+                ConfigAction::Init { output, force } => {
+                    let target = output.unwrap_or(path);
+                    ops::config_init(&target, force)?;
+                    out.info(&format!("wrote {}", target.display()));
+                    Ok(())
+                }
+                ConfigAction::Show => {
+                    let (c, _) =
+                        archctl::config::Config::load(&path, archctl::arch::Table::builtin())
+                            .map_err(archctl::Error::from)?;
+                    out.print(&c, |c| toml::to_string_pretty(c).unwrap_or_default())
+                }
+            }
         }
         Command::Status => {
             let ctx = Context::new(cli.binfmt_dir);

@@ -774,6 +774,78 @@ fn yaml_key(k: &str) -> String {
     }
 }
 
+/// `archctl boot`: the configuration applied, and a one-line summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub config: String,
+    /// False when the file does not exist (the defaults were applied).
+    pub config_found: bool,
+    pub elapsed_ms: f64,
+    pub summary: String,
+    pub result: ChangeReport,
+}
+
+/// Apply the configuration (the `enable` logic, idempotent).
+pub fn boot(ctx: &Context, config_path: &std::path::Path) -> Result<BootReport, Error> {
+    let start = std::time::Instant::now();
+    let (config, found) = crate::config::Config::load(config_path, ctx.table)?;
+    let opts = config.enable_options(ctx.table);
+    let result = enable(
+        ctx,
+        &opts,
+        config.binfmt.verify,
+        false,
+        crate::verify::DEFAULT_TIMEOUT,
+    )?;
+    let elapsed = start.elapsed();
+    let count = |a: Action| result.entries.iter().filter(|e| e.action == a).count();
+    let summary = format!(
+        "archctl boot: {} registered, {} replaced, {} enabled, {} unchanged, {} native, {} foreign, {} without emulator ({}{}) in {:.1} ms",
+        count(Action::Registered),
+        count(Action::Replaced),
+        count(Action::Enabled),
+        count(Action::Unchanged),
+        count(Action::SkippedNative),
+        count(Action::SkippedForeign),
+        count(Action::SkippedMissing),
+        config_path.display(),
+        if found { "" } else { " not found: defaults" },
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(BootReport {
+        config: config_path.display().to_string(),
+        config_found: found,
+        elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+        summary,
+        result,
+    })
+}
+
+/// `archctl config init`: the commented default, atomically, never over an existing
+/// file unless `force`.
+pub fn config_init(path: &std::path::Path, force: bool) -> Result<(), Error> {
+    use crate::config::ConfigError;
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() && !force {
+        return Err(ConfigError::Exists {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, crate::config::DEFAULT_TEXT.as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
 /// Options of `archctl run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -866,6 +938,7 @@ pub fn plan_run(
                     search: Search::default(),
                     flags: Flags::FIX_BINARY,
                     force: false,
+                    skip_missing: false,
                 };
                 enable_with(ctx, &eo)?;
             }

@@ -70,6 +70,10 @@ pub struct EnableOptions {
     pub search: Search,
     pub flags: Flags,
     pub force: bool,
+    /// Report targets without a usable emulator as `skipped-missing` instead of failing
+    /// (always so with `--all`; `archctl boot` too, so one missing emulator does not
+    /// cost a guest all the others).
+    pub skip_missing: bool,
 }
 
 /// What happens to one entry. The names are part of the JSON contract.
@@ -143,6 +147,7 @@ pub fn plan_enable(
 ) -> Result<Plan, PlanError> {
     let mut warnings = Vec::new();
     let all = matches!(opts.selection, Selection::All);
+    let lenient = all || opts.skip_missing;
     let rules: Vec<&Rule> = match &opts.selection {
         Selection::All => table.rules().iter().collect(),
         Selection::Archs(names) if names.is_empty() => return Err(PlanError::NoArchitectures),
@@ -187,7 +192,7 @@ pub fn plan_enable(
         }
         let emulator = match opts.search.find(rule, table, native, opts.flags.fix_binary) {
             Ok(e) => e,
-            Err(e) if all => {
+            Err(e) if lenient => {
                 steps.push(step(
                     Action::SkippedMissing,
                     None,
@@ -485,9 +490,11 @@ mod tests {
             search: Search {
                 explicit: None,
                 dir: Some(f.emu_dir.clone()),
+                ..Default::default()
             },
             flags: Flags::FIX_BINARY,
             force,
+            skip_missing: false,
         }
     }
 

@@ -1,0 +1,119 @@
+//! `archctl config` and `archctl boot`, in private binfmt_misc instances.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{ARCHCTL, Sandbox, assert_code, assert_error_line, stderr, stdout};
+
+const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+    "riscv64"
+} else {
+    "aarch64"
+};
+
+#[test]
+fn config_init_show_and_overwrite_protection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etc/archctl/config.toml");
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(ARCHCTL)
+            .args(["--config", p])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_code(&run(&["config", "init"]), 0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("architectures = \"all\"") && text.contains("# "),
+        "{text}"
+    );
+    let out = run(&["config", "init"]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "exists already");
+    std::fs::write(&path, "[binfmt]\nverify = true\n").unwrap();
+    assert_code(&run(&["config", "init", "--force"]), 0);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    let out = run(&["--json", "config", "show"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["binfmt"]["architectures"], "all");
+    assert_eq!(v["binfmt"]["flags"], "F");
+    // ARCHCTL_CONFIG names the file too.
+    std::fs::write(&path, "[binfmt]\ncolour = \"red\"\n").unwrap();
+    let out = std::process::Command::new(ARCHCTL)
+        .args(["config", "show"])
+        .env("ARCHCTL_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_error_line(&out, "unknown field `colour`");
+    assert_error_line(&out, p);
+}
+
+#[test]
+fn boot_applies_the_configuration_idempotently() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let cfg = sb.tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\", \"riscv32\"]\n[emulators]\nriscv32 = \"/nonexistent/qemu-riscv32\"\n"
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let out = sb.archctl(&["--config", c, "boot"]);
+    assert_code(&out, 0);
+    let line = stdout(&out);
+    assert!(
+        line.starts_with("archctl boot: 2 registered") && line.contains("1 without emulator"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1, "one-line summary: {line}");
+    assert_eq!(
+        sb.entries(),
+        [format!("qemu-{FOREIGN}"), "qemu-s390x".to_string()]
+    );
+    let (out, v) = sb.archctl_json(&["--config", c, "boot"]);
+    assert_code(&out, 0);
+    assert!(
+        v["summary"].as_str().unwrap().contains("2 unchanged"),
+        "{v}"
+    );
+    assert_eq!(v["config_found"], true);
+    // The registered entries work.
+    let prog = sb.program_file(FOREIGN);
+    assert_eq!(
+        stdout(&sb.command(&prog).output().unwrap()),
+        format!("archctl-test {FOREIGN} ok\n")
+    );
+}
+
+#[test]
+fn boot_without_a_file_applies_the_defaults_and_a_bad_file_changes_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let bad = sb.tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[binfmt]\narchitectures = [\"z80\"]\n").unwrap();
+    let out = sb.archctl(&["--config", bad.to_str().unwrap(), "boot"]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "binfmt.architectures");
+    assert!(sb.entries().is_empty(), "{:?}", sb.entries());
+    let none = sb.tmp.path().join("missing.toml");
+    let out = sb.archctl(&["--config", none.to_str().unwrap(), "boot"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("not found: defaults"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        sb.entries().len() >= 20,
+        "{:?} {}",
+        sb.entries(),
+        stderr(&out)
+    );
+}
