@@ -108,6 +108,21 @@ enum Command {
     /// Apply the configuration (what the boot service runs): the enable logic,
     /// idempotent, with a one-line summary.
     Boot,
+    /// Write what `enable` would register as binfmt.d files (for systemd-binfmt) or
+    /// JSON.
+    Export {
+        /// binfmt.d or json.
+        #[arg(long, value_name = "FORMAT", value_parser = ["binfmt.d", "json"], default_value = "binfmt.d")]
+        format: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        emu: EmulatorArgs,
+        /// Write one file per entry into this directory (e.g. /etc/binfmt.d) instead of
+        /// printing.
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// Write or show archctl's configuration.
     Config {
         #[command(subcommand)]
@@ -334,6 +349,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ctx = Context::new(cli.binfmt_dir);
             let r = ops::disable(&ctx, &select.selection(), dry_run)?;
             out.print(&r, report::change)
+        }
+        Command::Export {
+            format,
+            select,
+            emu,
+            output,
+        } => {
+            let ctx = Context::new(cli.binfmt_dir);
+            let opts = EnableOptions {
+                selection: select.selection(),
+                search: emu.search(),
+                flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
+                force: false,
+                skip_missing: false,
+            };
+            let binfmt_d = format == "binfmt.d";
+            let r = ops::export(&ctx, &opts, output.as_deref(), binfmt_d)?;
+            out.print(&r, |r| {
+                r.entries
+                    .iter()
+                    .map(|e| match &e.file {
+                        Some(f) => format!("wrote {f}\n"),
+                        None if binfmt_d => format!("{}\n", e.register),
+                        None => serde_json::to_string(e).unwrap_or_default() + "\n",
+                    })
+                    .collect()
+            })
         }
         Command::Boot => {
             let ctx = Context::new(cli.binfmt_dir);

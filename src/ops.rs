@@ -821,6 +821,105 @@ pub fn boot(ctx: &Context, config_path: &std::path::Path) -> Result<BootReport, 
     })
 }
 
+/// One exported entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportEntry {
+    pub arch: String,
+    pub name: String,
+    pub interpreter: String,
+    pub flags: String,
+    pub offset: u8,
+    /// Hex, as the kernel prints it.
+    pub magic: String,
+    pub mask: String,
+    /// The line for `register` (and for a binfmt.d file).
+    pub register: String,
+    /// `--output`: the file written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// `archctl export`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub format: String,
+    pub entries: Vec<ExportEntry>,
+    /// Targets left out, and why (native, no emulator).
+    pub skipped: Vec<String>,
+}
+
+/// What `enable` would register, as binfmt.d lines or JSON, for systems that prefer
+/// systemd-binfmt. Emulators are found and checked exactly as for `enable`.
+pub fn export(
+    ctx: &Context,
+    opts: &EnableOptions,
+    output: Option<&std::path::Path>,
+    binfmt_d: bool,
+) -> Result<ExportReport, Error> {
+    let rules = ctx.selected_rules(&opts.selection)?;
+    let native = match opts.selection {
+        Selection::All => ctx.native_all(),
+        Selection::Archs(_) => ctx.native_for(&rules),
+    };
+    // As on a fresh boot: no entries yet.
+    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &[], opts)?;
+    let mut report = ExportReport {
+        format: if binfmt_d { "binfmt.d" } else { "json" }.into(),
+        entries: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for s in &plan.steps {
+        match &s.registration {
+            Some(r) if s.action == Action::Registered => report.entries.push(ExportEntry {
+                arch: s.arch.clone(),
+                name: r.name.clone(),
+                interpreter: r.interpreter.clone(),
+                flags: r.flags.to_string(),
+                offset: r.offset,
+                magic: hex(&r.magic),
+                mask: hex(&r.mask),
+                register: r.register_string(),
+                file: None,
+            }),
+            _ => report.skipped.push(format!(
+                "{}: {}",
+                s.arch,
+                s.note
+                    .clone()
+                    .unwrap_or_else(|| s.action.as_str().to_string())
+            )),
+        }
+    }
+    if let Some(dir) = output {
+        let io = |e: std::io::Error| crate::binfmt::BinfmtError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        for e in &mut report.entries {
+            let (file, text) = if binfmt_d {
+                (
+                    dir.join(format!("{}.conf", e.name)),
+                    format!(
+                        "# Written by archctl export ({}).\n{}\n",
+                        e.arch, e.register
+                    ),
+                )
+            } else {
+                (
+                    dir.join(format!("{}.json", e.name)),
+                    serde_json::to_string_pretty(&*e).unwrap_or_default() + "\n",
+                )
+            };
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+            std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+            tmp.persist(&file).map_err(|e| io(e.error))?;
+            e.file = Some(file.display().to_string());
+        }
+    }
+    Ok(report)
+}
+
 /// `archctl config init`: the commented default, atomically, never over an existing
 /// file unless `force`.
 pub fn config_init(path: &std::path::Path, force: bool) -> Result<(), Error> {

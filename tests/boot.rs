@@ -117,3 +117,64 @@ fn boot_without_a_file_applies_the_defaults_and_a_bad_file_changes_nothing() {
         stderr(&out)
     );
 }
+
+#[test]
+fn exported_binfmt_d_files_give_systemd_binfmt_the_same_entries_as_enable() {
+    require_sandbox!();
+    let systemd_binfmt = "/usr/lib/systemd/systemd-binfmt";
+    if !std::path::Path::new(systemd_binfmt).exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs systemd");
+        eprintln!("skipped: {systemd_binfmt} not installed");
+        return;
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ARCHCTL)
+        .args([
+            "export",
+            "--format",
+            "binfmt.d",
+            FOREIGN,
+            "s390x",
+            "linux/arm/v7",
+            "--output",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let mut files: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    // systemd-binfmt writes to /proc/sys/fs/binfmt_misc: give it a private instance there.
+    let sd = Sandbox::new();
+    let out = sd.sh(&format!(
+        "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && {systemd_binfmt} {}",
+        files.join(" ")
+    ));
+    assert!(out.status.success(), "systemd-binfmt: {}", stderr(&out));
+    let read = |sb: &Sandbox, dir: &str| -> Vec<(String, String)> {
+        let out = sb.sh(&format!(
+            "cd {dir} && for f in qemu-*; do echo \"== $f\"; cat \"$f\"; done"
+        ));
+        stdout(&out)
+            .split("== ")
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let (n, t) = s.split_once('\n').unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect()
+    };
+    let by_systemd = read(&sd, "/proc/sys/fs/binfmt_misc");
+    let ours = Sandbox::new();
+    assert_code(
+        &ours.archctl(&["enable", "--no-verify", FOREIGN, "s390x", "linux/arm/v7"]),
+        0,
+    );
+    let by_archctl = read(&ours, ours.dir.to_str().unwrap());
+    assert_eq!(by_systemd.len(), 3);
+    assert_eq!(by_systemd, by_archctl);
+}
