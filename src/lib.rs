@@ -22,6 +22,7 @@ pub mod platform;
 pub mod registry;
 pub mod report;
 pub mod rules_data;
+pub mod service;
 pub mod testprog;
 pub mod verify;
 
@@ -34,6 +35,8 @@ pub enum Error {
     Binfmt(#[from] binfmt::BinfmtError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
     #[error(transparent)]
     Emulator(#[from] emulator::EmulatorError),
     #[error(transparent)]
@@ -100,6 +103,7 @@ impl Error {
             Error::Arch(_) => None,
             Error::Binfmt(e) => e.hint(),
             Error::Config(e) => e.hint(),
+            Error::Service(e) => e.hint(),
             Error::Emulator(e) => e.hint(),
             Error::Namespace(e) => e.hint(),
             Error::Plan(e) => e.hint(),
@@ -114,6 +118,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Arch(arch::ArchError::Unknown { .. }) | Error::Usage(_) => true,
+            Error::Service(service::ServiceError::UnknownInit(_)) => true,
             Error::Binfmt(binfmt::BinfmtError::BadFlags(_)) => true,
             Error::Plan(e) => e.is_usage(),
             _ => false,

@@ -123,6 +123,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output: Option<PathBuf>,
     },
+    /// Install, remove or check the boot service that runs `archctl boot`.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+        /// auto, systemd, openrc or sysv (rc.local / busybox bootlocal.sh).
+        #[arg(long, global = true, default_value = "auto", value_name = "INIT")]
+        init: String,
+        /// Write into another root (image building).
+        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// The archctl the service runs [default: this one].
+        #[arg(long, global = true, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Write or show archctl's configuration.
     Config {
         #[command(subcommand)]
@@ -208,6 +222,16 @@ enum Command {
         #[arg(last = true, value_name = "CMD", required = true)]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum ServiceAction {
+    /// Write and enable the boot service.
+    Install,
+    /// Remove exactly what install wrote.
+    Uninstall,
+    /// Is it installed, and up to date?
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -375,6 +399,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         None => serde_json::to_string(e).unwrap_or_default() + "\n",
                     })
                     .collect()
+            })
+        }
+        Command::Service {
+            action,
+            init,
+            root,
+            binary,
+        } => {
+            use archctl::service;
+            let init = service::Init::parse(&init, &root).map_err(archctl::Error::from)?;
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            let r = match action {
+                ServiceAction::Install => service::install(init, &root, &binary),
+                ServiceAction::Uninstall => service::uninstall(init, &root),
+                ServiceAction::Status => Ok(service::status(init, &root, &binary)),
+            }
+            .map_err(archctl::Error::from)?;
+            out.print(&r, |r| {
+                let what = match action {
+                    ServiceAction::Install => "installed",
+                    ServiceAction::Uninstall => "removed",
+                    ServiceAction::Status if r.installed && r.up_to_date => "installed, up to date",
+                    ServiceAction::Status if r.installed => {
+                        "installed, out of date (run install again)"
+                    }
+                    ServiceAction::Status => "not installed",
+                };
+                let mut s = format!("{} boot service {what}\n", r.init.as_str());
+                for p in &r.paths {
+                    s.push_str(&format!("  {p}\n"));
+                }
+                s
             })
         }
         Command::Boot => {
