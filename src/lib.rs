@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod binfmt;
+pub mod bundle;
 pub mod config;
 pub mod elf;
 pub mod emulator;
@@ -35,6 +36,8 @@ pub enum Error {
     Binfmt(#[from] binfmt::BinfmtError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
     #[error(transparent)]
     Service(#[from] service::ServiceError),
     #[error(transparent)]
@@ -103,6 +106,7 @@ impl Error {
             Error::Arch(_) => None,
             Error::Binfmt(e) => e.hint(),
             Error::Config(e) => e.hint(),
+            Error::Bundle(e) => e.hint(),
             Error::Service(e) => e.hint(),
             Error::Emulator(e) => e.hint(),
             Error::Namespace(e) => e.hint(),
@@ -119,6 +123,7 @@ impl Error {
         match self {
             Error::Arch(arch::ArchError::Unknown { .. }) | Error::Usage(_) => true,
             Error::Service(service::ServiceError::UnknownInit(_)) => true,
+            Error::Bundle(bundle::BundleError::BadSha(_)) => true,
             Error::Binfmt(binfmt::BinfmtError::BadFlags(_)) => true,
             Error::Plan(e) => e.is_usage(),
             _ => false,

@@ -137,6 +137,11 @@ enum Command {
         #[arg(long, global = true, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
+    /// Installed emulators, and bundles of them for offline guests.
+    Emulators {
+        #[command(subcommand)]
+        action: EmulatorsAction,
+    },
     /// Write or show archctl's configuration.
     Config {
         #[command(subcommand)]
@@ -221,6 +226,45 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, value_name = "CMD", required = true)]
         command: Vec<OsString>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmulatorsAction {
+    /// Which qemu-user emulators are installed: version, static or not, usable with F.
+    List {
+        /// Look here first.
+        #[arg(long, value_name = "DIR")]
+        emulator_dir: Option<PathBuf>,
+    },
+    /// Install emulators from a tar.gz bundle (as `pack` makes), checked before use.
+    Install {
+        /// Only these architectures from the bundle [default: all in it].
+        #[arg(value_name = "ARCH")]
+        archs: Vec<String>,
+        /// Bundle: an http(s) URL or a file.
+        #[arg(long = "from", value_name = "URL|FILE", required = true)]
+        from: String,
+        /// The bundle's sha256, checked before anything is unpacked.
+        #[arg(long, value_name = "HEX", required = true)]
+        sha256: String,
+        /// Where to install.
+        #[arg(long, value_name = "DIR", default_value = archctl::bundle::DEFAULT_DEST)]
+        dest: PathBuf,
+        /// Seconds the download may stall.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Pack installed static emulators into a tar.gz for an offline guest.
+    Pack {
+        /// Only these architectures [default: every installed one].
+        #[arg(value_name = "ARCH")]
+        archs: Vec<String>,
+        #[arg(long, value_name = "FILE", required = true)]
+        output: PathBuf,
+        /// Look here first.
+        #[arg(long, value_name = "DIR")]
+        emulator_dir: Option<PathBuf>,
     },
 }
 
@@ -435,6 +479,86 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 s
             })
+        }
+        Command::Emulators { action } => {
+            use archctl::bundle;
+            let ctx = Context::new(cli.binfmt_dir);
+            let table = ctx.table;
+            let native = ctx.native_all();
+            let search = |dir: Option<PathBuf>| Search {
+                dir,
+                ..Default::default()
+            };
+            match action {
+                EmulatorsAction::List { emulator_dir } => {
+                    let r = bundle::list(table, &native, &search(emulator_dir));
+                    out.print(&r, |r| {
+                        r.iter()
+                            .map(|e| {
+                                format!(
+                                    "{:13} {:45} {:8} {}\n",
+                                    e.arch,
+                                    e.path.as_deref().unwrap_or("-"),
+                                    if e.path.is_none() {
+                                        "missing"
+                                    } else if e.usable_with_f {
+                                        "static"
+                                    } else {
+                                        "UNUSABLE"
+                                    },
+                                    e.problem.as_deref().or(e.version.as_deref()).unwrap_or("")
+                                )
+                            })
+                            .collect()
+                    })
+                }
+                EmulatorsAction::Pack {
+                    archs,
+                    output,
+                    emulator_dir,
+                } => {
+                    let rules = if archs.is_empty() {
+                        table.rules().iter().collect()
+                    } else {
+                        table.lookup_all(&archs).map_err(archctl::Error::from)?
+                    };
+                    let r = bundle::pack(table, &native, &search(emulator_dir), &rules, &output)
+                        .map_err(archctl::Error::from)?;
+                    out.print(&r, |r| {
+                        format!(
+                            "{} ({} emulators)\nsha256 {}\n",
+                            r.file,
+                            r.emulators.len(),
+                            r.sha256
+                        )
+                    })
+                }
+                EmulatorsAction::Install {
+                    archs,
+                    from,
+                    sha256,
+                    dest,
+                    timeout,
+                } => {
+                    let rules = table.lookup_all(&archs).map_err(archctl::Error::from)?;
+                    let r = bundle::install(
+                        table,
+                        &native,
+                        &from,
+                        &sha256,
+                        &dest,
+                        &rules,
+                        Duration::from_secs(timeout),
+                    )
+                    .map_err(archctl::Error::from)?;
+                    out.print(&r, |r| {
+                        r.installed
+                            .iter()
+                            .map(|p| format!("installed {p}\n"))
+                            .collect()
+                    })
+                }
+            }
         }
         Command::Boot => {
             let ctx = Context::new(cli.binfmt_dir);

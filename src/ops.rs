@@ -48,7 +48,7 @@ impl Context {
         }
     }
 
-    fn native_all(&self) -> Native {
+    pub fn native_all(&self) -> Native {
         host::detect_native(self.table, &self.host, self.fs.as_ref())
     }
 

@@ -11,7 +11,7 @@ use support::registry::{
     DOCKER_LIST, DOCKER_MANIFEST, FaultProxy, OCI_INDEX, OCI_MANIFEST, Pushed, Registry,
     RegistryAuth, TokenServer, push_fixtures, push_image, push_many,
 };
-use support::{ARCHCTL, assert_code, assert_error_line, stderr, stdout};
+use support::{ARCHCTL, FakeServer, assert_code, assert_error_line, stderr, stdout};
 
 /// An isolated environment: own cache, no credentials or daemon.json of the host.
 struct Env {
@@ -635,75 +635,6 @@ fn registry_stopped_mid_run_fails_the_rest_cleanly() {
         } else {
             assert!(img["platforms"].as_array().unwrap().is_empty());
         }
-    }
-}
-
-/// A minimal HTTP server for what docker-registry will not do: answers from `handler`
-/// (method, path, headers) and records every request's headers.
-struct FakeServer {
-    addr: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
-}
-
-/// A request the fake server saw: path and (lower-cased) headers.
-type Seen = (String, Vec<(String, String)>);
-
-impl FakeServer {
-    fn start(
-        handler: impl Fn(&str, &[(String, String)]) -> (u16, Vec<(String, String)>, Vec<u8>)
-        + Send
-        + Sync
-        + 'static,
-    ) -> FakeServer {
-        use std::io::{BufRead, BufReader, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let s2 = seen.clone();
-        let handler = std::sync::Arc::new(handler);
-        std::thread::spawn(move || {
-            for conn in l.incoming().take(50) {
-                let Ok(mut conn) = conn else { continue };
-                let h = handler.clone();
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let mut headers = Vec::new();
-                        loop {
-                            let mut l = String::new();
-                            r.read_line(&mut l).unwrap();
-                            let l = l.trim_end();
-                            if l.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = l.split_once(':') {
-                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        seen.lock().unwrap().push((path.clone(), headers.clone()));
-                        let (status, hdrs, body) = h(&path, &headers);
-                        let mut resp =
-                            format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
-                        for (k, v) in hdrs {
-                            resp.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        resp.push_str("\r\n");
-                        if conn.write_all(resp.as_bytes()).is_err()
-                            || conn.write_all(&body).is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeServer { addr, seen }
     }
 }
 

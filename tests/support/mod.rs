@@ -262,3 +262,94 @@ pub fn assert_error_line(o: &Output, needle: &str) {
         "error line {line:?} does not mention {needle:?}"
     );
 }
+
+/// A minimal HTTP server for what docker-registry will not do: answers from `handler`
+/// (method, path, headers) and records every request's headers.
+pub struct FakeServer {
+    pub addr: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+/// A request the fake server saw: path and (lower-cased) headers.
+pub type Seen = (String, Vec<(String, String)>);
+
+impl FakeServer {
+    pub fn start(
+        handler: impl Fn(&str, &[(String, String)]) -> (u16, Vec<(String, String)>, Vec<u8>)
+        + Send
+        + Sync
+        + 'static,
+    ) -> FakeServer {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let handler = std::sync::Arc::new(handler);
+        std::thread::spawn(move || {
+            for conn in l.incoming().take(50) {
+                let Ok(mut conn) = conn else { continue };
+                let h = handler.clone();
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let mut headers = Vec::new();
+                        loop {
+                            let mut l = String::new();
+                            r.read_line(&mut l).unwrap();
+                            let l = l.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = l.split_once(':') {
+                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                            }
+                        }
+                        seen.lock().unwrap().push((path.clone(), headers.clone()));
+                        let (status, hdrs, body) = h(&path, &headers);
+                        let mut resp = format!("HTTP/1.1 {status} X\r\n");
+                        if !hdrs
+                            .iter()
+                            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        {
+                            resp.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                        }
+                        for (k, v) in hdrs {
+                            resp.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        resp.push_str("\r\n");
+                        let declared = hdrs_len(&resp);
+                        if conn.write_all(resp.as_bytes()).is_err()
+                            || conn.write_all(&body).is_err()
+                        {
+                            return;
+                        }
+                        // A response shorter than it declared: close, as a dropped
+                        // connection would.
+                        if declared.is_some_and(|d| d != body.len()) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeServer { addr, seen }
+    }
+}
+
+/// The Content-Length a response head declares.
+fn hdrs_len(head: &str) -> Option<usize> {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+}

@@ -1,0 +1,459 @@
+//! Emulator bundles: what is installed (`emulators list`), a tar.gz of the installed
+//! static emulators to carry to an offline guest (`emulators pack`), and installing
+//! one (`emulators install`): checksum first, nothing but regular files at the top
+//! level, every binary checked as static and for this host, installed atomically.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    arch::{Rule, Table},
+    emulator::{self, Search},
+    host::Native,
+};
+
+/// Default destination of `emulators install` (searched by `enable` too).
+pub const DEFAULT_DEST: &str = "/usr/local/lib/archctl/emulators";
+/// Largest bundle archctl downloads, and largest file in it.
+const MAX_BUNDLE: u64 = 2 << 30;
+const MAX_FILE: u64 = 512 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(
+        "bundle {source_name}: checksum mismatch: expected sha256 {expected}, got {actual}; nothing was installed"
+    )]
+    Checksum {
+        source_name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("bundle {source_name}: {why}; nothing was installed")]
+    Bad { source_name: String, why: String },
+    #[error("download {url}: {why}; nothing was installed")]
+    Download { url: String, why: String },
+    #[error("invalid --sha256 \"{0}\": 64 hex digits")]
+    BadSha(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no emulators to pack: none of the selected architectures has a static emulator installed"
+    )]
+    NothingToPack,
+}
+
+impl BundleError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BundleError::Checksum { .. } => {
+                Some("check the checksum you were given, and download the bundle again".into())
+            }
+            BundleError::NothingToPack => {
+                Some("apt-get install qemu-user-static, or pass --emulator-dir".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One installed emulator.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmulatorInfo {
+    pub arch: String,
+    pub path: Option<String>,
+    /// First line of `--version`.
+    pub version: Option<String>,
+    pub r#static: bool,
+    /// Static and for this host: works with the F flag inside containers.
+    pub usable_with_f: bool,
+    pub problem: Option<String>,
+}
+
+/// `archctl emulators list`: every target with the emulator the search finds (versions
+/// asked in parallel).
+pub fn list(table: &Table, native: &Native, search: &Search) -> Vec<EmulatorInfo> {
+    let rules: Vec<&Rule> = table.rules().iter().collect();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = rules
+            .iter()
+            .map(|r| s.spawn(move || info(table, native, search, r)))
+            .collect();
+        hs.into_iter()
+            .zip(&rules)
+            .map(|(h, r)| {
+                h.join().unwrap_or_else(|_| EmulatorInfo {
+                    arch: r.name.clone(),
+                    path: None,
+                    version: None,
+                    r#static: false,
+                    usable_with_f: false,
+                    problem: Some("inspection failed".into()),
+                })
+            })
+            .collect()
+    })
+}
+
+fn info(table: &Table, native: &Native, search: &Search, r: &Rule) -> EmulatorInfo {
+    let mut i = EmulatorInfo {
+        arch: r.name.clone(),
+        path: None,
+        version: None,
+        r#static: false,
+        usable_with_f: false,
+        problem: None,
+    };
+    match search.find(r, table, native, false) {
+        Ok(e) => {
+            i.path = Some(e.path.display().to_string());
+            i.r#static = e.info.is_static();
+            i.usable_with_f = i.r#static;
+            if !i.r#static {
+                i.problem = Some(format!(
+                    "dynamically linked ({}): fails inside containers",
+                    e.info.interpreter.clone().unwrap_or_default()
+                ));
+            }
+            i.version = std::process::Command::new(&e.path)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .ok()
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(str::to_string)
+                });
+        }
+        Err(emulator::EmulatorError::NotFound { .. }) => {}
+        Err(e) => i.problem = Some(e.to_string()),
+    }
+    i
+}
+
+/// `archctl emulators pack`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    pub file: String,
+    pub sha256: String,
+    pub emulators: Vec<String>,
+}
+
+/// Pack the static emulators of `rules` into a tar.gz (files `qemu-<arch>-static`).
+pub fn pack(
+    table: &Table,
+    native: &Native,
+    search: &Search,
+    rules: &[&Rule],
+    output: &Path,
+) -> Result<PackReport, BundleError> {
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for r in rules {
+        let name = format!("qemu-{}-static", r.emulator);
+        if names.contains(&name) {
+            continue;
+        }
+        if let Ok(e) = search.find(r, table, native, true) {
+            names.push(name);
+            files.push(e.path);
+        }
+    }
+    if names.is_empty() {
+        return Err(BundleError::NothingToPack);
+    }
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    {
+        let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        tar.mode(tar::HeaderMode::Deterministic);
+        for (name, path) in names.iter().zip(&files) {
+            let mut f = std::fs::File::open(path).map_err(io(path))?;
+            let len = f.metadata().map_err(io(path))?.len();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len);
+            h.set_mode(0o755);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, name, &mut f).map_err(io(path))?;
+        }
+        let gz = tar.into_inner().map_err(io(output))?;
+        gz.finish().map_err(io(output))?;
+    }
+    let mut f = std::fs::File::open(tmp.path()).map_err(io(output))?;
+    let sha256 =
+        copy_hashing(&mut f, &mut std::io::sink(), u64::MAX).map_err(|why| BundleError::Bad {
+            source_name: output.display().to_string(),
+            why,
+        })?;
+    tmp.persist(output).map_err(|e| io(output)(e.error))?;
+    Ok(PackReport {
+        file: output.display().to_string(),
+        sha256,
+        emulators: names,
+    })
+}
+
+/// `archctl emulators install`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallReport {
+    pub source: String,
+    pub sha256: String,
+    pub dest: String,
+    pub installed: Vec<String>,
+}
+
+/// Fetch (file or http(s) URL), verify the checksum, check every entry and binary,
+/// then move the emulators into `dest` (each with an atomic rename).
+pub fn install(
+    table: &Table,
+    native: &Native,
+    source: &str,
+    sha256: &str,
+    dest: &Path,
+    only: &[&Rule],
+    timeout: std::time::Duration,
+) -> Result<InstallReport, BundleError> {
+    let expected = sha256.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(BundleError::BadSha(sha256.to_string()));
+    }
+    let created_dest = !dest.exists();
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let result = install_into(table, native, source, &expected, dest, only, timeout);
+    if result.is_err() && created_dest {
+        // Leave the system as it was: no empty destination either.
+        let _ = std::fs::remove_dir(dest);
+    }
+    result
+}
+
+fn install_into(
+    table: &Table,
+    native: &Native,
+    source: &str,
+    expected: &str,
+    dest: &Path,
+    only: &[&Rule],
+    timeout: std::time::Duration,
+) -> Result<InstallReport, BundleError> {
+    // Staging lives next to the destination, so the final renames stay on one
+    // filesystem; it is removed whatever happens.
+    let staging = tempfile::Builder::new()
+        .prefix(".archctl-install-")
+        .tempdir_in(dest)
+        .map_err(io(dest))?;
+    let archive = staging.path().join("bundle.tar.gz");
+    let actual = if source.starts_with("http://") || source.starts_with("https://") {
+        download(source, &archive, timeout)?
+    } else {
+        let mut f = std::fs::File::open(source).map_err(io(Path::new(source)))?;
+        let mut out = std::fs::File::create(&archive).map_err(io(&archive))?;
+        copy_hashing(&mut f, &mut out, MAX_BUNDLE).map_err(|why| BundleError::Bad {
+            source_name: source.to_string(),
+            why,
+        })?
+    };
+    if actual != expected {
+        return Err(BundleError::Checksum {
+            source_name: source.to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    let bad = |why: String| BundleError::Bad {
+        source_name: source.to_string(),
+        why,
+    };
+    let unpacked = staging.path().join("files");
+    std::fs::create_dir(&unpacked).map_err(io(&unpacked))?;
+    let f = std::fs::File::open(&archive).map_err(io(&archive))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut names = Vec::new();
+    for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(format!("broken archive: {e}")))?;
+        let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let shown = raw.display().to_string();
+        let mut comps = raw
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir));
+        let name = match (comps.next(), comps.next()) {
+            (Some(std::path::Component::Normal(n)), None) => n.to_string_lossy().into_owned(),
+            _ => {
+                return Err(bad(format!(
+                    "entry \"{shown}\" is not a plain file name (no directories, .. or absolute paths)"
+                )));
+            }
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(bad(format!(
+                "entry \"{shown}\" is a {:?}, not a regular file (links are refused)",
+                entry.header().entry_type()
+            )));
+        }
+        if !name.starts_with("qemu-") || names.contains(&name) {
+            return Err(bad(format!(
+                "entry \"{shown}\" is not a qemu-<arch> emulator, or comes twice"
+            )));
+        }
+        let size = entry.header().size().map_err(|e| bad(e.to_string()))?;
+        if size > MAX_FILE {
+            return Err(bad(format!("entry \"{shown}\" is {size} bytes")));
+        }
+        let path = unpacked.join(&name);
+        let mut out = std::fs::File::create(&path).map_err(io(&path))?;
+        std::io::copy(&mut (&mut entry).take(size), &mut out)
+            .map_err(|e| bad(format!("entry \"{shown}\": {e}")))?;
+        names.push(name);
+    }
+    names.sort();
+    let wanted: Vec<String> = if only.is_empty() {
+        names.clone()
+    } else {
+        let mut w = Vec::new();
+        for r in only {
+            let n = format!("qemu-{}-static", r.emulator);
+            if !names.contains(&n) {
+                return Err(bad(format!("no {n} in it (it has {})", names.join(", "))));
+            }
+            w.push(n);
+        }
+        w
+    };
+    if wanted.is_empty() {
+        return Err(bad("it holds no emulators".into()));
+    }
+    for n in &wanted {
+        use std::os::unix::fs::PermissionsExt;
+        let p = unpacked.join(n);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(&p))?;
+        emulator::check(&p, table, native, true).map_err(|e| bad(format!("{n}: {e}")))?;
+    }
+    let mut installed = Vec::new();
+    for n in &wanted {
+        let to = dest.join(n);
+        std::fs::rename(unpacked.join(n), &to).map_err(io(&to))?;
+        installed.push(to.display().to_string());
+    }
+    Ok(InstallReport {
+        source: source.to_string(),
+        sha256: actual,
+        dest: dest.display().to_string(),
+        installed,
+    })
+}
+
+/// Copy up to `limit` bytes, returning the sha256 of what was copied.
+fn copy_hashing(r: &mut impl Read, w: &mut impl Write, limit: u64) -> Result<String, String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(format!("larger than {limit} bytes"));
+        }
+        hasher.update(&buf[..n]);
+        w.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Download to `to`, hashing as it comes, with a progress line on a terminal.
+fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String, BundleError> {
+    use std::io::IsTerminal;
+    let err = |why: String| BundleError::Download {
+        url: url.to_string(),
+        why,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("archctl/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        .read_timeout(timeout)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let progress = std::io::stderr().is_terminal();
+    runtime.block_on(async {
+        let mut resp = client.get(url).send().await.map_err(|e| {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(x) = src {
+                s = format!("{s}: {x}");
+                src = x.source();
+            }
+            err(s)
+        })?;
+        if !resp.status().is_success() {
+            return Err(err(format!("server answered {}", resp.status())));
+        }
+        let total = resp.content_length();
+        if total.is_some_and(|t| t > MAX_BUNDLE) {
+            return Err(err(format!("{} bytes is too large", total.unwrap_or(0))));
+        }
+        let mut out = std::fs::File::create(to).map_err(io(to))?;
+        let mut hasher = Sha256::new();
+        let mut got = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| err(format!("interrupted after {got} bytes: {e}")))?
+        {
+            got += chunk.len() as u64;
+            if got > MAX_BUNDLE {
+                return Err(err("too large".into()));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(io(to))?;
+            if progress {
+                match total {
+                    Some(t) => eprint!("\rarchctl: downloading {}%", got * 100 / t.max(1)),
+                    None => eprint!("\rarchctl: downloading {} KiB", got / 1024),
+                }
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        if let Some(t) = total
+            && got != t
+        {
+            return Err(err(format!("truncated: {got} of {t} bytes")));
+        }
+        Ok(hex(&hasher.finalize()))
+    })
+}

@@ -1,0 +1,224 @@
+//! `archctl emulators list|pack|install`: bundles packed from Debian's
+//! qemu-user-static, installed from files and from a local HTTP server, and every way a
+//! bundle can be bad leaving the destination untouched.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{path::Path, process::Command, sync::OnceLock};
+
+use support::{ARCHCTL, FakeServer, Sandbox, assert_code, assert_error_line, stdout};
+
+const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+    "riscv64"
+} else {
+    "aarch64"
+};
+
+fn archctl(args: &[&str]) -> std::process::Output {
+    Command::new(ARCHCTL).args(args).output().unwrap()
+}
+
+fn sha256_file(p: &Path) -> String {
+    support::registry::sha256_hex(&std::fs::read(p).unwrap())
+}
+
+/// One bundle of the FOREIGN emulator, packed by archctl, shared by the tests.
+fn bundle() -> &'static (tempfile::TempDir, std::path::PathBuf, String) {
+    static B: OnceLock<(tempfile::TempDir, std::path::PathBuf, String)> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("emulators.tar.gz");
+        let out = archctl(&[
+            "--json",
+            "emulators",
+            "pack",
+            FOREIGN,
+            "--output",
+            file.to_str().unwrap(),
+        ]);
+        assert_code(&out, 0);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sha = sha256_file(&file);
+        assert_eq!(
+            v["sha256"],
+            sha.as_str(),
+            "pack reports the bundle's sha256"
+        );
+        assert_eq!(v["emulators"][0], format!("qemu-{FOREIGN}-static"));
+        (dir, file, sha)
+    })
+}
+
+/// A tar.gz with the given (name, type, bytes) entries.
+fn tarball(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        if *kind == tar::EntryType::Symlink {
+            h.set_link_name("/usr/bin/qemu-aarch64-static").unwrap();
+            h.set_size(0);
+        }
+        // Bypass the tar crate's own path checks: set the raw name.
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_cksum();
+        b.append(
+            &h,
+            if *kind == tar::EntryType::Symlink {
+                &[][..]
+            } else {
+                *data
+            },
+        )
+        .unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn list_shows_installed_emulators() {
+    let out = archctl(&["--json", "emulators", "list"]);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["arch"] == FOREIGN)
+        .unwrap();
+    assert_eq!(e["static"], true, "{e}");
+    assert_eq!(e["usable_with_f"], true);
+    assert!(e["version"].as_str().unwrap().contains("version"), "{e}");
+}
+
+#[test]
+fn install_from_a_file_then_enable_uses_it() {
+    require_sandbox!();
+    let (_d, file, sha) = bundle();
+    let dest = tempfile::tempdir().unwrap();
+    let dest = dest.path().join("emulators");
+    let out = archctl(&[
+        "emulators",
+        "install",
+        "--from",
+        file.to_str().unwrap(),
+        "--sha256",
+        sha,
+        "--dest",
+        dest.to_str().unwrap(),
+    ]);
+    assert_code(&out, 0);
+    let installed = dest.join(format!("qemu-{FOREIGN}-static"));
+    assert!(installed.is_file());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(format!("/usr/bin/qemu-{FOREIGN}-static")).unwrap()
+    );
+    let names: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no staging left behind: {names:?}");
+    // The installed emulator registers and runs.
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN, "--emulator-dir", dest.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["interpreter"], installed.to_str().unwrap());
+    assert_eq!(v["entries"][0]["verified"], true);
+}
+
+#[test]
+fn install_over_http_and_every_bad_bundle_changes_nothing() {
+    let (_d, file, sha) = bundle();
+    let good = std::fs::read(file).unwrap();
+    let dynamic = tarball(&[(
+        &format!("qemu-{FOREIGN}-static"),
+        tar::EntryType::Regular,
+        &std::fs::read("/bin/true").unwrap(),
+    )]);
+    let traversal = tarball(&[("../evil", tar::EntryType::Regular, b"x")]);
+    let link = tarball(&[("qemu-aarch64-static", tar::EntryType::Symlink, b"")]);
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("/good.tar.gz", good.clone()),
+        ("/dynamic.tar.gz", dynamic.clone()),
+        ("/traversal.tar.gz", traversal.clone()),
+        ("/link.tar.gz", link.clone()),
+    ];
+    let truncated_len = good.len();
+    let srv = FakeServer::start(move |path, _| {
+        if path == "/truncated.tar.gz" {
+            // Declares the whole bundle, sends half of it.
+            return (
+                200,
+                vec![("Content-Length".into(), truncated_len.to_string())],
+                good[..good.len() / 2].to_vec(),
+            );
+        }
+        match bodies.iter().find(|(p, _)| *p == path) {
+            Some((_, b)) => (200, vec![], b.clone()),
+            None => (404, vec![], b"not found".to_vec()),
+        }
+    });
+    let url = |p: &str| format!("http://{}{p}", srv.addr);
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("emulators");
+    let install = |from: &str, sha: &str| {
+        archctl(&[
+            "emulators",
+            "install",
+            "--from",
+            from,
+            "--sha256",
+            sha,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--timeout",
+            "10",
+        ])
+    };
+    let sha_of = |b: &[u8]| support::registry::sha256_hex(b);
+    let cases: Vec<(String, String, &str)> = vec![
+        (url("/good.tar.gz"), "0".repeat(64), "checksum mismatch"),
+        (url("/truncated.tar.gz"), sha.clone(), "truncated"),
+        (
+            url("/dynamic.tar.gz"),
+            sha_of(&dynamic),
+            "dynamically linked",
+        ),
+        (
+            url("/traversal.tar.gz"),
+            sha_of(&traversal),
+            "not a plain file name",
+        ),
+        (url("/link.tar.gz"), sha_of(&link), "not a regular file"),
+        (url("/missing.tar.gz"), sha.clone(), "404"),
+        (
+            format!(
+                "http://127.0.0.1:{}/x.tar.gz",
+                support::registry::free_port()
+            ),
+            sha.clone(),
+            "download",
+        ),
+    ];
+    for (from, sum, needle) in &cases {
+        let out = install(from, sum);
+        assert_code(&out, 1);
+        assert_error_line(&out, needle);
+        assert!(!dest.exists(), "{from}: destination left behind");
+    }
+    let out = install(&url("/good.tar.gz"), "xyz");
+    assert_code(&out, 2);
+    // The good one over HTTP.
+    let out = install(&url("/good.tar.gz"), sha);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains(&format!("qemu-{FOREIGN}-static")));
+    assert!(dest.join(format!("qemu-{FOREIGN}-static")).is_file());
+}
