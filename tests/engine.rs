@@ -64,10 +64,23 @@ fn host_entries() -> Vec<String> {
 }
 
 impl BinfmtGuard {
+    /// Mounts binfmt_misc when it is not (so entries made from inside a container are
+    /// visible, and removed, here).
     fn new() -> BinfmtGuard {
+        let was_mounted = Path::new(BINFMT).join("register").exists();
+        if !was_mounted {
+            nix::mount::mount(
+                Some("binfmt_misc"),
+                BINFMT,
+                Some("binfmt_misc"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("mount binfmt_misc");
+        }
         BinfmtGuard {
             before: host_entries(),
-            was_mounted: Path::new(BINFMT).join("register").exists(),
+            was_mounted,
         }
     }
 }
@@ -366,4 +379,91 @@ fn run_with_podman() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn container_mode_registers_handlers_on_the_host() {
+    require_engine!();
+    let host_arch = if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join(format!("target/static/archctl-{host_arch}"));
+    if !bin.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI builds {} first",
+            bin.display()
+        );
+        eprintln!(
+            "skipped: {} not built (bash guest-installer/build-static.sh)",
+            bin.display()
+        );
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _binfmt = BinfmtGuard::new();
+    let (_, (_, foreign_q)) = platforms();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("archctl-image.tar");
+    let out = Command::new("bash")
+        .arg(root.join("guest-installer/build-image.sh"))
+        .arg(&bin)
+        .arg(&image)
+        .arg(foreign_q)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let docker = Dockerd::start();
+    let d = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", docker.host())
+            .output()
+            .unwrap()
+    };
+    assert_code(&d(&["load", "-i", image.to_str().unwrap()]), 0);
+    // Users run this with `--privileged`. This VM's bounding set lacks CAP_SYS_RESOURCE,
+    // so runc cannot grant "all capabilities" here; what archctl needs of it is mounting
+    // binfmt_misc (SYS_ADMIN) under an unmasked, writable /proc/sys.
+    let out = d(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "systempaths=unconfined",
+        "--network",
+        "none",
+        "archctl:latest",
+        "enable",
+        foreign_q,
+    ]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("registered") && stdout(&out).contains("verified"),
+        "{}",
+        stdout(&out)
+    );
+    // The handler lives on in the host's table, with the image's emulator held open (F).
+    let entry =
+        std::fs::read_to_string(Path::new(BINFMT).join(format!("qemu-{foreign_q}"))).unwrap();
+    assert!(entry.contains("flags: F"), "{entry}");
+    assert!(
+        entry.contains(&format!("interpreter /usr/bin/qemu-{foreign_q}-static")),
+        "{entry}"
+    );
+    // A foreign program in a chroot without any emulator runs.
+    let chroot = tmp.path().join("chroot");
+    std::fs::create_dir(&chroot).unwrap();
+    let prog = support::write_program(&chroot, foreign_q);
+    let out = Command::new("chroot")
+        .arg(&chroot)
+        .arg(format!("/{}", prog.file_name().unwrap().to_string_lossy()))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("archctl-test {foreign_q} ok\n"));
 }
