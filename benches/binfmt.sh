@@ -51,6 +51,7 @@ for r in $(seq "$rounds"); do
     -n systemd-binfmt "$ns '$mnt && /usr/lib/systemd/systemd-binfmt $confs'" \
     -n archctl-no-verify "$ns '$mnt && $A -q enable --no-verify $targets'" \
     -n archctl-all-no-verify "$ns '$mnt && $A -q enable --all --no-verify'" \
+    -n archctl-boot "$ns '$mnt && $A -q --config /nonexistent/config.toml boot'" \
     -n archctl-verify "$ns '$mnt && $A -q enable $targets'" \
     -n archctl-all-verify "$ns '$mnt && $A -q enable --all'" >/dev/null
 done
@@ -95,3 +96,15 @@ for k, x in r.items():
     m = st.median(x["times"])
     print(f"{k:24} median {m*1e3:6.2f} ms  ratio {m/sd:.2f}")
 PY
+
+# Size of the release binaries and peak memory of `archctl status`.
+echo
+for b in target/static/archctl-*; do
+  [ -f "$b" ] && echo "binary $(basename "$b"): $(stat -c %s "$b") bytes"
+done
+if [ -x /usr/bin/time ]; then
+  rss=$(/usr/bin/time -f %M "$A" status 2>&1 >/dev/null | tail -n 1)
+  echo "peak RSS of archctl status: ${rss} KiB"
+else
+  echo "peak RSS: /usr/bin/time missing (apt-get install time)"
+fi

@@ -223,6 +223,7 @@ impl Config {
             flags: Flags::parse(&self.binfmt.flags).unwrap_or(Flags::FIX_BINARY),
             force: self.binfmt.force,
             skip_missing: true,
+            skip_conflicts: true,
         }
     }
 }

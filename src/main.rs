@@ -397,6 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
                 force,
                 skip_missing: false,
+                skip_conflicts: false,
             };
             let r = ops::enable(
                 &ctx,
@@ -431,6 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
                 force: false,
                 skip_missing: false,
+                skip_conflicts: false,
             };
             let binfmt_d = format == "binfmt.d";
             let r = ops::export(&ctx, &opts, output.as_deref(), binfmt_d)?;

@@ -800,13 +800,14 @@ pub fn boot(ctx: &Context, config_path: &std::path::Path) -> Result<BootReport, 
     let elapsed = start.elapsed();
     let count = |a: Action| result.entries.iter().filter(|e| e.action == a).count();
     let summary = format!(
-        "archctl boot: {} registered, {} replaced, {} enabled, {} unchanged, {} native, {} foreign, {} without emulator ({}{}) in {:.1} ms",
+        "archctl boot: {} registered, {} replaced, {} enabled, {} unchanged, {} native, {} foreign, {} conflicting, {} without emulator ({}{}) in {:.1} ms",
         count(Action::Registered),
         count(Action::Replaced),
         count(Action::Enabled),
         count(Action::Unchanged),
         count(Action::SkippedNative),
         count(Action::SkippedForeign),
+        count(Action::SkippedConflict),
         count(Action::SkippedMissing),
         config_path.display(),
         if found { "" } else { " not found: defaults" },
@@ -941,6 +942,12 @@ pub fn config_init(path: &std::path::Path, force: bool) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     std::io::Write::write_all(&mut tmp, crate::config::DEFAULT_TEXT.as_bytes()).map_err(io)?;
+    // Readable by all (it holds no secrets): `archctl config show` works for any user.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
@@ -1038,6 +1045,7 @@ pub fn plan_run(
                     flags: Flags::FIX_BINARY,
                     force: false,
                     skip_missing: false,
+                    skip_conflicts: false,
                 };
                 enable_with(ctx, &eo)?;
             }

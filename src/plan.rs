@@ -74,6 +74,9 @@ pub struct EnableOptions {
     /// (always so with `--all`; `archctl boot` too, so one missing emulator does not
     /// cost a guest all the others).
     pub skip_missing: bool,
+    /// Report a differing entry of the same name as `skipped-conflict` instead of
+    /// failing (`archctl boot`: one conflict must not cost a guest every other entry).
+    pub skip_conflicts: bool,
 }
 
 /// What happens to one entry. The names are part of the JSON contract.
@@ -89,6 +92,9 @@ pub enum Action {
     SkippedForeign,
     /// `--all` only: no usable emulator installed for this target.
     SkippedMissing,
+    /// `boot` only: an entry of the same name exists and differs (e.g. registered from
+    /// a distribution's /usr/lib/binfmt.d); left alone unless `force = true`.
+    SkippedConflict,
     Removed,
     NotRegistered,
 }
@@ -111,6 +117,7 @@ impl Action {
             Action::SkippedNative => "skipped-native",
             Action::SkippedForeign => "skipped-foreign",
             Action::SkippedMissing => "skipped-missing",
+            Action::SkippedConflict => "skipped-conflict",
             Action::Removed => "removed",
             Action::NotRegistered => "not-registered",
         }
@@ -272,6 +279,18 @@ pub fn plan_enable(
                 let mut d = reg.differences(e);
                 if !e.enabled {
                     d.push("disabled".into());
+                }
+                if opts.skip_conflicts {
+                    steps.push(step(
+                        Action::SkippedConflict,
+                        Some(reg),
+                        Some(e.clone()),
+                        Some(format!(
+                            "{name} exists and differs: {}; set force = true to replace it",
+                            d.join(", ")
+                        )),
+                    ));
+                    continue;
                 }
                 return Err(PlanError::Conflict {
                     name,
@@ -495,6 +514,7 @@ mod tests {
             flags: Flags::FIX_BINARY,
             force,
             skip_missing: false,
+            skip_conflicts: false,
         }
     }
 

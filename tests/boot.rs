@@ -178,3 +178,56 @@ fn exported_binfmt_d_files_give_systemd_binfmt_the_same_entries_as_enable() {
     assert_eq!(by_systemd.len(), 3);
     assert_eq!(by_systemd, by_archctl);
 }
+
+#[test]
+fn boot_leaves_a_distribution_entry_alone_and_registers_the_rest() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    // As Debian's /usr/lib/binfmt.d/qemu-*.conf registers it: same name, its wrapper, POF.
+    let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
+    let esc = archctl::arch::escape_bytes;
+    sb.register_raw(&format!(
+        ":qemu-{FOREIGN}:M::{}:{}:/usr/bin/qemu-{FOREIGN}-static:POF",
+        esc(&rule.magic),
+        esc(&rule.mask)
+    ));
+    let before = sb.entry(&format!("qemu-{FOREIGN}")).unwrap();
+    let cfg = sb.tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\"]\n"),
+    )
+    .unwrap();
+    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
+    assert_code(&out, 0);
+    assert!(
+        v["summary"].as_str().unwrap().contains("1 registered"),
+        "{v}"
+    );
+    assert!(
+        v["summary"].as_str().unwrap().contains("1 conflicting"),
+        "{v}"
+    );
+    let e = v["result"]["entries"].as_array().unwrap();
+    assert_eq!(e[0]["action"], "skipped-conflict");
+    assert!(
+        e[0]["note"].as_str().unwrap().contains("force = true"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(sb.entry(&format!("qemu-{FOREIGN}")).unwrap(), before);
+    assert!(sb.entry("qemu-s390x").is_some());
+    // `enable` keeps its contract: a differing entry is an error without --force.
+    let out = sb.archctl(&["enable", FOREIGN]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "exists and differs");
+    // force = true in the configuration replaces it.
+    std::fs::write(
+        &cfg,
+        format!("[binfmt]\narchitectures = [\"{FOREIGN}\"]\nforce = true\n"),
+    )
+    .unwrap();
+    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
+    assert_code(&out, 0);
+    assert_eq!(v["result"]["entries"][0]["action"], "replaced");
+}
