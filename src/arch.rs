@@ -47,9 +47,11 @@ impl Rule {
     }
 
     /// Does the name (qemu name, alias or platform; any case) designate this rule?
+    /// Compares without allocating: `enable` asks it ~35 times per name.
     pub fn is_called(&self, name: &str) -> bool {
-        let name = name.trim().to_ascii_lowercase();
-        self.name == name || self.aliases.contains(&name) || self.platforms.contains(&name)
+        let name = name.trim();
+        let eq = |n: &String| n.eq_ignore_ascii_case(name);
+        eq(&self.name) || self.aliases.iter().any(eq) || self.platforms.iter().any(eq)
     }
 }
 
@@ -67,12 +69,16 @@ pub fn magic_matches(header: &[u8], offset: u8, magic: &[u8], mask: &[u8]) -> bo
 
 pub use crate::rules_data::{MAX_MAGIC_LEN, parse_escaped};
 
-/// Every byte as `\xNN`: safe in a register string whatever the byte.
+/// Every byte as `\xNN`: safe in a register string whatever the byte. (By hand:
+/// `write!` per byte cost a quarter of `enable`'s instructions.)
 pub fn escape_bytes(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 4);
     for b in bytes {
-        let _ = write!(s, "\\x{b:02x}");
+        s.push('\\');
+        s.push('x');
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
     s
 }
