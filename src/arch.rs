@@ -83,6 +83,17 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     s
 }
 
+/// Lower-case hex, as the kernel prints magic and mask (and digests are written).
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// The parsed, validated rule table.
 #[derive(Debug, Clone)]
 pub struct Table {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    arch::{Rule, Table},
+    arch::{Rule, Table, hex},
     emulator::{self, Search},
     host::Native,
 };
@@ -70,10 +70,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// One installed emulator.

@@ -106,6 +106,18 @@ struct EmulatorArgs {
 }
 
 impl EmulatorArgs {
+    /// What `enable` and `export` register: the selection, these emulators and flags.
+    fn enable_options(&self, selection: Selection, force: bool) -> anyhow::Result<EnableOptions> {
+        Ok(EnableOptions {
+            selection,
+            search: self.search(),
+            flags: Flags::parse(&self.flags).map_err(archctl::Error::from)?,
+            force,
+            skip_missing: false,
+            skip_conflicts: false,
+        })
+    }
+
     fn search(&self) -> Search {
         Search {
             explicit: self.emulator.clone(),
@@ -442,14 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
         } => {
             let ctx = Context::new(cli.binfmt_dir);
-            let opts = EnableOptions {
-                selection: select.selection(),
-                search: emu.search(),
-                flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
-                force,
-                skip_missing: false,
-                skip_conflicts: false,
-            };
+            let opts = emu.enable_options(select.selection(), force)?;
             let r = ops::enable(
                 &ctx,
                 &opts,
@@ -477,14 +482,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => {
             let ctx = Context::new(cli.binfmt_dir);
-            let opts = EnableOptions {
-                selection: select.selection(),
-                search: emu.search(),
-                flags: Flags::parse(&emu.flags).map_err(archctl::Error::from)?,
-                force: false,
-                skip_missing: false,
-                skip_conflicts: false,
-            };
+            let opts = emu.enable_options(select.selection(), false)?;
             let binfmt_d = format == "binfmt.d";
             let r = ops::export(&ctx, &opts, output.as_deref(), binfmt_d)?;
             out.print(&r, |r| {

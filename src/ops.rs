@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     Error,
-    arch::{Rule, Table, representative_header},
+    arch::{Rule, Table, hex, representative_header},
     binfmt::{BinfmtFs, Entry, Flags, KernelBinfmt, Matcher},
     elf::ElfInfo,
     emulator::{self, Search},
@@ -309,10 +309,6 @@ pub struct EntryStatus {
     pub interpreter_ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter_problem: Option<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {

@@ -32,12 +32,7 @@ pub struct TagEntry {
 
 /// `sha256:<hex>` of some bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    for b in Sha256::digest(bytes) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("sha256:{}", crate::arch::hex(&Sha256::digest(bytes)))
 }
 
 fn now() -> u64 {
