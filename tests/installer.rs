@@ -164,29 +164,9 @@ fn both(o: &Output) -> String {
 
 /// Every path under `root`: files as mode and sha256, links as target, dirs as "dir".
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(p.clone());
-                "dir".into()
-            } else {
-                format!(
-                    "{:o} {}",
-                    meta.permissions().mode() & 0o7777,
-                    support::registry::sha256_hex(&std::fs::read(&p).unwrap())
-                )
-            };
-            m.insert(rel, v);
-        }
-    }
-    m
+    support::tree_snapshot(root, |p| {
+        support::registry::sha256_hex(&std::fs::read(p).unwrap())
+    })
 }
 
 /// What install.sh could touch on this machine if it ignored `--root`: existence, size

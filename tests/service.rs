@@ -10,30 +10,7 @@ use support::{ARCHCTL, assert_code, assert_error_line, stdout};
 
 /// Every path under `root` with its content (files), target (links) or nothing (dirs).
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(p.clone());
-                "dir".into()
-            } else {
-                use std::os::unix::fs::PermissionsExt;
-                format!(
-                    "{:o} {}",
-                    meta.permissions().mode() & 0o7777,
-                    std::fs::read_to_string(&p).unwrap_or_default()
-                )
-            };
-            m.insert(rel, v);
-        }
-    }
-    m
+    support::tree_snapshot(root, |p| std::fs::read_to_string(p).unwrap_or_default())
 }
 
 fn service(root: &Path, args: &[&str]) -> std::process::Output {

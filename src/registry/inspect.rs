@@ -433,9 +433,7 @@ impl Inspector {
         }
         Ok(res)
     }
-}
 
-impl Inspector {
     /// The platform a single image manifest's config declares (None for other types).
     async fn single_platform(
         &self,

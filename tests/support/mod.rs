@@ -353,3 +353,32 @@ fn hdrs_len(head: &str) -> Option<usize> {
         })
         .and_then(|v| v.parse().ok())
 }
+
+/// Every path under `root`: directories as "dir", links as "-> target", files as their
+/// mode (octal) and `render(path)` (content, or a hash for big files). For tests that a
+/// command leaves a tree exactly as it was.
+pub fn tree_snapshot(
+    root: &Path,
+    render: impl Fn(&Path) -> String,
+) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let v = if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else {
+                format!("{:o} {}", meta.permissions().mode() & 0o7777, render(&p))
+            };
+            m.insert(rel, v);
+        }
+    }
+    m
+}
