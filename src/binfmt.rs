@@ -13,7 +13,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::arch::{escape_bytes, magic_matches};
+use crate::arch::{Rule, escape_bytes, magic_matches, representative_header};
 
 /// Default mount point of binfmt_misc.
 pub const DEFAULT_DIR: &str = "/proc/sys/fs/binfmt_misc";
@@ -294,6 +294,30 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The enabled entries that would catch programs of `rule` (by its representative
+/// header), whatever their names: archctl's own, rosetta, another tool's.
+pub fn handlers_for<'a>(entries: &'a [Entry], rule: &Rule) -> impl Iterator<Item = &'a Entry> {
+    let header = representative_header(rule);
+    entries
+        .iter()
+        .filter(move |e| e.enabled && e.matcher.matches(&header))
+}
+
+impl Rule {
+    /// The entry archctl registers for this rule: `qemu-<target>` with the rule's magic
+    /// and mask, run by `interpreter`.
+    pub fn registration(&self, interpreter: String, flags: Flags) -> Registration {
+        Registration {
+            name: self.entry_name(),
+            offset: self.offset,
+            magic: self.magic.clone(),
+            mask: self.mask.clone(),
+            interpreter,
+            flags,
+        }
+    }
 }
 
 /// A magic entry to register.

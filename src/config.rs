@@ -228,6 +228,25 @@ impl Config {
     }
 }
 
+/// Write the commented default configuration to `path` (`archctl config init`):
+/// atomically, readable by all (it holds no secrets, and `archctl config show` works for
+/// any user), never over an existing file unless `force`.
+pub fn write_default(path: &Path, force: bool) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() && !force {
+        return Err(ConfigError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

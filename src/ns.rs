@@ -370,11 +370,12 @@ pub fn run_plain_all(images: &[&ExecImage]) -> Vec<bool> {
 }
 
 /// Move this process into a new user + mount namespace with its own, empty binfmt_misc
-/// instance mounted at the usual place, as root of that namespace; returns the
-/// instance's directory. The process must be single-threaded (the kernel refuses
-/// CLONE_NEWUSER otherwise). Call [`drop_to_original_ids`] after registering.
-pub fn enter_private_binfmt() -> Result<PrivateInstance, NsError> {
-    let mountpoint = private_mountpoint();
+/// instance mounted at `mountpoint` (inside the new mount namespace only), as root of
+/// that namespace; returns the instance's directory. The process must be
+/// single-threaded (the kernel refuses CLONE_NEWUSER otherwise). Call
+/// [`drop_to_original_ids`] after registering.
+pub fn enter_private_binfmt(mountpoint: &Path) -> Result<PrivateInstance, NsError> {
+    let mountpoint = mountpoint.to_path_buf();
     let plan = ChildPlan::new(&mountpoint)?;
     let ids = (nix::unistd::getuid(), nix::unistd::getgid());
     // SAFETY: plain syscalls on data prepared above.

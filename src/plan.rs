@@ -1,14 +1,17 @@
 //! What `enable` and `disable` change: a list of steps computed from the rule table, the
-//! current entries and the options. `--dry-run` prints it; [`apply`] executes it and
-//! returns an undo log; [`rollback`] undoes it, so no run leaves half its work behind.
+//! current entries and the options. Each step is either a [`Change`] (what is written)
+//! or a [`Skip`] (why nothing is), so a step cannot claim one thing and do another.
+//! `--dry-run` prints the plan; [`apply`] executes it and returns an [`Applied`] guard
+//! that owns the undo log: a failed write, a failed verification and a signal all roll
+//! back through [`Applied::roll_back`], with one message.
 
-use std::path::PathBuf;
+use std::fmt;
 
 use serde::Serialize;
 
 use crate::{
-    arch::{Rule, Table, representative_header},
-    binfmt::{BinfmtError, BinfmtFs, Entry, Flags, Registration},
+    arch::{Rule, Table},
+    binfmt::{BinfmtError, BinfmtFs, Entry, Flags, Registration, handlers_for},
     emulator::{EmulatorError, Search},
     host::{Host, Native},
 };
@@ -124,17 +127,101 @@ impl Action {
     }
 }
 
-/// One step of a plan.
+/// What a step writes to binfmt_misc.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Register(Registration),
+    /// A different entry of the same name is removed and this one registered.
+    Replace {
+        old: Entry,
+        new: Registration,
+    },
+    /// An identical but disabled entry is switched on.
+    Enable(Registration),
+    Remove(Entry),
+}
+
+/// Why a step writes nothing.
+#[derive(Debug, Clone)]
+pub enum Skip {
+    /// The identical entry is registered and enabled.
+    Unchanged(Registration),
+    /// The host runs the architecture itself.
+    Native,
+    /// Another entry (named in the note) already handles the architecture; this is what
+    /// `--force` would register in front of it.
+    Foreign(Registration),
+    /// No usable emulator is installed.
+    Missing,
+    /// An entry of the same name differs; left alone (`archctl boot`).
+    Conflict {
+        existing: Entry,
+        wanted: Registration,
+    },
+    /// `disable`: nothing of that name is registered.
+    NotRegistered,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Change(Change),
+    Skip(Skip),
+}
+
+/// One step of a plan: one architecture's entry.
 #[derive(Debug, Clone)]
 pub struct Step {
     pub arch: String,
     pub name: String,
-    pub action: Action,
-    /// The entry to register (registered/replaced/enabled/unchanged).
-    pub registration: Option<Registration>,
-    /// The entry this step replaces or removes.
-    pub previous: Option<Entry>,
+    pub outcome: Outcome,
     pub note: Option<String>,
+}
+
+impl Step {
+    /// The reported action (the JSON contract's name for the outcome).
+    pub fn action(&self) -> Action {
+        match &self.outcome {
+            Outcome::Change(Change::Register(_)) => Action::Registered,
+            Outcome::Change(Change::Replace { .. }) => Action::Replaced,
+            Outcome::Change(Change::Enable(_)) => Action::Enabled,
+            Outcome::Change(Change::Remove(_)) => Action::Removed,
+            Outcome::Skip(Skip::Unchanged(_)) => Action::Unchanged,
+            Outcome::Skip(Skip::Native) => Action::SkippedNative,
+            Outcome::Skip(Skip::Foreign(_)) => Action::SkippedForeign,
+            Outcome::Skip(Skip::Missing) => Action::SkippedMissing,
+            Outcome::Skip(Skip::Conflict { .. }) => Action::SkippedConflict,
+            Outcome::Skip(Skip::NotRegistered) => Action::NotRegistered,
+        }
+    }
+
+    /// What this step writes, if anything.
+    pub fn change(&self) -> Option<&Change> {
+        match &self.outcome {
+            Outcome::Change(c) => Some(c),
+            Outcome::Skip(_) => None,
+        }
+    }
+
+    /// The entry this step registers, or would register.
+    pub fn registration(&self) -> Option<&Registration> {
+        match &self.outcome {
+            Outcome::Change(Change::Register(r) | Change::Enable(r))
+            | Outcome::Change(Change::Replace { new: r, .. })
+            | Outcome::Skip(Skip::Unchanged(r) | Skip::Foreign(r))
+            | Outcome::Skip(Skip::Conflict { wanted: r, .. }) => Some(r),
+            Outcome::Change(Change::Remove(_))
+            | Outcome::Skip(Skip::Native | Skip::Missing | Skip::NotRegistered) => None,
+        }
+    }
+
+    /// Interpreter and flags for reports: what is registered, else what is removed.
+    pub fn interpreter_and_flags(&self) -> Option<(&str, Flags)> {
+        match (&self.outcome, self.registration()) {
+            (_, Some(r)) => Some((r.interpreter.as_str(), r.flags)),
+            (Outcome::Change(Change::Remove(e)), None) => Some((e.interpreter.as_str(), e.flags)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,32 +267,21 @@ pub fn plan_enable(
     let mut steps = Vec::with_capacity(rules.len());
     for rule in rules {
         let name = rule.entry_name();
-        let step = |action, registration, previous, note| Step {
+        let step = |outcome, note| Step {
             arch: rule.name.clone(),
             name: name.clone(),
-            action,
-            registration,
-            previous,
+            outcome,
             note,
         };
         if host.is_host(rule) || native.contains(&rule.name) {
-            steps.push(step(
-                Action::SkippedNative,
-                None,
-                None,
-                Some(format!("{} runs natively on this host", rule.name)),
-            ));
+            let note = format!("{} runs natively on this host", rule.name);
+            steps.push(step(Outcome::Skip(Skip::Native), Some(note)));
             continue;
         }
         let emulator = match opts.search.find(rule, table, native, opts.flags.fix_binary) {
             Ok(e) => e,
             Err(e) if lenient => {
-                steps.push(step(
-                    Action::SkippedMissing,
-                    None,
-                    None,
-                    Some(e.to_string()),
-                ));
+                steps.push(step(Outcome::Skip(Skip::Missing), Some(e.to_string())));
                 continue;
             }
             Err(source) => {
@@ -215,37 +291,24 @@ pub fn plan_enable(
                 });
             }
         };
-        let reg = Registration {
-            name: name.clone(),
-            offset: rule.offset,
-            magic: rule.magic.clone(),
-            mask: rule.mask.clone(),
-            interpreter: emulator.path.to_string_lossy().into_owned(),
-            flags: opts.flags,
-        };
+        let reg = rule.registration(emulator.path.to_string_lossy().into_owned(), opts.flags);
         reg.validate().map_err(|source| PlanError::Entry {
             arch: rule.name.clone(),
             source,
         })?;
-        let header = representative_header(rule);
-        let foreign: Vec<&Entry> = entries
-            .iter()
-            .filter(|e| e.name != name && e.enabled && e.matcher.matches(&header))
+        let foreign: Vec<&Entry> = handlers_for(entries, rule)
+            .filter(|e| e.name != name)
             .collect();
         let existing = entries.iter().find(|e| e.name == name);
         if !foreign.is_empty() && !opts.force {
             let names: Vec<&str> = foreign.iter().map(|e| e.name.as_str()).collect();
-            steps.push(step(
-                Action::SkippedForeign,
-                Some(reg),
-                None,
-                Some(format!(
-                    "{} already handled by {} ({}); --force registers {name} in front of it",
-                    rule.name,
-                    names.join(", "),
-                    foreign[0].interpreter
-                )),
-            ));
+            let note = format!(
+                "{} already handled by {} ({}); --force registers {name} in front of it",
+                rule.name,
+                names.join(", "),
+                foreign[0].interpreter
+            );
+            steps.push(step(Outcome::Skip(Skip::Foreign(reg)), Some(note)));
             continue;
         }
         let foreign_note = (!foreign.is_empty()).then(|| {
@@ -259,21 +322,20 @@ pub fn plan_enable(
             )
         });
         match existing {
-            None => steps.push(step(Action::Registered, Some(reg), None, foreign_note)),
+            None => steps.push(step(Outcome::Change(Change::Register(reg)), foreign_note)),
             Some(e) if reg.same_as(e) && e.enabled => {
-                steps.push(step(Action::Unchanged, Some(reg), None, None))
+                steps.push(step(Outcome::Skip(Skip::Unchanged(reg)), None))
             }
             Some(e) if reg.same_as(e) => {
-                steps.push(step(Action::Enabled, Some(reg), Some(e.clone()), None))
+                steps.push(step(Outcome::Change(Change::Enable(reg)), None))
             }
             Some(e) if opts.force => {
-                let diff = reg.differences(e).join(", ");
-                steps.push(step(
-                    Action::Replaced,
-                    Some(reg),
-                    Some(e.clone()),
-                    Some(format!("was: {diff}")),
-                ))
+                let note = format!("was: {}", reg.differences(e).join(", "));
+                let change = Change::Replace {
+                    old: e.clone(),
+                    new: reg,
+                };
+                steps.push(step(Outcome::Change(change), Some(note)))
             }
             Some(e) => {
                 let mut d = reg.differences(e);
@@ -281,15 +343,15 @@ pub fn plan_enable(
                     d.push("disabled".into());
                 }
                 if opts.skip_conflicts {
-                    steps.push(step(
-                        Action::SkippedConflict,
-                        Some(reg),
-                        Some(e.clone()),
-                        Some(format!(
-                            "{name} exists and differs: {}; set force = true to replace it",
-                            d.join(", ")
-                        )),
-                    ));
+                    let note = format!(
+                        "{name} exists and differs: {}; set force = true to replace it",
+                        d.join(", ")
+                    );
+                    let skip = Skip::Conflict {
+                        existing: e.clone(),
+                        wanted: reg,
+                    };
+                    steps.push(step(Outcome::Skip(skip), Some(note)));
                     continue;
                 }
                 return Err(PlanError::Conflict {
@@ -322,9 +384,7 @@ pub fn plan_disable(
                 steps.push(Step {
                     arch,
                     name: e.name.clone(),
-                    action: Action::Removed,
-                    registration: None,
-                    previous: Some(e.clone()),
+                    outcome: Outcome::Change(Change::Remove(e.clone())),
                     note: None,
                 });
             }
@@ -334,17 +394,14 @@ pub fn plan_disable(
             let rules = table.lookup_all(names)?;
             for r in rules {
                 let name = r.entry_name();
-                let prev = entries.iter().find(|e| e.name == name).cloned();
+                let outcome = match entries.iter().find(|e| e.name == name) {
+                    Some(e) => Outcome::Change(Change::Remove(e.clone())),
+                    None => Outcome::Skip(Skip::NotRegistered),
+                };
                 steps.push(Step {
                     arch: r.name.clone(),
-                    action: if prev.is_some() {
-                        Action::Removed
-                    } else {
-                        Action::NotRegistered
-                    },
                     name,
-                    registration: None,
-                    previous: prev,
+                    outcome,
                     note: None,
                 });
             }
@@ -358,119 +415,155 @@ pub fn plan_disable(
 
 /// One undoable change.
 #[derive(Debug, Clone)]
-pub enum Undo {
+enum Undo {
     Remove(String),
     Restore(Registration),
     Disable(String),
 }
 
-/// Execute a plan's changing steps in order. On error, everything done so far is rolled
-/// back before the error is returned.
-pub fn apply(plan: &Plan, fs: &dyn BinfmtFs) -> Result<Vec<Undo>, ApplyError> {
-    let mut undo: Vec<Undo> = Vec::new();
-    for s in plan.steps.iter().filter(|s| s.action.changes()) {
+/// The changes a run made, and how to take them back. Dropped without [`Applied::keep`]
+/// (an early return, an error), it rolls them back; every rollback, whether after a
+/// failed write, a failed verification or a signal, goes through [`Applied::roll_back`].
+#[must_use = "dropping it rolls the changes back; call keep() to keep them"]
+pub struct Applied<'a> {
+    fs: &'a dyn BinfmtFs,
+    undo: Vec<Undo>,
+}
+
+impl fmt::Debug for Applied<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Applied").field("undo", &self.undo).finish()
+    }
+}
+
+impl Applied<'_> {
+    /// The run succeeded: keep its changes.
+    pub fn keep(mut self) {
+        self.undo.clear();
+    }
+
+    /// Undo the changes, newest first.
+    pub fn roll_back(mut self) -> RolledBack {
+        self.undo_all()
+    }
+
+    fn undo_all(&mut self) -> RolledBack {
+        let mut errors = Vec::new();
+        for u in std::mem::take(&mut self.undo).iter().rev() {
+            let r = match u {
+                Undo::Remove(name) => self.fs.remove(name).map(|_| ()),
+                Undo::Restore(reg) => self.fs.register(reg),
+                Undo::Disable(name) => self.fs.set_enabled(name, false),
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        RolledBack { errors }
+    }
+
+    fn apply_change(&mut self, change: &Change) -> Result<(), BinfmtError> {
+        let fs = self.fs;
+        match change {
+            Change::Register(r) => {
+                fs.register(r)?;
+                self.undo.push(Undo::Remove(r.name.clone()));
+            }
+            Change::Replace { old, new } => {
+                fs.remove(&old.name)?;
+                if let Some(o) = old.to_registration() {
+                    self.undo.push(Undo::Restore(o));
+                }
+                fs.register(new)?;
+                self.undo.push(Undo::Remove(new.name.clone()));
+            }
+            Change::Enable(r) => {
+                fs.set_enabled(&r.name, true)?;
+                self.undo.push(Undo::Disable(r.name.clone()));
+            }
+            Change::Remove(e) => {
+                if fs.remove(&e.name)?
+                    && let Some(o) = e.to_registration()
+                {
+                    self.undo.push(Undo::Restore(o));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Applied<'_> {
+    fn drop(&mut self) {
+        if !self.undo.is_empty() {
+            self.undo_all();
+        }
+    }
+}
+
+/// The result of a rollback: what could not be undone, if anything.
+#[derive(Debug)]
+pub struct RolledBack {
+    pub errors: Vec<BinfmtError>,
+}
+
+impl fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.errors.is_empty() {
+            return f.write_str("changes of this run were rolled back");
+        }
+        f.write_str("rollback incomplete: ")?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Execute a plan's changes in order. On error (or a signal between two writes),
+/// everything done so far is rolled back before the error is returned.
+pub fn apply<'a>(plan: &Plan, fs: &'a dyn BinfmtFs) -> Result<Applied<'a>, ApplyError> {
+    let mut applied = Applied {
+        fs,
+        undo: Vec::new(),
+    };
+    for s in &plan.steps {
+        let Some(change) = s.change() else {
+            continue;
+        };
         let step = if crate::interrupt::interrupted() {
             Err(BinfmtError::Interrupted)
         } else {
-            apply_step(s, fs, &mut undo)
+            applied.apply_change(change)
         };
-        if let Err(e) = step {
-            let rollback_errors = rollback(&undo, fs);
+        if let Err(source) = step {
             return Err(ApplyError {
                 name: s.name.clone(),
-                source: e,
-                rollback_errors,
+                source,
+                rollback: applied.roll_back(),
             });
         }
     }
-    Ok(undo)
-}
-
-fn apply_step(s: &Step, fs: &dyn BinfmtFs, undo: &mut Vec<Undo>) -> Result<(), BinfmtError> {
-    match s.action {
-        Action::Registered => {
-            if let Some(r) = &s.registration {
-                fs.register(r)?;
-                undo.push(Undo::Remove(r.name.clone()));
-            }
-        }
-        Action::Replaced => {
-            if let (Some(r), Some(prev)) = (&s.registration, &s.previous) {
-                fs.remove(&prev.name)?;
-                if let Some(old) = prev.to_registration() {
-                    undo.push(Undo::Restore(old));
-                }
-                fs.register(r)?;
-                undo.push(Undo::Remove(r.name.clone()));
-            }
-        }
-        Action::Enabled => {
-            fs.set_enabled(&s.name, true)?;
-            undo.push(Undo::Disable(s.name.clone()));
-        }
-        Action::Removed => {
-            if fs.remove(&s.name)?
-                && let Some(old) = s.previous.as_ref().and_then(Entry::to_registration)
-            {
-                undo.push(Undo::Restore(old));
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Undo changes newest first; returns the errors of steps that could not be undone.
-pub fn rollback(undo: &[Undo], fs: &dyn BinfmtFs) -> Vec<BinfmtError> {
-    let mut errors = Vec::new();
-    for u in undo.iter().rev() {
-        let r = match u {
-            Undo::Remove(name) => fs.remove(name).map(|_| ()),
-            Undo::Restore(reg) => fs.register(reg),
-            Undo::Disable(name) => fs.set_enabled(name, false),
-        };
-        if let Err(e) = r {
-            errors.push(e);
-        }
-    }
-    errors
+    Ok(applied)
 }
 
 /// A failed apply, after rollback.
 #[derive(Debug, thiserror::Error)]
-#[error("{name}: {source}{}", rollback_suffix(.rollback_errors))]
+#[error("{name}: {source} ({rollback})")]
 pub struct ApplyError {
     pub name: String,
     #[source]
     pub source: BinfmtError,
-    pub rollback_errors: Vec<BinfmtError>,
-}
-
-fn rollback_suffix(errors: &[BinfmtError]) -> String {
-    if errors.is_empty() {
-        " (changes of this run were rolled back)".into()
-    } else {
-        format!(
-            " (rollback incomplete: {})",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    }
-}
-
-/// The interpreter a step registers, for reports.
-pub fn interpreter_of(s: &Step) -> Option<PathBuf> {
-    s.registration
-        .as_ref()
-        .map(|r| PathBuf::from(&r.interpreter))
-        .or_else(|| s.previous.as_ref().map(|p| PathBuf::from(&p.interpreter)))
+    pub rollback: RolledBack,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::binfmt::MemoryBinfmt;
 
@@ -535,7 +628,7 @@ mod tests {
     }
 
     fn actions(p: &Plan) -> Vec<Action> {
-        p.steps.iter().map(|s| s.action).collect()
+        p.steps.iter().map(Step::action).collect()
     }
 
     fn entry_for(f: &Fixture, arch: &str, interpreter: &str, enabled: bool) -> Entry {
@@ -621,21 +714,16 @@ mod tests {
         let old = entry_for(&f, "aarch64", "/opt/q/qemu-aarch64", true);
         let fs = MemoryBinfmt::new(vec![old.clone()]);
         let p = plan(&f, &fs, &["aarch64"], true).unwrap();
-        let new_interp = p.steps[0]
-            .registration
-            .as_ref()
-            .unwrap()
-            .interpreter
-            .clone();
+        let new_interp = p.steps[0].registration().unwrap().interpreter.clone();
         fs.state.lock().unwrap().fail_register = vec![new_interp.clone()];
         let err = apply(&p, &fs).unwrap_err();
-        assert!(err.rollback_errors.is_empty(), "{err}");
+        assert!(err.rollback.errors.is_empty(), "{err}");
         assert_eq!(fs.snapshot().entries, vec![old.clone()]);
         // And a successful replacement can be undone.
         fs.state.lock().unwrap().fail_register.clear();
-        let undo = apply(&p, &fs).unwrap();
+        let applied = apply(&p, &fs).unwrap();
         assert_eq!(fs.snapshot().entries[0].interpreter, new_interp);
-        assert!(rollback(&undo, &fs).is_empty());
+        assert!(applied.roll_back().errors.is_empty());
         assert_eq!(fs.snapshot().entries, vec![old]);
     }
 
@@ -652,9 +740,20 @@ mod tests {
         assert_eq!(actions(&p), [Action::NotRegistered]);
         let fs = MemoryBinfmt::new(entries.clone());
         let p = plan_disable(f.table, &entries, &Selection::Archs(vec!["arm64".into()])).unwrap();
-        let undo = apply(&p, &fs).unwrap();
+        let applied = apply(&p, &fs).unwrap();
         assert_eq!(fs.snapshot().entries.len(), 1);
-        rollback(&undo, &fs);
+        applied.roll_back();
+        assert_eq!(fs.snapshot().entries.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_guard_rolls_back_and_a_kept_one_does_not() {
+        let f = fixture();
+        let fs = MemoryBinfmt::new(Vec::new());
+        let p = plan(&f, &fs, &["aarch64", "s390x"], false).unwrap();
+        drop(apply(&p, &fs).unwrap());
+        assert!(fs.snapshot().entries.is_empty());
+        apply(&p, &fs).unwrap().keep();
         assert_eq!(fs.snapshot().entries.len(), 2);
     }
 }

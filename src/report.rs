@@ -1,12 +1,181 @@
-//! Human-readable rendering of the report structs (the JSON output serialises the same
-//! structs, so the two never disagree).
+//! What every command reports, and how a person reads it. Each command returns one of
+//! these structs; `--json` serialises it as is and the human output is rendered from it
+//! here, so the two never disagree. Nothing here does work: it only describes and renders.
 
-use std::fmt::Write;
+use std::{ffi::OsString, fmt::Write};
 
-use crate::ops::{ChangeReport, Report, StatusReport, TestReport};
-use crate::platform::Choice;
-use crate::registry::inspect::InspectReport;
-use crate::verify::Mode;
+use serde::Serialize;
+
+use crate::{
+    bundle::{EmulatorInfo, InstallReport, PackReport},
+    config::Config,
+    engine::shell_quote,
+    plan::Action,
+    platform::Choice,
+    registry::inspect::InspectReport,
+    service::ServiceReport,
+    verify::{Mode, TestResult},
+};
+
+/// One line of `enable`/`disable` output. Field names are the JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryReport {
+    pub arch: String,
+    pub name: String,
+    pub action: Action,
+    pub interpreter: Option<String>,
+    pub flags: Option<String>,
+    pub verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// `--dry-run`: the exact string that would be written to `register`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<String>,
+}
+
+/// Result of `enable` / `disable`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub host: String,
+    pub binfmt_dir: String,
+    pub dry_run: bool,
+    /// binfmt_misc was mounted by this run.
+    pub mounted: bool,
+    pub entries: Vec<EntryReport>,
+    pub warnings: Vec<String>,
+    /// Set when the run failed after changing things and rolled them back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `archctl status`: host, binfmt_misc, native set, every entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub host: HostReport,
+    pub binfmt_misc: BinfmtReport,
+    pub native: Vec<String>,
+    pub entries: Vec<EntryStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub arch: String,
+    pub machine: String,
+    pub kernel: String,
+    /// Linux 6.7+: `archctl exec` and private instances work.
+    pub private_binfmt_misc: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BinfmtReport {
+    pub path: String,
+    pub mounted: bool,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryStatus {
+    pub name: String,
+    /// The architecture whose programs it catches (by magic/mask), or `unknown`.
+    pub arch: String,
+    pub enabled: bool,
+    pub interpreter: String,
+    pub flags: String,
+    /// Hex, as the kernel prints it; null for extension entries.
+    pub magic: Option<String>,
+    pub mask: Option<String>,
+    pub offset: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    /// An entry named the way archctl names its own (`qemu-<target>`).
+    pub managed: bool,
+    /// The interpreter exists, is an ELF for this host and is static.
+    pub interpreter_ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter_problem: Option<String>,
+}
+
+/// `archctl test`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub host: String,
+    pub results: Vec<TestResult>,
+}
+
+/// One service of `archctl compose-platforms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeService {
+    pub service: String,
+    pub image: Option<String>,
+    pub platform: Option<String>,
+    pub mode: Option<crate::platform::Mode>,
+    pub emulator: Option<String>,
+    /// Why no platform is set for it (built locally, set by the user, or an error).
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `archctl compose-platforms`: a compose override setting `platform:` per service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeReport {
+    pub file: String,
+    pub services: Vec<ComposeService>,
+    /// The override file's text.
+    pub r#override: String,
+}
+
+/// `archctl boot`: the configuration applied, and a one-line summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub config: String,
+    /// False when the file does not exist (the defaults were applied).
+    pub config_found: bool,
+    pub elapsed_ms: f64,
+    pub summary: String,
+    pub result: ChangeReport,
+}
+
+/// One exported entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportEntry {
+    pub arch: String,
+    pub name: String,
+    pub interpreter: String,
+    pub flags: String,
+    pub offset: u8,
+    /// Hex, as the kernel prints it.
+    pub magic: String,
+    pub mask: String,
+    /// The line for `register` (and for a binfmt.d file).
+    pub register: String,
+    /// `--output`: the file written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// `archctl export`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub format: String,
+    pub entries: Vec<ExportEntry>,
+    /// Targets left out, and why (native, no emulator).
+    pub skipped: Vec<String>,
+}
+
+/// What `archctl run` does (printed by `--dry-run`, then executed).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    pub platform: String,
+    pub mode: crate::platform::Mode,
+    pub emulator: Option<String>,
+    /// The user's `--platform`, which wins over archctl's choice.
+    pub user_platform: bool,
+    /// A handler is registered first (root only).
+    pub enable: Option<String>,
+    pub command: Vec<String>,
+    #[serde(skip)]
+    pub argv: Vec<OsString>,
+}
 
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -239,12 +408,243 @@ pub fn pick(c: &Choice, explain: bool) -> String {
     out
 }
 
-pub fn any(r: &Report) -> String {
-    match r {
-        Report::Pick(c) => pick(c, true),
-        Report::Compose(c) => c.r#override.clone(),
-        Report::Change(c) => change(c),
-        Report::Test(t) => test(t),
-        Report::Inspect(i) => inspect(i),
+/// `archctl service install|uninstall|status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceOutcome {
+    /// What was asked (it decides the human wording only).
+    #[serde(skip)]
+    pub verb: ServiceVerb,
+    #[serde(flatten)]
+    pub report: ServiceReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceVerb {
+    Install,
+    Uninstall,
+    Status,
+}
+
+/// `archctl pick`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PickReport {
+    #[serde(flatten)]
+    pub choice: Choice,
+    /// `--explain`: every candidate in the human output.
+    #[serde(skip)]
+    pub explain: bool,
+}
+
+/// `archctl config init`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigWritten {
+    pub wrote: String,
+}
+
+/// Whatever a command reports: printed on success, and before the error line when a
+/// command ran and failed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Change(ChangeReport),
+    Status(StatusReport),
+    Test(TestReport),
+    Boot(BootReport),
+    Export(ExportReport),
+    Service(ServiceOutcome),
+    Emulators(Vec<EmulatorInfo>),
+    Packed(PackReport),
+    Installed(InstallReport),
+    ConfigShown(Config),
+    ConfigWritten(ConfigWritten),
+    Inspect(InspectReport),
+    Pick(PickReport),
+    Compose(ComposeReport),
+    Run(RunPlan),
+}
+
+/// A line for stderr that goes with a report (`archctl: ...` or `archctl: warning: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Info(String),
+    Warning(String),
+}
+
+impl Report {
+    /// The human rendering (stdout).
+    pub fn human(&self) -> String {
+        match self {
+            Report::Change(r) => change(r),
+            Report::Status(r) => status(r),
+            Report::Test(r) => test(r),
+            Report::Boot(r) => format!("{}\n", r.summary),
+            Report::Export(r) => export(r),
+            Report::Service(r) => service(r),
+            Report::Emulators(r) => emulators(r),
+            Report::Packed(r) => format!(
+                "{} ({} emulators)\nsha256 {}\n",
+                r.file,
+                r.emulators.len(),
+                r.sha256
+            ),
+            Report::Installed(r) => r
+                .installed
+                .iter()
+                .map(|p| format!("installed {p}\n"))
+                .collect(),
+            Report::ConfigShown(c) => toml::to_string_pretty(c).unwrap_or_default(),
+            Report::ConfigWritten(_) => String::new(),
+            Report::Inspect(r) => inspect(r),
+            Report::Pick(p) => pick(&p.choice, p.explain),
+            Report::Compose(c) => c.r#override.clone(),
+            Report::Run(p) => run_plan(p),
+        }
     }
+
+    /// The stderr lines that go with it (not in JSON: the JSON carries the same facts).
+    pub fn notices(&self) -> Vec<Notice> {
+        match self {
+            Report::Change(r) => change_notices(r),
+            Report::ConfigWritten(w) => vec![Notice::Info(format!("wrote {}", w.wrote))],
+            Report::Inspect(r) => r
+                .images
+                .iter()
+                .flat_map(|i| {
+                    i.platforms
+                        .iter()
+                        .filter(|p| p.mismatch == Some(true))
+                        .map(|p| {
+                            Notice::Warning(format!(
+                                "{}: the {} entry's config says {}",
+                                i.reference,
+                                p.platform(),
+                                p.config_platform.as_deref().unwrap_or("?")
+                            ))
+                        })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON output.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// One line saying what failed, for the error line of a command that ran and failed.
+    pub fn failure_summary(&self) -> String {
+        match self {
+            Report::Change(c) => c.error.clone().unwrap_or_else(|| "failed".into()),
+            Report::Inspect(r) => {
+                let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
+                failed.join("; ")
+            }
+            Report::Compose(r) => r
+                .services
+                .iter()
+                .filter_map(|s| {
+                    s.error
+                        .as_ref()
+                        .map(|e| format!("service {}: {e}", s.service))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Report::Pick(p) => p
+                .choice
+                .error
+                .clone()
+                .unwrap_or_else(|| "no usable platform".into()),
+            Report::Test(t) => {
+                let failed: Vec<String> = t
+                    .results
+                    .iter()
+                    .filter(|r| !r.ok)
+                    .map(|r| format!("{}: {}", r.arch, r.error.as_deref().unwrap_or("failed")))
+                    .collect();
+                format!("test failed: {}", failed.join("; "))
+            }
+            _ => "failed".into(),
+        }
+    }
+
+    /// Hints of the parts that failed (one per distinct hint).
+    pub fn hints(&self) -> Vec<String> {
+        let mut v: Vec<String> = match self {
+            Report::Inspect(r) => r.images.iter().filter_map(|i| i.hint.clone()).collect(),
+            _ => Vec::new(),
+        };
+        v.dedup();
+        v
+    }
+}
+
+fn change_notices(r: &ChangeReport) -> Vec<Notice> {
+    let mut v = Vec::new();
+    if r.mounted {
+        v.push(Notice::Info(format!(
+            "mounted binfmt_misc at {}",
+            r.binfmt_dir
+        )));
+    }
+    v.extend(r.warnings.iter().cloned().map(Notice::Warning));
+    v
+}
+
+fn export(r: &ExportReport) -> String {
+    let binfmt_d = r.format == "binfmt.d";
+    r.entries
+        .iter()
+        .map(|e| match &e.file {
+            Some(f) => format!("wrote {f}\n"),
+            None if binfmt_d => format!("{}\n", e.register),
+            None => serde_json::to_string(e).unwrap_or_default() + "\n",
+        })
+        .collect()
+}
+
+fn service(o: &ServiceOutcome) -> String {
+    let r = &o.report;
+    let what = match o.verb {
+        ServiceVerb::Install => "installed",
+        ServiceVerb::Uninstall => "removed",
+        ServiceVerb::Status if r.installed && r.up_to_date => "installed, up to date",
+        ServiceVerb::Status if r.installed => "installed, out of date (run install again)",
+        ServiceVerb::Status => "not installed",
+    };
+    let mut s = format!("{} boot service {what}\n", r.init.as_str());
+    for p in &r.paths {
+        let _ = writeln!(s, "  {p}");
+    }
+    s
+}
+
+fn emulators(list: &[EmulatorInfo]) -> String {
+    list.iter()
+        .map(|e| {
+            format!(
+                "{:13} {:45} {:8} {}\n",
+                e.arch,
+                e.path.as_deref().unwrap_or("-"),
+                if e.path.is_none() {
+                    "missing"
+                } else if e.usable_with_f {
+                    "static"
+                } else {
+                    "UNUSABLE"
+                },
+                e.problem.as_deref().or(e.version.as_deref()).unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn run_plan(p: &RunPlan) -> String {
+    let mut s = String::new();
+    if let Some(a) = &p.enable {
+        let _ = writeln!(s, "archctl enable {a}");
+    }
+    s.push_str(&shell_quote(&p.argv));
+    s.push('\n');
+    s
 }

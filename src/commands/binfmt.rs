@@ -1,0 +1,431 @@
+//! The binfmt_misc commands: enable, disable, status, test, boot, export.
+
+use std::{path::Path, time::Duration};
+
+use super::{CommandError, Context};
+use crate::{
+    arch::{Rule, hex},
+    binfmt::{Entry, Matcher, handlers_for},
+    config::Config,
+    elf::ElfInfo,
+    host::Native,
+    ns,
+    plan::{self, Action, EnableOptions, Plan, Selection},
+    report::{
+        BinfmtReport, BootReport, ChangeReport, EntryReport, EntryStatus, ExportEntry,
+        ExportReport, HostReport, Report, StatusReport, TestReport,
+    },
+    verify::{self, Job, Mode, TestResult},
+};
+
+impl Context {
+    /// Mount binfmt_misc if needed; true when this call mounted it.
+    fn ensure_mounted(&self) -> Result<bool, CommandError> {
+        if self.fs.is_mounted()? {
+            return Ok(false);
+        }
+        // Serialise racing mounts on the directory underneath, then look again.
+        let _guard = self.fs.lock().ok();
+        if self.fs.is_mounted()? {
+            return Ok(false);
+        }
+        self.fs.mount()?;
+        Ok(true)
+    }
+
+    fn selected_rules(&self, selection: &Selection) -> Result<Vec<&'static Rule>, CommandError> {
+        Ok(match selection {
+            Selection::All => self.table.rules().iter().collect(),
+            Selection::Archs(names) => self.table.lookup_all(names)?,
+        })
+    }
+
+    /// The native set a selection needs: all of it for `--all`, else only when a rule
+    /// of the host's family is involved.
+    fn native_for_selection(&self, selection: &Selection, rules: &[&Rule]) -> Native {
+        match selection {
+            Selection::All => self.native_all(),
+            Selection::Archs(_) => self.native_for(rules),
+        }
+    }
+
+    fn change_report(&self, plan: &Plan, dry_run: bool, mounted: bool) -> ChangeReport {
+        ChangeReport {
+            host: self.host.name().to_string(),
+            binfmt_dir: self.fs.dir().display().to_string(),
+            dry_run,
+            mounted,
+            entries: entry_reports(plan, dry_run),
+            warnings: plan.warnings.clone(),
+            error: None,
+        }
+    }
+}
+
+fn entry_reports(plan: &Plan, dry_run: bool) -> Vec<EntryReport> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let shown = s.interpreter_and_flags();
+            EntryReport {
+                arch: s.arch.clone(),
+                name: s.name.clone(),
+                action: s.action(),
+                interpreter: shown.map(|(i, _)| i.to_string()),
+                flags: shown.map(|(_, f)| f.to_string()),
+                verified: None,
+                note: s.note.clone(),
+                register: if dry_run && s.change().is_some() {
+                    s.registration().map(|r| r.register_string())
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
+/// `archctl enable`: plan, apply, verify; any failure or signal rolls the run back.
+pub fn enable(
+    ctx: &Context,
+    opts: &EnableOptions,
+    verify_after: bool,
+    dry_run: bool,
+    timeout: Duration,
+) -> Result<ChangeReport, CommandError> {
+    let rules = ctx.selected_rules(&opts.selection)?;
+    let mounted = if dry_run {
+        false
+    } else {
+        ctx.ensure_mounted()?
+    };
+    let _lock = if dry_run { None } else { Some(ctx.fs.lock()?) };
+    let entries = ctx.entries_if_mounted()?;
+    let native = ctx.native_for_selection(&opts.selection, &rules);
+    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &entries, opts)?;
+    let mut report = ctx.change_report(&plan, dry_run, mounted);
+    if !native.undecided.is_empty() {
+        report.warnings.push(format!(
+            "could not tell whether {} run natively (kernel without private binfmt_misc instances, and a handler claims them)",
+            native.undecided.join(", ")
+        ));
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    // From the first write until the result is final, signals only set a flag: an
+    // interrupted run rolls back instead of dying half-way.
+    let _signals = crate::interrupt::Guard::install();
+    let applied = plan::apply(&plan, ctx.fs.as_ref())?;
+    if !verify_after {
+        applied.keep();
+        return Ok(report);
+    }
+    let (indices, jobs): (Vec<usize>, Vec<Job>) = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.change().is_some())
+        .map(|(i, s)| {
+            let job = Job {
+                arch: s.arch.clone(),
+                mode: Mode::Emulated,
+                handlers: vec![s.name.clone()],
+            };
+            (i, job)
+        })
+        .unzip();
+    let results = verify::run(&jobs, timeout);
+    let mut failures = Vec::new();
+    for (i, r) in indices.iter().zip(&results) {
+        report.entries[*i].verified = Some(r.ok);
+        if !r.ok {
+            failures.push(format!(
+                "{}: {}",
+                r.arch,
+                r.error.as_deref().unwrap_or("failed")
+            ));
+        }
+    }
+    let why = if crate::interrupt::interrupted() {
+        "interrupted by a signal during verification".to_string()
+    } else if !failures.is_empty() {
+        format!("verification failed: {}", failures.join("; "))
+    } else {
+        applied.keep();
+        return Ok(report);
+    };
+    report.error = Some(format!("{why} ({})", applied.roll_back()));
+    Err(CommandError::Failed(Box::new(Report::Change(report))))
+}
+
+/// `archctl disable`.
+pub fn disable(
+    ctx: &Context,
+    selection: &Selection,
+    dry_run: bool,
+) -> Result<ChangeReport, CommandError> {
+    // Validate names before touching anything.
+    ctx.selected_rules(selection)?;
+    let mounted = ctx.fs.is_mounted()?;
+    let _lock = if mounted && !dry_run {
+        Some(ctx.fs.lock()?)
+    } else {
+        None
+    };
+    let entries = ctx.entries_if_mounted()?;
+    let plan = plan::plan_disable(ctx.table, &entries, selection)?;
+    if !dry_run {
+        let _signals = crate::interrupt::Guard::install();
+        plan::apply(&plan, ctx.fs.as_ref())?.keep();
+    }
+    Ok(ctx.change_report(&plan, dry_run, false))
+}
+
+pub(super) fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
+    let (magic, mask, offset, extension, arch) = match &e.matcher {
+        Matcher::Magic {
+            offset,
+            magic,
+            mask,
+        } => {
+            let k = mask.clone().unwrap_or_else(|| vec![0xff; magic.len()]);
+            let arch = ctx
+                .table
+                .classify(*offset, magic, &k)
+                .map(|r| r.name.clone());
+            (
+                Some(hex(magic)),
+                mask.as_deref().map(hex),
+                Some(*offset),
+                None,
+                arch,
+            )
+        }
+        Matcher::Extension(x) => (None, None, None, Some(format!(".{x}")), None),
+    };
+    let managed = e
+        .name
+        .strip_prefix("qemu-")
+        .is_some_and(|a| ctx.table.get(a).is_some());
+    let problem = match ElfInfo::read(std::path::Path::new(&e.interpreter)) {
+        Err(err) => Some(err.to_string()),
+        Ok(info) if !native.runs(ctx.table, &info.header) => {
+            Some(format!("{} is not for this host", info.describe()))
+        }
+        Ok(info) if !info.is_static() => Some(format!(
+            "dynamically linked ({}): fails inside containers",
+            info.interpreter.unwrap_or_default()
+        )),
+        Ok(_) => None,
+    };
+    EntryStatus {
+        name: e.name.clone(),
+        arch: arch.unwrap_or_else(|| "unknown".into()),
+        enabled: e.enabled,
+        interpreter: e.interpreter.clone(),
+        flags: e.flags.to_string(),
+        magic,
+        mask,
+        offset,
+        extension,
+        managed,
+        interpreter_ok: problem.is_none(),
+        interpreter_problem: problem,
+    }
+}
+
+/// `archctl status`.
+pub fn status(ctx: &Context) -> Result<StatusReport, CommandError> {
+    let mounted = ctx.fs.is_mounted()?;
+    let enabled = mounted && ctx.fs.status_enabled()?;
+    let entries = ctx.entries_if_mounted()?;
+    let native = ctx.native_all();
+    Ok(StatusReport {
+        host: HostReport {
+            arch: ctx.host.name().to_string(),
+            machine: ctx.host.machine.clone(),
+            kernel: ctx.host.kernel.clone(),
+            private_binfmt_misc: ns::kernel_at_least(&ctx.host.kernel, 6, 7),
+        },
+        binfmt_misc: BinfmtReport {
+            path: ctx.fs.dir().display().to_string(),
+            mounted,
+            enabled,
+        },
+        entries: entries
+            .iter()
+            .map(|e| entry_status(ctx, &native, e))
+            .collect(),
+        native: native.arches,
+    })
+}
+
+/// `archctl test`: run the test program of each architecture (default: every
+/// registered or native one).
+pub fn test(
+    ctx: &Context,
+    archs: &[String],
+    timeout: Duration,
+) -> Result<TestReport, CommandError> {
+    let requested = ctx.table.lookup_all(archs)?;
+    let native = ctx.native_all();
+    let entries = ctx.entries_if_mounted()?;
+    let handlers_of =
+        |r: &Rule| -> Vec<String> { handlers_for(&entries, r).map(|e| e.name.clone()).collect() };
+    let rules: Vec<&Rule> = if requested.is_empty() {
+        ctx.table
+            .rules()
+            .iter()
+            .filter(|r| native.contains(&r.name) || !handlers_of(r).is_empty())
+            .collect()
+    } else {
+        requested
+    };
+    let mut jobs = Vec::new();
+    let mut missing = Vec::new();
+    for r in rules {
+        let handlers = handlers_of(r);
+        if native.contains(&r.name) {
+            jobs.push(Job {
+                arch: r.name.clone(),
+                mode: Mode::Native,
+                handlers: Vec::new(),
+            });
+        } else if handlers.is_empty() {
+            let job = Job {
+                arch: r.name.clone(),
+                mode: Mode::Emulated,
+                handlers,
+            };
+            missing.push(TestResult::failed(
+                &job,
+                format!(
+                    "no enabled binfmt_misc handler for {0} (run `archctl enable {0}`)",
+                    r.name
+                ),
+            ));
+        } else {
+            jobs.push(Job {
+                arch: r.name.clone(),
+                mode: Mode::Emulated,
+                handlers,
+            });
+        }
+    }
+    let mut results = verify::run(&jobs, timeout);
+    results.extend(missing);
+    let report = TestReport {
+        host: ctx.host.name().to_string(),
+        results,
+    };
+    if report.results.iter().any(|r| !r.ok) {
+        return Err(CommandError::Failed(Box::new(Report::Test(report))));
+    }
+    Ok(report)
+}
+
+/// `archctl boot`: apply the configuration (the `enable` logic, idempotent).
+pub fn boot(ctx: &Context, config_path: &Path) -> Result<BootReport, CommandError> {
+    let start = std::time::Instant::now();
+    let (config, found) = Config::load(config_path, ctx.table)?;
+    let opts = config.enable_options(ctx.table);
+    let result = enable(
+        ctx,
+        &opts,
+        config.binfmt.verify,
+        false,
+        verify::DEFAULT_TIMEOUT,
+    )?;
+    let elapsed = start.elapsed();
+    let count = |a: Action| result.entries.iter().filter(|e| e.action == a).count();
+    let summary = format!(
+        "archctl boot: {} registered, {} replaced, {} enabled, {} unchanged, {} native, {} foreign, {} conflicting, {} without emulator ({}{}) in {:.1} ms",
+        count(Action::Registered),
+        count(Action::Replaced),
+        count(Action::Enabled),
+        count(Action::Unchanged),
+        count(Action::SkippedNative),
+        count(Action::SkippedForeign),
+        count(Action::SkippedConflict),
+        count(Action::SkippedMissing),
+        config_path.display(),
+        if found { "" } else { " not found: defaults" },
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(BootReport {
+        config: config_path.display().to_string(),
+        config_found: found,
+        elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+        summary,
+        result,
+    })
+}
+
+/// `archctl export`: what `enable` would register, as binfmt.d lines or JSON, for
+/// systems that prefer systemd-binfmt. Emulators are found and checked exactly as for
+/// `enable`.
+pub fn export(
+    ctx: &Context,
+    opts: &EnableOptions,
+    output: Option<&Path>,
+    binfmt_d: bool,
+) -> Result<ExportReport, CommandError> {
+    let rules = ctx.selected_rules(&opts.selection)?;
+    let native = ctx.native_for_selection(&opts.selection, &rules);
+    // As on a fresh boot: no entries yet.
+    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &[], opts)?;
+    let mut report = ExportReport {
+        format: if binfmt_d { "binfmt.d" } else { "json" }.into(),
+        entries: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for s in &plan.steps {
+        match s.change() {
+            Some(plan::Change::Register(r)) => report.entries.push(ExportEntry {
+                arch: s.arch.clone(),
+                name: r.name.clone(),
+                interpreter: r.interpreter.clone(),
+                flags: r.flags.to_string(),
+                offset: r.offset,
+                magic: hex(&r.magic),
+                mask: hex(&r.mask),
+                register: r.register_string(),
+                file: None,
+            }),
+            _ => report.skipped.push(format!(
+                "{}: {}",
+                s.arch,
+                s.note
+                    .clone()
+                    .unwrap_or_else(|| s.action().as_str().to_string())
+            )),
+        }
+    }
+    if let Some(dir) = output {
+        let io = |e: std::io::Error| crate::binfmt::BinfmtError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        for e in &mut report.entries {
+            let (file, text) = if binfmt_d {
+                (
+                    dir.join(format!("{}.conf", e.name)),
+                    format!(
+                        "# Written by archctl export ({}).\n{}\n",
+                        e.arch, e.register
+                    ),
+                )
+            } else {
+                (
+                    dir.join(format!("{}.json", e.name)),
+                    serde_json::to_string_pretty(&*e).unwrap_or_default() + "\n",
+                )
+            };
+            crate::fsutil::write_atomic(&file, text.as_bytes(), 0o644).map_err(io)?;
+            e.file = Some(file.display().to_string());
+        }
+    }
+    Ok(report)
+}

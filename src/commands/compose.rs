@@ -1,0 +1,108 @@
+//! `archctl compose-platforms`: a compose override that sets `platform:` per service,
+//! from the same choice as `pick`.
+
+use std::path::Path;
+
+use super::{
+    CommandError, Context,
+    containers::{PickOptions, choose_for},
+};
+use crate::{
+    platform::Mode,
+    registry,
+    report::{ComposeReport, ComposeService, Report},
+};
+
+/// Read a compose file's services and choose a platform for each image.
+pub fn compose_platforms(
+    ctx: &Context,
+    file: &Path,
+    opts: &PickOptions,
+    registry: registry::Options,
+) -> Result<ComposeReport, CommandError> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let bad = |why: String| CommandError::Usage(format!("{}: {why}", file.display()));
+    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let services = docs
+        .first()
+        .map(|d| &d["services"])
+        .and_then(Yaml::as_hash)
+        .ok_or_else(|| bad("no `services:` mapping".into()))?;
+    let mut out: Vec<ComposeService> = Vec::new();
+    let mut images = Vec::new();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or_default().to_string();
+        let image = svc["image"].as_str().map(str::to_string);
+        let mut s = ComposeService {
+            service: name,
+            image: image.clone(),
+            platform: None,
+            mode: None,
+            emulator: None,
+            note: None,
+            error: None,
+        };
+        if let Some(p) = svc["platform"].as_str() {
+            s.note = Some(format!("platform {p} set in the file"));
+        } else if image.is_none() {
+            s.note = Some("no image (built locally)".into());
+        } else if let Some(i) = &image {
+            images.push(i.clone());
+        }
+        out.push(s);
+    }
+    let mut chosen = choose_for(ctx, &images, opts, registry)?.into_iter();
+    for s in out.iter_mut().filter(|s| s.note.is_none()) {
+        let Some((report, c)) = chosen.next() else {
+            break;
+        };
+        s.error = report.error.or(c.error);
+        s.platform = c.platform;
+        s.mode = c.mode;
+        s.emulator = c.emulator;
+    }
+    let mut yaml = format!(
+        "# Written by `archctl compose-platforms {}`: use with\n#   docker compose -f {} -f THIS_FILE up\nservices:\n",
+        file.display(),
+        file.display()
+    );
+    for s in &out {
+        match (&s.platform, &s.note, &s.error) {
+            (Some(p), _, _) => {
+                let how = match (s.mode, &s.emulator) {
+                    (Some(Mode::Emulated), Some(e)) => format!("emulated ({e})"),
+                    _ => "native".into(),
+                };
+                yaml.push_str(&format!(
+                    "  {}:\n    platform: {p}  # {how}\n",
+                    yaml_key(&s.service)
+                ));
+            }
+            (None, Some(n), _) => yaml.push_str(&format!("  # {}: {n}\n", s.service)),
+            (None, None, Some(e)) => yaml.push_str(&format!("  # {}: {e}\n", s.service)),
+            _ => {}
+        }
+    }
+    let report = ComposeReport {
+        file: file.display().to_string(),
+        services: out,
+        r#override: yaml,
+    };
+    if report.services.iter().any(|s| s.error.is_some()) {
+        return Err(CommandError::Failed(Box::new(Report::Compose(report))));
+    }
+    Ok(report)
+}
+
+/// A mapping key, quoted when YAML needs it.
+fn yaml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}
