@@ -3,7 +3,7 @@
 
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::{
     binfmt::{DEFAULT_DIR, Flags},
@@ -19,13 +19,20 @@ use crate::{
     report::{Report, ServiceVerb},
 };
 
+const ABOUT: &str = "Run foreign-architecture binaries and containers: qemu-user-static in binfmt_misc, registered right.";
+
 #[derive(Parser)]
-#[command(
-    name = "archctl",
-    version,
-    about = "Run foreign-architecture binaries and containers: qemu-user-static in binfmt_misc, registered right."
-)]
+#[command(name = "archctl", version, about = ABOUT)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every command takes.
+#[derive(Args)]
+pub struct Global {
     /// Where binfmt_misc is (or gets) mounted.
     #[arg(long, global = true, env = "ARCHCTL_BINFMT_DIR", default_value = DEFAULT_DIR, value_name = "PATH")]
     pub binfmt_dir: PathBuf,
@@ -38,8 +45,74 @@ pub struct Cli {
     /// archctl's configuration file [default: ARCHCTL_CONFIG, else /etc/archctl/config.toml].
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
+}
+
+impl Cli {
+    /// Parse the command line. archctl runs on the boot path and in front of every
+    /// `docker run`, and building clap's whole tree (every subcommand and option) was a
+    /// quarter of a boot's instructions; so when argv names a subcommand, only that one
+    /// is built. Help, version, `help CMD`, unknown words and anything unusual go
+    /// through the full tree, so messages and suggestions are clap's own.
+    pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let Some(root) = subcommand_word(&args).and_then(lone_root) else {
+            return Cli::try_parse_from(args);
+        };
+        let m = root.try_get_matches_from(args)?;
+        Ok(Cli {
+            global: Global::from_arg_matches(&m)?,
+            command: Command::from_arg_matches(&m)?,
+        })
+    }
+}
+
+/// The first word of argv that is not a global option (or its value).
+fn subcommand_word(args: &[OsString]) -> Option<&str> {
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        let w = w.to_str()?;
+        match w {
+            "--binfmt-dir" | "--config" => {
+                words.next();
+            }
+            "--json" | "--quiet" | "-q" => {}
+            _ if w.starts_with("--binfmt-dir=") || w.starts_with("--config=") => {}
+            _ if w.starts_with('-') => return None,
+            _ => return Some(w),
+        }
+    }
+    None
+}
+
+/// The root command with the global options and only the subcommand `name`.
+fn lone_root(name: &str) -> Option<clap::Command> {
+    type Augment = fn(clap::Command) -> clap::Command;
+    let (name, augment): (&'static str, Augment) = match name {
+        "enable" => ("enable", EnableArgs::augment_args),
+        "disable" => ("disable", DisableArgs::augment_args),
+        "status" => ("status", StatusArgs::augment_args),
+        "test" => ("test", TestArgs::augment_args),
+        "boot" => ("boot", BootArgs::augment_args),
+        "export" => ("export", ExportArgs::augment_args),
+        "service" => ("service", ServiceArgs::augment_args),
+        "emulators" => ("emulators", EmulatorsArgs::augment_args),
+        "config" => ("config", ConfigArgs::augment_args),
+        "inspect" => ("inspect", InspectArgs::augment_args),
+        "pick" => ("pick", PickArgs::augment_args),
+        "run" => ("run", RunArgs::augment_args),
+        "compose-platforms" => ("compose-platforms", ComposePlatformsArgs::augment_args),
+        "exec" => ("exec", ExecArgs::augment_args),
+        _ => return None,
+    };
+    let sub = augment(clap::Command::new(name));
+    let root = clap::Command::new("archctl")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT);
+    Some(
+        Global::augment_args(root)
+            .subcommand_required(true)
+            .subcommand(sub),
+    )
 }
 
 #[derive(Args, Clone)]
@@ -88,167 +161,209 @@ impl EmulatorArgs {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Register qemu-user-static for architectures, verified by running a test program.
-    Enable {
-        #[command(flatten)]
-        select: SelectArgs,
-        #[command(flatten)]
-        emu: EmulatorArgs,
-        /// Replace a different entry of the same name, and register in front of
-        /// another entry (e.g. rosetta) that handles the architecture.
-        #[arg(long)]
-        force: bool,
-        /// Skip running the test program after registering.
-        #[arg(long)]
-        no_verify: bool,
-        /// Print the register strings; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Seconds each verification may take.
-        #[arg(long, default_value_t = 30, value_name = "SECS")]
-        timeout: u64,
-    },
-    /// Remove archctl's qemu-<arch> entries (--all: every qemu-* entry), never others.
-    Disable {
-        #[command(flatten)]
-        select: SelectArgs,
-        /// Print what would be removed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Host, binfmt_misc state, native architectures and every registered entry.
-    Status,
-    /// Run the embedded test program of each architecture (default: every registered or
-    /// native one).
-    Test {
-        #[arg(value_name = "ARCH")]
-        archs: Vec<String>,
-        /// Seconds each test program may take.
-        #[arg(long, default_value_t = 30, value_name = "SECS")]
-        timeout: u64,
-    },
-    /// Apply the configuration (what the boot service runs): the enable logic,
-    /// idempotent, with a one-line summary.
-    Boot,
-    /// Write what `enable` would register as binfmt.d files (for systemd-binfmt) or
-    /// JSON.
-    Export {
-        /// binfmt.d or json.
-        #[arg(long, value_name = "FORMAT", value_parser = ["binfmt.d", "json"], default_value = "binfmt.d")]
-        format: String,
-        #[command(flatten)]
-        select: SelectArgs,
-        #[command(flatten)]
-        emu: EmulatorArgs,
-        /// Write one file per entry into this directory (e.g. /etc/binfmt.d) instead of
-        /// printing.
-        #[arg(long, value_name = "DIR")]
-        output: Option<PathBuf>,
-    },
-    /// Install, remove or check the boot service that runs `archctl boot`.
-    Service {
-        #[command(subcommand)]
-        action: ServiceAction,
-        /// auto, systemd, openrc or sysv (rc.local / busybox bootlocal.sh).
-        #[arg(long, global = true, default_value = "auto", value_name = "INIT")]
-        init: String,
-        /// Write into another root (image building).
-        #[arg(long, global = true, default_value = "/", value_name = "DIR")]
-        root: PathBuf,
-        /// The archctl the service runs [default: this one].
-        #[arg(long, global = true, value_name = "PATH")]
-        binary: Option<PathBuf>,
-    },
-    /// Installed emulators, and bundles of them for offline guests.
-    Emulators {
-        #[command(subcommand)]
-        action: EmulatorsAction,
-    },
-    /// Write or show archctl's configuration.
-    Config {
-        #[command(subcommand)]
-        action: ConfigAction,
-    },
-    /// Which platforms images offer, from their registries.
-    Inspect {
-        /// Image references: alpine, alpine:3.20, ghcr.io/o/r:t, 127.0.0.1:5000/x@sha256:...
-        #[arg(value_name = "IMAGE", required = true)]
-        images: Vec<String>,
-        /// Allow plain HTTP and unverified TLS for every registry (loopback registries and
-        /// daemon.json's insecure-registries are allowed anyway).
-        #[arg(long)]
-        insecure: bool,
-        /// Do not read or write the on-disk cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// Also fetch every platform's manifest and config and report entries whose
-        /// config contradicts the index (`config_platform`, `mismatch` in JSON).
-        #[arg(long)]
-        verify_platforms: bool,
-        /// Images inspected at once.
-        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-        concurrency: u16,
-        /// Seconds each request may take.
-        #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-        timeout: u64,
-    },
-    /// Choose the platform an image runs as here: native first, emulated only when needed.
-    Pick {
-        #[arg(value_name = "IMAGE")]
-        image: String,
-        #[command(flatten)]
-        choice: ChoiceArgs,
-        /// Print every candidate and why it was taken or rejected.
-        #[arg(long)]
-        explain: bool,
-        /// Allow plain HTTP and unverified TLS for every registry.
-        #[arg(long)]
-        insecure: bool,
-        /// Seconds each registry request may take.
-        #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-        timeout: u64,
-    },
-    /// Run a container on the platform `pick` chooses (native first), registering
-    /// emulation on demand, then become the engine's `run` (signals, TTY, exit code).
-    Run {
-        /// docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on PATH].
-        #[arg(long, value_name = "ENGINE")]
-        engine: Option<String>,
-        /// Print the engine command instead of running it.
-        #[arg(long)]
-        dry_run: bool,
-        /// Refuse emulated platforms.
-        #[arg(long)]
-        no_emulation: bool,
-        /// [ENGINE-RUN-OPTIONS...] IMAGE [COMMAND [ARG...]], passed to the engine.
-        #[arg(
-            value_name = "ARGS",
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true
-        )]
-        args: Vec<OsString>,
-    },
-    /// For a compose file, print an override file that sets `platform:` per service
-    /// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`.
-    ComposePlatforms {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-        #[command(flatten)]
-        choice: ChoiceArgs,
-    },
-    /// Run a command with emulation in a private user namespace (Linux 6.7+), without
-    /// root and without touching the host's binfmt_misc.
-    Exec {
-        /// Architectures to register inside (repeat, or separate with commas).
-        #[arg(long = "arch", value_name = "ARCH", required = true, num_args = 1.., value_delimiter = ',')]
-        archs: Vec<String>,
-        #[command(flatten)]
-        emu: EmulatorArgs,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, value_name = "CMD", required = true)]
-        command: Vec<OsString>,
-    },
+    Enable(EnableArgs),
+    Disable(DisableArgs),
+    Status(StatusArgs),
+    Test(TestArgs),
+    Boot(BootArgs),
+    Export(ExportArgs),
+    Service(ServiceArgs),
+    Emulators(EmulatorsArgs),
+    Config(ConfigArgs),
+    Inspect(InspectArgs),
+    Pick(PickArgs),
+    Run(RunArgs),
+    ComposePlatforms(ComposePlatformsArgs),
+    Exec(ExecArgs),
+}
+
+/// Register qemu-user-static for architectures, verified by running a test program.
+#[derive(Args)]
+pub struct EnableArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub emu: EmulatorArgs,
+    /// Replace a different entry of the same name, and register in front of
+    /// another entry (e.g. rosetta) that handles the architecture.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip running the test program after registering.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print the register strings; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds each verification may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Remove archctl's qemu-<arch> entries (--all: every qemu-* entry), never others.
+#[derive(Args)]
+pub struct DisableArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Host, binfmt_misc state, native architectures and every registered entry.
+#[derive(Args)]
+pub struct StatusArgs {}
+
+/// Run the embedded test program of each architecture (default: every registered or
+/// native one).
+#[derive(Args)]
+pub struct TestArgs {
+    #[arg(value_name = "ARCH")]
+    pub archs: Vec<String>,
+    /// Seconds each test program may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Apply the configuration (what the boot service runs): the enable logic,
+/// idempotent, with a one-line summary.
+#[derive(Args)]
+pub struct BootArgs {}
+
+/// Write what `enable` would register as binfmt.d files (for systemd-binfmt) or
+/// JSON.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// binfmt.d or json.
+    #[arg(long, value_name = "FORMAT", value_parser = ["binfmt.d", "json"], default_value = "binfmt.d")]
+    pub format: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub emu: EmulatorArgs,
+    /// Write one file per entry into this directory (e.g. /etc/binfmt.d) instead of
+    /// printing.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+/// Install, remove or check the boot service that runs `archctl boot`.
+#[derive(Args)]
+pub struct ServiceArgs {
+    #[command(subcommand)]
+    pub action: ServiceAction,
+    /// auto, systemd, openrc or sysv (rc.local / busybox bootlocal.sh).
+    #[arg(long, global = true, default_value = "auto", value_name = "INIT")]
+    pub init: String,
+    /// Write into another root (image building).
+    #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// The archctl the service runs [default: this one].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+/// Installed emulators, and bundles of them for offline guests.
+#[derive(Args)]
+pub struct EmulatorsArgs {
+    #[command(subcommand)]
+    pub action: EmulatorsAction,
+}
+
+/// Write or show archctl's configuration.
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// Which platforms images offer, from their registries.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Image references: alpine, alpine:3.20, ghcr.io/o/r:t, 127.0.0.1:5000/x@sha256:...
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Allow plain HTTP and unverified TLS for every registry (loopback registries and
+    /// daemon.json's insecure-registries are allowed anyway).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Do not read or write the on-disk cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Also fetch every platform's manifest and config and report entries whose
+    /// config contradicts the index (`config_platform`, `mismatch` in JSON).
+    #[arg(long)]
+    pub verify_platforms: bool,
+    /// Images inspected at once.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Seconds each request may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+/// Choose the platform an image runs as here: native first, emulated only when needed.
+#[derive(Args)]
+pub struct PickArgs {
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    #[command(flatten)]
+    pub choice: ChoiceArgs,
+    /// Print every candidate and why it was taken or rejected.
+    #[arg(long)]
+    pub explain: bool,
+    /// Allow plain HTTP and unverified TLS for every registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds each registry request may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+/// Run a container on the platform `pick` chooses (native first), registering
+/// emulation on demand, then become the engine's `run` (signals, TTY, exit code).
+#[derive(Args)]
+pub struct RunArgs {
+    /// docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on PATH].
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
+    /// Print the engine command instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refuse emulated platforms.
+    #[arg(long)]
+    pub no_emulation: bool,
+    /// [ENGINE-RUN-OPTIONS...] IMAGE [COMMAND [ARG...]], passed to the engine.
+    #[arg(
+        value_name = "ARGS",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<OsString>,
+}
+
+/// For a compose file, print an override file that sets `platform:` per service
+/// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`.
+#[derive(Args)]
+pub struct ComposePlatformsArgs {
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub choice: ChoiceArgs,
+}
+
+/// Run a command with emulation in a private user namespace (Linux 6.7+), without
+/// root and without touching the host's binfmt_misc.
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Architectures to register inside (repeat, or separate with commas).
+    #[arg(long = "arch", value_name = "ARCH", required = true, num_args = 1.., value_delimiter = ',')]
+    pub archs: Vec<String>,
+    #[command(flatten)]
+    pub emu: EmulatorArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Subcommand)]
@@ -379,51 +494,51 @@ impl From<ServiceAction> for ServiceVerb {
 /// Run the command the arguments name. `run` and `exec` replace the process and return
 /// only on error (or, for `run --dry-run`, with the plan).
 pub fn run(cli: Cli) -> Result<Report, CommandError> {
-    let ctx = || Context::new(cli.binfmt_dir.clone());
-    let config_path = || Config::path(cli.config.as_deref());
+    let ctx = || Context::new(cli.global.binfmt_dir.clone());
+    let config_path = || Config::path(cli.global.config.as_deref());
     Ok(match cli.command {
-        Command::Enable {
+        Command::Enable(EnableArgs {
             select,
             emu,
             force,
             no_verify,
             dry_run,
             timeout,
-        } => {
+        }) => {
             let opts = emu.enable_options(select.selection(), force)?;
             let timeout = Duration::from_secs(timeout);
             Report::Change(binfmt::enable(&ctx(), &opts, !no_verify, dry_run, timeout)?)
         }
-        Command::Disable { select, dry_run } => {
+        Command::Disable(DisableArgs { select, dry_run }) => {
             Report::Change(binfmt::disable(&ctx(), &select.selection(), dry_run)?)
         }
-        Command::Status => Report::Status(binfmt::status(&ctx())?),
-        Command::Test { archs, timeout } => {
+        Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
+        Command::Test(TestArgs { archs, timeout }) => {
             Report::Test(binfmt::test(&ctx(), &archs, Duration::from_secs(timeout))?)
         }
-        Command::Boot => Report::Boot(binfmt::boot(&ctx(), &config_path())?),
-        Command::Export {
+        Command::Boot(BootArgs {}) => Report::Boot(binfmt::boot(&ctx(), &config_path())?),
+        Command::Export(ExportArgs {
             format,
             select,
             emu,
             output,
-        } => {
+        }) => {
             let opts = emu.enable_options(select.selection(), false)?;
             let binfmt_d = format == "binfmt.d";
             Report::Export(binfmt::export(&ctx(), &opts, output.as_deref(), binfmt_d)?)
         }
-        Command::Service {
+        Command::Service(ServiceArgs {
             action,
             init,
             root,
             binary,
-        } => Report::Service(setup::service(
+        }) => Report::Service(setup::service(
             action.into(),
             &init,
             &root,
             binary.as_deref(),
         )?),
-        Command::Emulators { action } => match action {
+        Command::Emulators(EmulatorsArgs { action }) => match action {
             EmulatorsAction::List { emulator_dir } => {
                 Report::Emulators(setup::emulators_list(&ctx(), emulator_dir.as_deref()))
             }
@@ -452,21 +567,21 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
                 Duration::from_secs(timeout),
             )?),
         },
-        Command::Config { action } => match action {
+        Command::Config(ConfigArgs { action }) => match action {
             ConfigAction::Init { output, force } => {
                 let target = output.unwrap_or_else(config_path);
                 Report::ConfigWritten(setup::config_init(&target, force)?)
             }
             ConfigAction::Show => Report::ConfigShown(setup::config_show(&config_path())?),
         },
-        Command::Inspect {
+        Command::Inspect(InspectArgs {
             images,
             insecure,
             no_cache,
             verify_platforms,
             concurrency,
             timeout,
-        } => {
+        }) => {
             let opts = registry::Options {
                 insecure,
                 verify_platforms,
@@ -477,13 +592,13 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             };
             Report::Inspect(containers::inspect(&images, opts)?)
         }
-        Command::Pick {
+        Command::Pick(PickArgs {
             image,
             choice,
             explain,
             insecure,
             timeout,
-        } => {
+        }) => {
             let reg = registry::Options {
                 insecure,
                 timeout: Duration::from_secs(timeout),
@@ -492,12 +607,12 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             let choice = containers::pick(&ctx(), &image, &choice.options(), reg)?;
             Report::Pick(crate::report::PickReport { choice, explain })
         }
-        Command::Run {
+        Command::Run(RunArgs {
             engine,
             dry_run,
             no_emulation,
             args,
-        } => {
+        }) => {
             let opts = RunOptions {
                 engine,
                 dry_run,
@@ -510,19 +625,112 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             }
             Report::Run(plan)
         }
-        Command::ComposePlatforms { file, choice } => Report::Compose(compose::compose_platforms(
-            &ctx(),
-            &file,
-            &choice.options(),
-            registry::Options::default(),
-        )?),
-        Command::Exec {
+        Command::ComposePlatforms(ComposePlatformsArgs { file, choice }) => {
+            Report::Compose(compose::compose_platforms(
+                &ctx(),
+                &file,
+                &choice.options(),
+                registry::Options::default(),
+            )?)
+        }
+        Command::Exec(ExecArgs {
             archs,
             emu,
             command,
-        } => {
+        }) => {
             let flags = Flags::parse(&emu.flags)?;
             return Err(exec::exec(&ctx(), &archs, &emu.search(), flags, &command));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand built alone is the one of the full tree: same help, same
+    /// options, so the fast path cannot drift from the documented one.
+    #[test]
+    fn each_lone_subcommand_matches_the_full_tree() {
+        let mut full = Cli::command();
+        full.build();
+        let names: Vec<String> = full
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        assert_eq!(names.len(), 14, "{names:?}");
+        for name in names {
+            let mut lone = lone_root(&name).unwrap_or_else(|| panic!("{name}: not in lone_root"));
+            lone.build();
+            let help = |c: &mut clap::Command| {
+                c.find_subcommand_mut(&name)
+                    .map(|s| s.render_long_help().to_string())
+                    .unwrap_or_default()
+            };
+            let (f, l) = (help(&mut full), help(&mut lone));
+            assert!(!f.is_empty());
+            assert_eq!(
+                f, l,
+                "{name}: the lone subcommand differs from the full tree's"
+            );
+        }
+    }
+
+    #[test]
+    fn the_subcommand_word_skips_global_options() {
+        let w = |v: &[&str]| {
+            let a: Vec<OsString> = v.iter().map(OsString::from).collect();
+            subcommand_word(&a).map(str::to_string)
+        };
+        assert_eq!(w(&["archctl", "boot"]).as_deref(), Some("boot"));
+        assert_eq!(
+            w(&[
+                "archctl",
+                "--binfmt-dir",
+                "/x",
+                "-q",
+                "--json",
+                "enable",
+                "aarch64"
+            ])
+            .as_deref(),
+            Some("enable")
+        );
+        assert_eq!(
+            w(&["archctl", "--config=/c", "status"]).as_deref(),
+            Some("status")
+        );
+        assert_eq!(w(&["archctl", "--help"]), None);
+        assert_eq!(w(&["archctl"]), None);
+        let parsed = Cli::parse_args(
+            [
+                "archctl",
+                "--json",
+                "enable",
+                "x86_64",
+                "--flags",
+                "FP",
+                "--binfmt-dir",
+                "/b",
+            ]
+            .map(OsString::from),
+        )
+        .unwrap();
+        assert!(parsed.global.json);
+        assert_eq!(parsed.global.binfmt_dir, PathBuf::from("/b"));
+        let Command::Enable(e) = parsed.command else {
+            panic!("not enable");
+        };
+        assert_eq!(e.emu.flags, "FP");
+        assert_eq!(e.select.archs, ["x86_64"]);
+        // An error on the fast path is clap's usual one.
+        let err = Cli::parse_args(["archctl", "enable", "--bogus"].map(OsString::from));
+        assert_eq!(
+            err.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::UnknownArgument)
+        );
+    }
 }

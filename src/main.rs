@@ -11,7 +11,6 @@ use archctl::{
     cli::{self, Cli},
     report::{Notice, Report},
 };
-use clap::Parser;
 
 fn main() -> ExitCode {
     // Output piped into `head` and the like: end quietly on a closed pipe, as Unix
@@ -24,11 +23,11 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    let (json, quiet) = (cli.json, cli.quiet);
+    let (json, quiet) = (cli.global.json, cli.global.quiet);
     match cli::run(cli) {
         Ok(report) => {
             if !quiet {
