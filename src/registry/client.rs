@@ -5,10 +5,7 @@
 use std::{
     collections::HashMap,
     error::Error as _,
-    sync::{
-        Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -85,8 +82,6 @@ pub struct Client {
     transports: Mutex<HashMap<String, Transport>>,
     /// registry → credentials (looked up once; helpers are slow).
     credentials: Mutex<HashMap<String, Option<Credentials>>>,
-    /// Requests sent, for diagnostics and tests.
-    pub requests: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,7 +104,6 @@ impl Client {
             token_gates: Mutex::new(HashMap::new()),
             transports: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
-            requests: AtomicUsize::new(0),
         }
     }
 
@@ -366,7 +360,6 @@ impl Client {
             }
         };
         req = req.header(header::ACCEPT, "application/json");
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let resp =
             req.send()
                 .await
@@ -462,8 +455,7 @@ impl Client {
             if let Some(a) = auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = req.send().await;
+                let result = req.send().await;
             let retry_after = match &result {
                 Ok(r) if retryable_status(r.status()) => Some(
                     r.headers()

@@ -92,10 +92,6 @@ impl Inspector {
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// Inspect several images concurrently; results in input order.
     pub async fn inspect_all(&self, inputs: &[String]) -> InspectReport {
         let n = self.client.options().concurrency.max(1);
