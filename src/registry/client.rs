@@ -14,8 +14,9 @@ use reqwest::{StatusCode, header};
 use super::{
     Options, RegistryError,
     auth::{Challenge, TokenReply, parse_challenge},
-    config::{CredentialStore, Credentials, DaemonConfig},
+    credentials::{CredentialStore, Credentials},
     reference::is_loopback_host,
+    settings::DaemonConfig,
 };
 
 /// How to reach a registry.
@@ -455,7 +456,7 @@ impl Client {
             if let Some(a) = auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
-                let result = req.send().await;
+            let result = req.send().await;
             let retry_after = match &result {
                 Ok(r) if retryable_status(r.status()) => Some(
                     r.headers()

@@ -12,8 +12,9 @@ use super::{
     OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
     cache::{Cache, sha256_digest},
     client::{Client, Fetched, Get, Transport},
-    config::{CredentialStore, DaemonConfig},
+    credentials::CredentialStore,
     reference::ImageRef,
+    settings::DaemonConfig,
 };
 
 /// Accept header for manifests: every type archctl understands.

@@ -6,9 +6,10 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
-pub mod config;
+pub mod credentials;
 pub mod inspect;
 pub mod reference;
+pub mod settings;
 
 use std::time::Duration;
 
