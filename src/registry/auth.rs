@@ -1,7 +1,14 @@
 //! The registry auth handshake: `WWW-Authenticate` challenges (Bearer token flow and
-//! Basic) and token endpoint replies.
+//! Basic), token endpoint replies, and the run's cache of challenges and tokens.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{RegistryError, lock};
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +101,70 @@ impl TokenReply {
     pub fn lifetime(&self) -> std::time::Duration {
         let secs = self.expires_in.unwrap_or(60).max(1);
         std::time::Duration::from_secs(secs.saturating_sub(secs / 10 + 1).max(1))
+    }
+}
+
+/// Held while a token is fetched, so others asking for the same one wait for it.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// A Bearer token and when to stop using it.
+struct CachedToken {
+    token: String,
+    until: Instant,
+}
+
+/// What one run learnt about authenticating: each host's challenge, and Bearer tokens
+/// per host and scope (fetched once, however many requests wait for them).
+#[derive(Default)]
+pub struct TokenCache {
+    /// host → how it asked to authenticate.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// (host, scope) → token.
+    tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    /// (host, scope) → the gate that makes concurrent requests share one token fetch.
+    gates: Mutex<HashMap<(String, String), Gate>>,
+}
+
+impl TokenCache {
+    /// How `host` asked to authenticate, once it has.
+    pub fn challenge(&self, host: &str) -> Option<Challenge> {
+        lock(&self.challenges).get(host).cloned()
+    }
+
+    pub fn set_challenge(&self, host: &str, challenge: Challenge) {
+        lock(&self.challenges).insert(host.to_string(), challenge);
+    }
+
+    /// The token for `host` and `scope`: a cached one still valid, else the one `fetch`
+    /// returns (with its lifetime), cached for that long. Concurrent callers for the
+    /// same host and scope wait for the first one's fetch.
+    pub async fn token<F, Fut>(
+        &self,
+        host: &str,
+        scope: &str,
+        fetch: F,
+    ) -> Result<String, RegistryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(String, Duration), RegistryError>>,
+    {
+        let key = (host.to_string(), scope.to_string());
+        let gate = lock(&self.gates).entry(key.clone()).or_default().clone();
+        let _turn = gate.lock().await;
+        if let Some(t) = lock(&self.tokens).get(&key)
+            && Instant::now() < t.until
+        {
+            return Ok(t.token.clone());
+        }
+        let (token, lifetime) = fetch().await?;
+        lock(&self.tokens).insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                until: Instant::now() + lifetime,
+            },
+        );
+        Ok(token)
     }
 }
 

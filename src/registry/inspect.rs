@@ -11,10 +11,11 @@ use super::{
     DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_MANIFEST_BYTES,
     OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
     cache::{Cache, sha256_digest},
-    client::{Client, Fetched, Get, Transport},
+    client::{Client, Fetched, Get},
     credentials::CredentialStore,
     reference::ImageRef,
     settings::DaemonConfig,
+    transport::Transport,
 };
 
 /// Accept header for manifests: every type archctl understands.
