@@ -108,16 +108,44 @@ impl HttpClients {
     }
 }
 
+/// The errors under `e`, outermost first.
+fn sources<'a>(
+    e: &'a reqwest::Error,
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |&s| s.source())
+}
+
 fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
-    let mut kinds = Vec::new();
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            kinds.push(io.kind());
+    sources(e)
+        .filter_map(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+        .collect()
+}
+
+/// `s`, and the errors an `io::Error` wraps, which its `source()` skips: hyper-rustls
+/// and tokio-rustls hand rustls' errors (and the handshake's EOF) on inside them.
+fn unwrapped<'a>(
+    s: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(s), |&s| {
+        let inner = s.downcast_ref::<std::io::Error>()?.get_ref()?;
+        Some(inner as &(dyn std::error::Error + 'static))
+    })
+}
+
+/// A TLS failure: rustls refused the peer (its certificate, an alert, no common
+/// ground), or the peer hung up while connecting, which over TCP can only be during
+/// the handshake. A reply that is not TLS at all (rustls' `InvalidMessage`: a plain
+/// HTTP server) is a protocol mismatch instead.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    sources(e).flat_map(unwrapped).any(|s| {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return !matches!(r, rustls::Error::InvalidMessage(_));
         }
-        src = s.source();
-    }
-    kinds
+        e.is_connect()
+            && s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+    })
 }
 
 /// A connection dropped by the peer: worth another try.
@@ -163,21 +191,74 @@ pub fn classify(e: &reqwest::Error, registry: &str, timeout: Duration) -> Regist
     if kinds.contains(&std::io::ErrorKind::ConnectionRefused) {
         return RegistryError::ConnectionRefused { registry };
     }
-    let text = chain_text(e);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("invalid peer")
-        || lower.contains("unknownissuer")
-    {
-        return RegistryError::Tls {
-            registry,
-            why: text,
-        };
+    let why = chain_text(e);
+    if is_tls_failure(e) {
+        return RegistryError::Tls { registry, why };
     }
-    RegistryError::Http {
-        registry,
-        why: text,
+    RegistryError::Http { registry, why }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write, net::TcpListener};
+
+    use super::*;
+
+    /// A server on loopback that answers each connection with `reply` (and closes).
+    fn server(reply: &'static [u8]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let _ = c.write_all(reply);
+            }
+        });
+        addr
+    }
+
+    fn classify_get(url: String) -> RegistryError {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = HttpClients::new(Duration::from_secs(5));
+        let e = rt
+            .block_on(async { http.get(true).unwrap().get(url).send().await })
+            .unwrap_err();
+        classify(&e, "reg", Duration::from_secs(5))
+    }
+
+    #[test]
+    fn tls_failures_are_told_by_error_type() {
+        // Hung up during the handshake.
+        let closes = server(b"");
+        let e = classify_get(format!("https://{closes}/v2/"));
+        assert!(matches!(e, RegistryError::Tls { .. }), "{e}");
+        // Hung up on a plain HTTP request: not a TLS failure.
+        let e = classify_get(format!("http://{closes}/v2/"));
+        assert!(matches!(e, RegistryError::Http { .. }), "{e}");
+        // Not TLS at all where TLS was expected: a protocol mismatch.
+        let plain = server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let e = classify_get(format!("https://{plain}/v2/"));
+        assert!(matches!(e, RegistryError::Http { .. }), "{e}");
+    }
+
+    #[test]
+    fn transports_try_the_one_that_worked_first() {
+        let t = Transports::default();
+        assert_eq!(t.candidates("ghcr.io", false), [Transport::Https]);
+        assert_eq!(
+            t.candidates("lab.example:5000", true),
+            [Transport::HttpsUnverified, Transport::Http]
+        );
+        assert_eq!(
+            t.candidates("127.0.0.1:5000", false),
+            [Transport::Http, Transport::HttpsUnverified]
+        );
+        t.set("lab.example:5000", Transport::Http);
+        assert_eq!(
+            t.candidates("lab.example:5000", true),
+            [Transport::Http, Transport::HttpsUnverified]
+        );
     }
 }
