@@ -210,4 +210,37 @@ mod tests {
         let r: TokenReply = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert_eq!(r.bearer(), None);
     }
+
+    #[test]
+    fn token_cache_fetches_once_for_concurrent_requests_and_refetches_when_expired() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = TokenCache::default();
+        let fetches = AtomicUsize::new(0);
+        let fetch = |lifetime: Duration| {
+            let fetches = &fetches;
+            move || async move {
+                let n = fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok((format!("t{n}"), lifetime))
+            }
+        };
+        let long = Duration::from_secs(60);
+        let (a, b) = rt.block_on(async {
+            tokio::join!(
+                cache.token("h", "s", fetch(long)),
+                cache.token("h", "s", fetch(long))
+            )
+        });
+        assert_eq!((a.unwrap(), b.unwrap()), ("t0".into(), "t0".into()));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Another scope is another token; an expired one is fetched again.
+        let c = rt.block_on(cache.token("h", "other", fetch(Duration::ZERO)));
+        assert_eq!(c.unwrap(), "t1");
+        let d = rt.block_on(cache.token("h", "other", fetch(long)));
+        assert_eq!(d.unwrap(), "t2");
+    }
 }
