@@ -117,20 +117,11 @@ impl DaemonConfig {
 
     /// Add containers' `registries.conf` (v1 or v2): insecure registries and mirrors.
     pub fn merge_registries_conf(&mut self, path: &Path) -> Result<(), RegistryError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(RegistryError::Invalid {
-                    what: path.display().to_string(),
-                    why: e.to_string(),
-                });
-            }
+        let Some(text) = read_if_present(path, |p| std::fs::read_to_string(p))? else {
+            return Ok(());
         };
-        let raw: RawRegistriesConf = toml::from_str(&text).map_err(|e| RegistryError::Invalid {
-            what: path.display().to_string(),
-            why: e.to_string().lines().next().unwrap_or("").to_string(),
-        })?;
+        let raw: RawRegistriesConf = toml::from_str(&text)
+            .map_err(|e| invalid(path, e.to_string().lines().next().unwrap_or("")))?;
         if let Some(v1) = raw.registries.and_then(|r| r.insecure) {
             self.insecure.extend(v1.registries);
         }
@@ -187,20 +178,11 @@ impl DaemonConfig {
 
     /// Load daemon.json; a missing file is an empty configuration, a broken one an error.
     pub fn load(path: &Path) -> Result<DaemonConfig, RegistryError> {
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(RegistryError::Invalid {
-                    what: path.display().to_string(),
-                    why: e.to_string(),
-                });
-            }
+        let Some(text) = read_if_present(path, |p| std::fs::read(p))? else {
+            return Ok(Self::default());
         };
-        let raw: RawDaemon = serde_json::from_slice(&text).map_err(|e| RegistryError::Invalid {
-            what: path.display().to_string(),
-            why: e.to_string(),
-        })?;
+        let raw: RawDaemon =
+            serde_json::from_slice(&text).map_err(|e| invalid(path, &e.to_string()))?;
         Ok(DaemonConfig {
             insecure: raw.insecure,
             registry_mirrors: Vec::new(),
@@ -229,6 +211,25 @@ impl DaemonConfig {
                 _ => false,
             }
         })
+    }
+}
+
+/// Read a settings file with `read`; a missing file is `None`, an unreadable one an error.
+fn read_if_present<T>(
+    path: &Path,
+    read: fn(&Path) -> std::io::Result<T>,
+) -> Result<Option<T>, RegistryError> {
+    match read(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(invalid(path, &e.to_string())),
+    }
+}
+
+fn invalid(path: &Path, why: &str) -> RegistryError {
+    RegistryError::Invalid {
+        what: path.display().to_string(),
+        why: why.to_string(),
     }
 }
 
