@@ -1,5 +1,6 @@
-//! HTTP access to registries: one connection pool per run, the auth handshake with a
-//! token cache, plain HTTP only where allowed, bounded retries with backoff (honouring
+//! HTTP access to registries: the request flow over the run's transports and
+//! connection pools (`transport`), the auth handshake with the run's token cache
+//! (`auth`), plain HTTP only where allowed, bounded retries with backoff (honouring
 //! `Retry-After`), redirects followed without credentials to other hosts, and size caps.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
@@ -230,11 +231,7 @@ impl Client {
         };
         let realm_url =
             reqwest::Url::parse(realm).map_err(|e| auth_err(format!("realm {realm}: {e}")))?;
-        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
-        let realm_hostport = match realm_url.port() {
-            Some(p) => format!("{realm_host}:{p}"),
-            None => realm_host.clone(),
-        };
+        let realm_hostport = url_hostport(&realm_url);
         // Credentials travel over TLS, or to a loopback/insecure-listed auth server.
         let plain_ok = self.allows_insecure(&realm_hostport);
         if realm_url.scheme() != "https" && !plain_ok {
