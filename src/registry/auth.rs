@@ -1,7 +1,14 @@
 //! The registry auth handshake: `WWW-Authenticate` challenges (Bearer token flow and
-//! Basic) and token endpoint replies.
+//! Basic), token endpoint replies, and the run's cache of challenges and tokens.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{RegistryError, lock};
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +104,70 @@ impl TokenReply {
     }
 }
 
+/// Held while a token is fetched, so others asking for the same one wait for it.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// A Bearer token and when to stop using it.
+struct CachedToken {
+    token: String,
+    until: Instant,
+}
+
+/// What one run learnt about authenticating: each host's challenge, and Bearer tokens
+/// per host and scope (fetched once, however many requests wait for them).
+#[derive(Default)]
+pub struct TokenCache {
+    /// host → how it asked to authenticate.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// (host, scope) → token.
+    tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    /// (host, scope) → the gate that makes concurrent requests share one token fetch.
+    gates: Mutex<HashMap<(String, String), Gate>>,
+}
+
+impl TokenCache {
+    /// How `host` asked to authenticate, once it has.
+    pub fn challenge(&self, host: &str) -> Option<Challenge> {
+        lock(&self.challenges).get(host).cloned()
+    }
+
+    pub fn set_challenge(&self, host: &str, challenge: Challenge) {
+        lock(&self.challenges).insert(host.to_string(), challenge);
+    }
+
+    /// The token for `host` and `scope`: a cached one still valid, else the one `fetch`
+    /// returns (with its lifetime), cached for that long. Concurrent callers for the
+    /// same host and scope wait for the first one's fetch.
+    pub async fn token<F, Fut>(
+        &self,
+        host: &str,
+        scope: &str,
+        fetch: F,
+    ) -> Result<String, RegistryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(String, Duration), RegistryError>>,
+    {
+        let key = (host.to_string(), scope.to_string());
+        let gate = lock(&self.gates).entry(key.clone()).or_default().clone();
+        let _turn = gate.lock().await;
+        if let Some(t) = lock(&self.tokens).get(&key)
+            && Instant::now() < t.until
+        {
+            return Ok(t.token.clone());
+        }
+        let (token, lifetime) = fetch().await?;
+        lock(&self.tokens).insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                until: Instant::now() + lifetime,
+            },
+        );
+        Ok(token)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +209,38 @@ mod tests {
         assert_eq!(r.lifetime().as_secs(), 53);
         let r: TokenReply = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert_eq!(r.bearer(), None);
+    }
+
+    #[test]
+    fn token_cache_fetches_once_for_concurrent_requests_and_refetches_when_expired() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache = TokenCache::default();
+        let fetches = AtomicUsize::new(0);
+        let fetch = |lifetime: Duration| {
+            let fetches = &fetches;
+            move || async move {
+                let n = fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok((format!("t{n}"), lifetime))
+            }
+        };
+        let long = Duration::from_secs(60);
+        let (a, b) = rt.block_on(async {
+            tokio::join!(
+                cache.token("h", "s", fetch(long)),
+                cache.token("h", "s", fetch(long))
+            )
+        });
+        assert_eq!((a.unwrap(), b.unwrap()), ("t0".into(), "t0".into()));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Another scope is another token; an expired one is fetched again.
+        let c = rt.block_on(cache.token("h", "other", fetch(Duration::ZERO)));
+        assert_eq!(c.unwrap(), "t1");
+        let d = rt.block_on(cache.token("h", "other", fetch(long)));
+        assert_eq!(d.unwrap(), "t2");
     }
 }

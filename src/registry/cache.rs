@@ -65,10 +65,6 @@ impl Cache {
         Some(Cache::new(dir, ttl))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
         (hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()))

@@ -1,43 +1,21 @@
-//! HTTP access to registries: one connection pool per run, the auth handshake with a
-//! token cache, plain HTTP only where allowed, bounded retries with backoff (honouring
+//! HTTP access to registries: the request flow over the run's transports and
+//! connection pools (`transport`), the auth handshake with the run's token cache
+//! (`auth`), plain HTTP only where allowed, bounded retries with backoff (honouring
 //! `Retry-After`), redirects followed without credentials to other hosts, and size caps.
 
-use std::{
-    collections::HashMap,
-    error::Error as _,
-    sync::{
-        Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use reqwest::{StatusCode, header};
 
 use super::{
     Options, RegistryError,
-    auth::{Challenge, TokenReply, parse_challenge},
-    config::{CredentialStore, Credentials, DaemonConfig},
+    auth::{Challenge, TokenCache, TokenReply, parse_challenge},
+    credentials::{CredentialStore, Credentials},
+    lock,
     reference::is_loopback_host,
+    settings::DaemonConfig,
+    transport::{HttpClients, Transport, Transports, classify, is_reset},
 };
-
-/// How to reach a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Https,
-    /// TLS without certificate verification (insecure registries only).
-    HttpsUnverified,
-    Http,
-}
-
-impl Transport {
-    fn scheme(self) -> &'static str {
-        match self {
-            Transport::Http => "http",
-            _ => "https",
-        }
-    }
-}
 
 /// One GET against a registry's API.
 #[derive(Debug, Clone, Copy)]
@@ -65,51 +43,29 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
-/// Held while a token is fetched, so others asking for the same one wait for it.
-type Gate = std::sync::Arc<tokio::sync::Mutex<()>>;
-
-/// The registry client for one run.
+/// The registry client for one run: picks the transport, authenticates (with the
+/// run's token cache), sends, retries, follows redirects and reads within the caps.
 pub struct Client {
     opts: Options,
     daemon: DaemonConfig,
     creds: CredentialStore,
-    verified: OnceLock<reqwest::Client>,
-    unverified: OnceLock<reqwest::Client>,
-    /// (host, scope) → (token, valid until).
-    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
-    /// host → how it asked to authenticate.
-    challenges: Mutex<HashMap<String, Challenge>>,
-    /// (host, scope) → the gate that makes concurrent requests share one token fetch.
-    token_gates: Mutex<HashMap<(String, String), Gate>>,
-    /// host → the transport that worked.
-    transports: Mutex<HashMap<String, Transport>>,
+    http: HttpClients,
+    tokens: TokenCache,
+    transports: Transports,
     /// registry → credentials (looked up once; helpers are slow).
     credentials: Mutex<HashMap<String, Option<Credentials>>>,
-    /// Requests sent, for diagnostics and tests.
-    pub requests: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl Client {
     pub fn new(opts: Options, daemon: DaemonConfig, creds: CredentialStore) -> Client {
         Client {
+            http: HttpClients::new(opts.timeout),
             opts,
             daemon,
             creds,
-            verified: OnceLock::new(),
-            unverified: OnceLock::new(),
-            tokens: Mutex::new(HashMap::new()),
-            challenges: Mutex::new(HashMap::new()),
-            token_gates: Mutex::new(HashMap::new()),
-            transports: Mutex::new(HashMap::new()),
+            tokens: TokenCache::default(),
+            transports: Transports::default(),
             credentials: Mutex::new(HashMap::new()),
-            requests: AtomicUsize::new(0),
         }
     }
 
@@ -121,62 +77,18 @@ impl Client {
         &self.daemon
     }
 
-    fn http(&self, verify: bool) -> Result<&reqwest::Client, RegistryError> {
-        let cell = if verify {
-            &self.verified
-        } else {
-            &self.unverified
-        };
-        if let Some(c) = cell.get() {
-            return Ok(c);
-        }
-        // ring rather than aws-lc-rs: aws-lc seeds its jitter entropy source on first
-        // use, ~40 ms of CPU on every run that speaks TLS.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let c = reqwest::Client::builder()
-            .user_agent(concat!("archctl/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.opts.timeout)
-            .connect_timeout(self.opts.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tls_danger_accept_invalid_certs(!verify)
-            .build()
-            .map_err(|e| RegistryError::Client(e.to_string()))?;
-        Ok(cell.get_or_init(|| c))
-    }
-
     /// May this registry be reached over plain HTTP or unverified TLS?
     pub fn allows_insecure(&self, registry: &str) -> bool {
         self.opts.insecure || is_loopback_host(registry) || self.daemon.is_insecure(registry)
     }
 
-    /// Transports to try, in order: the one that worked before first.
-    fn transports_for(&self, host: &str) -> Vec<Transport> {
-        let mut v = if is_loopback_host(host) {
-            // A registry on this machine is most often plain HTTP (docker-registry's
-            // default); TLS is tried next.
-            vec![Transport::Http, Transport::HttpsUnverified]
-        } else if self.allows_insecure(host) {
-            // Docker's order for insecure registries: TLS first, then plain HTTP.
-            vec![Transport::HttpsUnverified, Transport::Http]
-        } else {
-            vec![Transport::Https]
-        };
-        if let Some(t) = lock(&self.transports).get(host)
-            && let Some(i) = v.iter().position(|x| x == t)
-        {
-            v[..=i].rotate_right(1);
-        }
-        v
-    }
-
     /// Remember a transport that worked (e.g. from the on-disk cache).
     pub fn set_transport(&self, host: &str, t: Transport) {
-        lock(&self.transports).insert(host.to_string(), t);
+        self.transports.set(host, t);
     }
 
     pub fn transport(&self, host: &str) -> Option<Transport> {
-        lock(&self.transports).get(host).copied()
+        self.transports.get(host)
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
@@ -191,12 +103,14 @@ impl Client {
     /// GET with the auth handshake, retries and redirects, over the first transport
     /// that speaks the protocol.
     pub async fn get(&self, g: Get<'_>) -> Result<Fetched, RegistryError> {
-        let transports = self.transports_for(g.host);
+        let transports = self
+            .transports
+            .candidates(g.host, self.allows_insecure(g.host));
         let mut last_err = None;
         for (i, t) in transports.iter().enumerate() {
             match self.get_via(*t, g).await {
                 Ok(f) => {
-                    lock(&self.transports).insert(g.host.to_string(), *t);
+                    self.transports.set(g.host, *t);
                     return Ok(f);
                 }
                 // Only a failure to speak the protocol moves on to the next transport.
@@ -232,7 +146,7 @@ impl Client {
             with_credentials: creds.is_some(),
         };
         // Once a host has said how it authenticates, authenticate up front.
-        let known = lock(&self.challenges).get(host).cloned();
+        let known = self.tokens.challenge(host);
         let mut auth = match &known {
             Some(c) => Some(
                 self.authorization(registry, host, &scope, c, creds.as_ref())
@@ -257,7 +171,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_challenge)
                 .ok_or_else(unauthorized)?;
-            lock(&self.challenges).insert(host.to_string(), challenge.clone());
+            self.tokens.set_challenge(host, challenge.clone());
             auth = Some(
                 self.authorization(registry, host, &scope, &challenge, creds.as_ref())
                     .await?,
@@ -278,16 +192,12 @@ impl Client {
     ) -> Result<String, RegistryError> {
         match challenge {
             Challenge::Bearer { realm, service, .. } => {
-                let key = (host.to_string(), scope.to_string());
-                let gate = lock(&self.token_gates).entry(key).or_default().clone();
-                let _turn = gate.lock().await;
-                if let Some(tok) = self.cached_token(host, scope) {
-                    return Ok(format!("Bearer {tok}"));
-                }
-                let (tok, lifetime) = self
-                    .fetch_token(registry, realm, service.as_deref(), scope, creds)
+                let tok = self
+                    .tokens
+                    .token(host, scope, || {
+                        self.fetch_token(registry, realm, service.as_deref(), scope, creds)
+                    })
                     .await?;
-                self.remember_token(host, scope, &tok, lifetime);
                 Ok(format!("Bearer {tok}"))
             }
             Challenge::Basic => match creds {
@@ -303,12 +213,6 @@ impl Client {
                 }),
             },
         }
-    }
-
-    fn cached_token(&self, host: &str, scope: &str) -> Option<String> {
-        let tokens = lock(&self.tokens);
-        let (tok, until) = tokens.get(&(host.to_string(), scope.to_string()))?;
-        (Instant::now() < *until).then(|| tok.clone())
     }
 
     /// The token flow: GET realm?service=..&scope=.. (Basic credentials when there are
@@ -327,11 +231,7 @@ impl Client {
         };
         let realm_url =
             reqwest::Url::parse(realm).map_err(|e| auth_err(format!("realm {realm}: {e}")))?;
-        let realm_host = realm_url.host_str().unwrap_or_default().to_string();
-        let realm_hostport = match realm_url.port() {
-            Some(p) => format!("{realm_host}:{p}"),
-            None => realm_host.clone(),
-        };
+        let realm_hostport = url_hostport(&realm_url);
         // Credentials travel over TLS, or to a loopback/insecure-listed auth server.
         let plain_ok = self.allows_insecure(&realm_hostport);
         if realm_url.scheme() != "https" && !plain_ok {
@@ -339,7 +239,7 @@ impl Client {
                 "refusing to send credentials to {realm} over plain HTTP"
             )));
         }
-        let http = self.http(!plain_ok)?;
+        let http = self.http.get(!plain_ok)?;
         let mut req = match creds {
             Some(Credentials::IdentityToken(refresh)) => {
                 let mut form = vec![
@@ -366,7 +266,6 @@ impl Client {
             }
         };
         req = req.header(header::ACCEPT, "application/json");
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let resp =
             req.send()
                 .await
@@ -395,14 +294,6 @@ impl Client {
             .ok_or_else(|| auth_err("token reply without a token".into()))?
             .to_string();
         Ok((tok, reply.lifetime()))
-    }
-
-    /// Cache a token for its lifetime, per registry host and scope.
-    fn remember_token(&self, host: &str, scope: &str, tok: &str, lifetime: Duration) {
-        lock(&self.tokens).insert(
-            (host.to_string(), scope.to_string()),
-            (tok.to_string(), Instant::now() + lifetime),
-        );
     }
 
     /// Send with retries, following redirects; Authorization goes to `host` only.
@@ -455,14 +346,13 @@ impl Client {
         accept: &str,
         auth: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let http = self.http(verify)?;
+        let http = self.http.get(verify)?;
         let mut attempt = 0u32;
         loop {
             let mut req = http.get(url.clone()).header(header::ACCEPT, accept);
             if let Some(a) = auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
-            self.requests.fetch_add(1, Ordering::Relaxed);
             let result = req.send().await;
             let retry_after = match &result {
                 Ok(r) if retryable_status(r.status()) => Some(
@@ -556,78 +446,4 @@ fn url_hostport(u: &reqwest::Url) -> String {
 
 fn retryable_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
-}
-
-fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
-    let mut kinds = Vec::new();
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            kinds.push(io.kind());
-        }
-        src = s.source();
-    }
-    kinds
-}
-
-/// A connection dropped by the peer: worth another try.
-fn is_reset(e: &reqwest::Error) -> bool {
-    if e.is_timeout()
-        || e.is_connect() && io_kinds(e).contains(&std::io::ErrorKind::ConnectionRefused)
-    {
-        return false;
-    }
-    let kinds = io_kinds(e);
-    kinds.iter().any(|k| {
-        matches!(
-            k,
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof
-        )
-    }) || chain_text(e).contains("connection closed before message completed")
-}
-
-fn chain_text(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
-
-/// Turn a transport error into one a user can act on.
-fn classify(e: &reqwest::Error, registry: &str, timeout: Duration) -> RegistryError {
-    let registry = registry.to_string();
-    if e.is_timeout() {
-        return RegistryError::Timeout {
-            registry,
-            secs: timeout.as_secs(),
-        };
-    }
-    let kinds = io_kinds(e);
-    if kinds.contains(&std::io::ErrorKind::ConnectionRefused) {
-        return RegistryError::ConnectionRefused { registry };
-    }
-    let text = chain_text(e);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("invalid peer")
-        || lower.contains("unknownissuer")
-    {
-        return RegistryError::Tls {
-            registry,
-            why: text,
-        };
-    }
-    RegistryError::Http {
-        registry,
-        why: text,
-    }
 }

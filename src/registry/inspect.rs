@@ -11,9 +11,11 @@ use super::{
     DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_MANIFEST_BYTES,
     OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
     cache::{Cache, sha256_digest},
-    client::{Client, Fetched, Get, Transport},
-    config::{CredentialStore, DaemonConfig},
+    client::{Client, Fetched, Get},
+    credentials::CredentialStore,
     reference::ImageRef,
+    settings::DaemonConfig,
+    transport::Transport,
 };
 
 /// Accept header for manifests: every type archctl understands.
@@ -90,10 +92,6 @@ impl Inspector {
             client: Client::new(opts, daemon, CredentialStore::load_default()),
             cache,
         })
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// Inspect several images concurrently; results in input order.

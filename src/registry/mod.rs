@@ -6,11 +6,16 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
-pub mod config;
+pub mod credentials;
 pub mod inspect;
 pub mod reference;
+pub mod settings;
+pub mod transport;
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 /// Largest manifest (or config) archctl accepts.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -92,6 +97,14 @@ impl RegistryError {
             ),
             _ => None,
         }
+    }
+}
+
+/// Lock a mutex of the run's shared state; a panic elsewhere does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
