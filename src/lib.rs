@@ -14,6 +14,7 @@ pub mod config;
 pub mod elf;
 pub mod emulator;
 pub mod engine;
+pub mod fsutil;
 pub mod host;
 pub mod interrupt;
 pub mod ns;
