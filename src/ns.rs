@@ -186,8 +186,45 @@ impl ChildPlan {
     }
 }
 
+/// A step of namespace setup; the forked child reports the one that failed to the
+/// parent as one byte.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Unshare = 1,
+    UidMap = 2,
+    GidMap = 3,
+    Mount = 4,
+}
+
+impl Step {
+    /// What failed, for [`NsError::Unsupported`].
+    fn what(self) -> &'static str {
+        match self {
+            Step::Unshare => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            Step::UidMap => "writing uid_map",
+            Step::GidMap => "writing gid_map",
+            Step::Mount => "mount -t binfmt_misc",
+        }
+    }
+}
+
+impl TryFrom<u8> for Step {
+    type Error = u8;
+
+    fn try_from(b: u8) -> Result<Step, u8> {
+        Ok(match b {
+            1 => Step::Unshare,
+            2 => Step::UidMap,
+            3 => Step::GidMap,
+            4 => Step::Mount,
+            _ => return Err(b),
+        })
+    }
+}
+
 /// Step of namespace setup that failed, and errno.
-type SetupFailure = (&'static str, i32);
+type SetupFailure = (Step, i32);
 
 /// Write a whole small buffer to a path (async-signal-safe).
 unsafe fn write_path(path: &CString, data: &CString) -> bool {
@@ -214,15 +251,15 @@ unsafe fn setup_private_binfmt(p: &ChildPlan) -> Result<(), SetupFailure> {
     // SAFETY: raw syscalls on preallocated C strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-            return Err(("unshare(CLONE_NEWUSER|CLONE_NEWNS)", errno()));
+            return Err((Step::Unshare, errno()));
         }
         let deny = c"deny";
         let _ = write_path(&p.setgroups, &CString::from(deny));
         if !write_path(&p.uid_map_path, &p.uid_map) {
-            return Err(("writing uid_map", errno()));
+            return Err((Step::UidMap, errno()));
         }
         if !write_path(&p.gid_map_path, &p.gid_map) {
-            return Err(("writing gid_map", errno()));
+            return Err((Step::GidMap, errno()));
         }
         // Nothing done in here may propagate back to the host's mount table.
         let _ = libc::mount(
@@ -240,7 +277,7 @@ unsafe fn setup_private_binfmt(p: &ChildPlan) -> Result<(), SetupFailure> {
             std::ptr::null(),
         ) != 0
         {
-            return Err(("mount -t binfmt_misc", errno()));
+            return Err((Step::Mount, errno()));
         }
     }
     Ok(())
@@ -289,14 +326,8 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
                 libc::write(out, buf.as_ptr().cast(), buf.len());
             };
             if let Err((step, e)) = setup_private_binfmt(&plan) {
-                let step_id = match step {
-                    "unshare(CLONE_NEWUSER|CLONE_NEWNS)" => 1u8,
-                    "writing uid_map" => 2,
-                    "writing gid_map" => 3,
-                    _ => 4,
-                };
                 let eb = e.to_le_bytes();
-                report(&[b'E', step_id, eb[0], eb[1], eb[2], eb[3]]);
+                report(&[b'E', step as u8, eb[0], eb[1], eb[2], eb[3]]);
                 libc::_exit(1);
             }
             for argv in &argvs {
@@ -327,15 +358,11 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
     let _ = io::Read::read_to_end(&mut f, &mut buf);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     if buf.first() == Some(&b'E') && buf.len() >= 6 {
-        let what = match buf[1] {
-            1 => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
-            2 => "writing uid_map",
-            3 => "writing gid_map",
-            _ => "mount -t binfmt_misc",
-        };
+        // An unknown byte cannot come from our child; it counted as the last step.
+        let step = Step::try_from(buf[1]).unwrap_or(Step::Mount);
         let e = i32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
         return Err(NsError::Unsupported {
-            what,
+            what: step.what(),
             errno: nix::Error::from_raw(e),
             kernel: kernel_release(),
         });
@@ -378,8 +405,8 @@ pub fn enter_private_binfmt() -> Result<PrivateInstance, NsError> {
     let plan = ChildPlan::new(&mountpoint)?;
     let ids = (nix::unistd::getuid(), nix::unistd::getgid());
     // SAFETY: plain syscalls on data prepared above.
-    unsafe { setup_private_binfmt(&plan) }.map_err(|(what, e)| NsError::Unsupported {
-        what,
+    unsafe { setup_private_binfmt(&plan) }.map_err(|(step, e)| NsError::Unsupported {
+        what: step.what(),
         errno: nix::Error::from_raw(e),
         kernel: kernel_release(),
     })?;
@@ -473,6 +500,15 @@ mod tests {
                 .unwrap()
                 .contains("user namespaces may be disabled")
         );
+    }
+
+    #[test]
+    fn setup_steps_round_trip_through_their_byte() {
+        for step in [Step::Unshare, Step::UidMap, Step::GidMap, Step::Mount] {
+            assert_eq!(Step::try_from(step as u8), Ok(step));
+        }
+        assert_eq!(Step::try_from(0), Err(0));
+        assert_eq!(Step::try_from(5), Err(5));
     }
 
     #[test]
