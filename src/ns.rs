@@ -7,7 +7,7 @@
 //! namespace for `archctl exec`.
 
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     fs::File,
     io::{self, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -224,63 +224,57 @@ impl TryFrom<u8> for Step {
 }
 
 /// Step of namespace setup that failed, and errno.
-type SetupFailure = (Step, i32);
+type SetupFailure = (Step, nix::Error);
 
 /// Write a whole small buffer to a path (async-signal-safe).
-unsafe fn write_path(path: &CString, data: &CString) -> bool {
+unsafe fn write_path(path: &CStr, data: &CStr) -> bool {
     // SAFETY: valid C strings; raw syscalls only.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return false;
         }
-        let bytes = data.as_bytes();
+        let bytes = data.to_bytes();
         let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
         libc::close(fd);
         n == bytes.len() as isize
     }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// Unshare user + mount namespaces, map the caller's ids, and mount a fresh binfmt_misc
-/// instance at the plan's mount point. Async-signal-safe: callable after fork.
+/// instance at the plan's mount point. Async-signal-safe: callable after fork (nix's
+/// `unshare` and `mount` with `&CStr` arguments are the bare syscalls, they allocate
+/// nothing; `Errno::last` reads errno).
 unsafe fn setup_private_binfmt(p: &ChildPlan) -> Result<(), SetupFailure> {
-    // SAFETY: raw syscalls on preallocated C strings.
+    use nix::{mount::MsFlags, sched::CloneFlags};
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| (Step::Unshare, e))?;
+    // SAFETY: valid C strings; raw syscalls only.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-            return Err((Step::Unshare, errno()));
-        }
-        let deny = c"deny";
-        let _ = write_path(&p.setgroups, &CString::from(deny));
+        let _ = write_path(&p.setgroups, c"deny");
         if !write_path(&p.uid_map_path, &p.uid_map) {
-            return Err((Step::UidMap, errno()));
+            return Err((Step::UidMap, nix::Error::last()));
         }
         if !write_path(&p.gid_map_path, &p.gid_map) {
-            return Err((Step::GidMap, errno()));
-        }
-        // Nothing done in here may propagate back to the host's mount table.
-        let _ = libc::mount(
-            std::ptr::null(),
-            p.root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        );
-        if libc::mount(
-            p.fstype.as_ptr(),
-            p.mountpoint.as_ptr(),
-            p.fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err((Step::Mount, errno()));
+            return Err((Step::GidMap, nix::Error::last()));
         }
     }
-    Ok(())
+    // Nothing done in here may propagate back to the host's mount table.
+    let _ = nix::mount::mount(
+        None::<&CStr>,
+        p.root.as_c_str(),
+        None::<&CStr>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&CStr>,
+    );
+    nix::mount::mount(
+        Some(p.fstype.as_c_str()),
+        p.mountpoint.as_c_str(),
+        Some(p.fstype.as_c_str()),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&CStr>,
+    )
+    .map_err(|e| (Step::Mount, e))
 }
 
 /// Where a private instance is mounted: the usual place when the kernel has it.
@@ -326,7 +320,7 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
                 libc::write(out, buf.as_ptr().cast(), buf.len());
             };
             if let Err((step, e)) = setup_private_binfmt(&plan) {
-                let eb = e.to_le_bytes();
+                let eb = (e as i32).to_le_bytes();
                 report(&[b'E', step as u8, eb[0], eb[1], eb[2], eb[3]]);
                 libc::_exit(1);
             }
@@ -405,9 +399,9 @@ pub fn enter_private_binfmt() -> Result<PrivateInstance, NsError> {
     let plan = ChildPlan::new(&mountpoint)?;
     let ids = (nix::unistd::getuid(), nix::unistd::getgid());
     // SAFETY: plain syscalls on data prepared above.
-    unsafe { setup_private_binfmt(&plan) }.map_err(|(step, e)| NsError::Unsupported {
+    unsafe { setup_private_binfmt(&plan) }.map_err(|(step, errno)| NsError::Unsupported {
         what: step.what(),
-        errno: nix::Error::from_raw(e),
+        errno,
         kernel: kernel_release(),
     })?;
     Ok(PrivateInstance {
@@ -443,15 +437,15 @@ impl PrivateInstance {
             c("/proc/self/uid_map".into())?,
             c("/proc/self/gid_map".into())?,
         );
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|source| {
+            NsError::Sys {
+                what: "unshare(CLONE_NEWUSER)",
+                source,
+            }
+        })?;
         // SAFETY: plain syscalls on prepared C strings.
         unsafe {
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                return Err(NsError::Sys {
-                    what: "unshare(CLONE_NEWUSER)",
-                    source: nix::Error::last(),
-                });
-            }
-            let _ = write_path(&sg, &CString::from(c"deny"));
+            let _ = write_path(&sg, c"deny");
             if !write_path(&um, &uid_map) || !write_path(&gm, &gid_map) {
                 return Err(NsError::Sys {
                     what: "writing the nested uid_map/gid_map",
