@@ -29,8 +29,6 @@ pub enum BinfmtError {
     },
     #[error("binfmt_misc is not available at {path}: the kernel has no binfmt_misc support loaded")]
     Unavailable { path: PathBuf },
-    #[error("binfmt_misc is not mounted at {path}")]
-    NotMounted { path: PathBuf },
     #[error("cannot mount binfmt_misc at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -76,9 +74,6 @@ impl BinfmtError {
                 "run it as root (sudo archctl ...), or use `archctl exec --arch ARCH -- CMD` for rootless emulation"
                     .into(),
             ),
-            BinfmtError::NotMounted { path } => {
-                Some(format!("mount -t binfmt_misc binfmt_misc {}", path.display()))
-            }
             _ => None,
         }
     }
