@@ -6,6 +6,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// The directory a file is in: `.` for a bare file name.
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Why [`write_atomic`] failed: the directory when the temporary file could not be
 /// created in it, else the target.
 #[derive(Debug, thiserror::Error)]
@@ -21,10 +28,7 @@ pub struct WriteError {
 /// old file or the new one, never half of one. The directory must exist. No fsync:
 /// atomic against concurrent readers and failed writes, not against power loss.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| WriteError {
         path: dir.to_path_buf(),
         source,
