@@ -6,7 +6,6 @@ use std::{
     fmt,
     fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -30,8 +29,6 @@ pub enum BinfmtError {
     },
     #[error("binfmt_misc is not available at {path}: the kernel has no binfmt_misc support loaded")]
     Unavailable { path: PathBuf },
-    #[error("binfmt_misc is not mounted at {path}")]
-    NotMounted { path: PathBuf },
     #[error("cannot mount binfmt_misc at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -77,9 +74,6 @@ impl BinfmtError {
                 "run it as root (sudo archctl ...), or use `archctl exec --arch ARCH -- CMD` for rootless emulation"
                     .into(),
             ),
-            BinfmtError::NotMounted { path } => {
-                Some(format!("mount -t binfmt_misc binfmt_misc {}", path.display()))
-            }
             _ => None,
         }
     }
@@ -430,7 +424,7 @@ pub trait BinfmtFs: Send + Sync {
 
 /// An exclusive lock (flock on the binfmt_misc directory, or nothing for test doubles).
 pub struct Lock {
-    _file: Option<File>,
+    _file: Option<nix::fcntl::Flock<File>>,
 }
 
 /// The real kernel interface at a directory.
@@ -613,16 +607,16 @@ impl BinfmtFs for KernelBinfmt {
     fn lock(&self) -> Result<Lock, BinfmtError> {
         // The directory is per binfmt_misc instance, so is the lock: runs in separate
         // user namespaces never wait for each other.
-        let f = File::open(&self.dir).map_err(|e| BinfmtError::io(&self.dir, e))?;
+        let mut f = File::open(&self.dir).map_err(|e| BinfmtError::io(&self.dir, e))?;
         loop {
-            // SAFETY: flock on a valid, owned descriptor.
-            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if r == 0 {
-                return Ok(Lock { _file: Some(f) });
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(BinfmtError::io(&self.dir, e));
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(locked) => {
+                    return Ok(Lock {
+                        _file: Some(locked),
+                    });
+                }
+                Err((back, nix::Error::EINTR)) => f = back,
+                Err((_, e)) => return Err(BinfmtError::io(&self.dir, e.into())),
             }
         }
     }

@@ -179,10 +179,7 @@ pub fn pack(
     if names.is_empty() {
         return Err(BundleError::NothingToPack);
     }
-    let dir = output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::fsutil::parent_dir(output);
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     {
         let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());

@@ -244,7 +244,7 @@ pub fn write_default(path: &Path, force: bool) -> Result<(), ConfigError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(io)
+    crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(|e| io(e.source))
 }
 
 #[cfg(test)]

@@ -171,12 +171,10 @@ impl NativeCache {
         let Ok(json) = serde_json::to_vec(&data) else {
             return;
         };
-        let _ = std::fs::create_dir_all(dir).and_then(|()| {
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &json)?;
-            tmp.persist(&self.path).map_err(|e| e.error)?;
-            Ok(())
-        });
+        if std::fs::create_dir_all(dir).is_ok() {
+            // 0600: what the temporary file is created with.
+            let _ = crate::fsutil::write_atomic(&self.path, &json, 0o600);
+        }
     }
 }
 

@@ -4,9 +4,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+const SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 extern "C" fn record(_sig: libc::c_int) {
     // Async-signal-safe: one atomic store.
@@ -21,23 +28,21 @@ pub fn interrupted() -> bool {
 /// While alive, the signals above only set [`interrupted`]. Dropping it restores the
 /// previous handlers. Child processes get default handlers back when they exec.
 pub struct Guard {
-    previous: Vec<(libc::c_int, libc::sigaction)>,
+    previous: Vec<(Signal, SigAction)>,
 }
 
 impl Guard {
     pub fn install() -> Guard {
+        let new = SigAction::new(
+            SigHandler::Handler(record),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
         let mut previous = Vec::with_capacity(SIGNALS.len());
         for sig in SIGNALS {
-            // SAFETY: plain sigaction with a handler that only stores an atomic.
-            unsafe {
-                let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = record as *const () as libc::sighandler_t;
-                libc::sigemptyset(&mut new.sa_mask);
-                new.sa_flags = libc::SA_RESTART;
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, &new, &mut old) == 0 {
-                    previous.push((sig, old));
-                }
+            // SAFETY: the handler only stores an atomic (async-signal-safe).
+            if let Ok(old) = unsafe { sigaction(sig, &new) } {
+                previous.push((sig, old));
             }
         }
         Guard { previous }
@@ -48,9 +53,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         for (sig, old) in &self.previous {
             // SAFETY: restores a disposition obtained from sigaction above.
-            unsafe {
-                libc::sigaction(*sig, old, std::ptr::null_mut());
-            }
+            let _ = unsafe { sigaction(*sig, old) };
         }
     }
 }

@@ -7,7 +7,7 @@
 //! namespace for `archctl exec`.
 
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     fs::File,
     io::{self, Write},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -186,64 +186,95 @@ impl ChildPlan {
     }
 }
 
+/// A step of namespace setup; the forked child reports the one that failed to the
+/// parent as one byte.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Unshare = 1,
+    UidMap = 2,
+    GidMap = 3,
+    Mount = 4,
+}
+
+impl Step {
+    /// What failed, for [`NsError::Unsupported`].
+    fn what(self) -> &'static str {
+        match self {
+            Step::Unshare => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            Step::UidMap => "writing uid_map",
+            Step::GidMap => "writing gid_map",
+            Step::Mount => "mount -t binfmt_misc",
+        }
+    }
+}
+
+impl TryFrom<u8> for Step {
+    type Error = u8;
+
+    fn try_from(b: u8) -> Result<Step, u8> {
+        Ok(match b {
+            1 => Step::Unshare,
+            2 => Step::UidMap,
+            3 => Step::GidMap,
+            4 => Step::Mount,
+            _ => return Err(b),
+        })
+    }
+}
+
 /// Step of namespace setup that failed, and errno.
-type SetupFailure = (&'static str, i32);
+type SetupFailure = (Step, nix::Error);
 
 /// Write a whole small buffer to a path (async-signal-safe).
-unsafe fn write_path(path: &CString, data: &CString) -> bool {
+unsafe fn write_path(path: &CStr, data: &CStr) -> bool {
     // SAFETY: valid C strings; raw syscalls only.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return false;
         }
-        let bytes = data.as_bytes();
+        let bytes = data.to_bytes();
         let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
         libc::close(fd);
         n == bytes.len() as isize
     }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 /// Unshare user + mount namespaces, map the caller's ids, and mount a fresh binfmt_misc
-/// instance at the plan's mount point. Async-signal-safe: callable after fork.
+/// instance at the plan's mount point. Async-signal-safe: callable after fork (nix's
+/// `unshare` and `mount` with `&CStr` arguments are the bare syscalls, they allocate
+/// nothing; `Errno::last` reads errno).
 unsafe fn setup_private_binfmt(p: &ChildPlan) -> Result<(), SetupFailure> {
-    // SAFETY: raw syscalls on preallocated C strings.
+    use nix::{mount::MsFlags, sched::CloneFlags};
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| (Step::Unshare, e))?;
+    // SAFETY: valid C strings; raw syscalls only.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-            return Err(("unshare(CLONE_NEWUSER|CLONE_NEWNS)", errno()));
-        }
-        let deny = c"deny";
-        let _ = write_path(&p.setgroups, &CString::from(deny));
+        let _ = write_path(&p.setgroups, c"deny");
         if !write_path(&p.uid_map_path, &p.uid_map) {
-            return Err(("writing uid_map", errno()));
+            return Err((Step::UidMap, nix::Error::last()));
         }
         if !write_path(&p.gid_map_path, &p.gid_map) {
-            return Err(("writing gid_map", errno()));
-        }
-        // Nothing done in here may propagate back to the host's mount table.
-        let _ = libc::mount(
-            std::ptr::null(),
-            p.root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        );
-        if libc::mount(
-            p.fstype.as_ptr(),
-            p.mountpoint.as_ptr(),
-            p.fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(("mount -t binfmt_misc", errno()));
+            return Err((Step::GidMap, nix::Error::last()));
         }
     }
-    Ok(())
+    // Nothing done in here may propagate back to the host's mount table.
+    let _ = nix::mount::mount(
+        None::<&CStr>,
+        p.root.as_c_str(),
+        None::<&CStr>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&CStr>,
+    );
+    nix::mount::mount(
+        Some(p.fstype.as_c_str()),
+        p.mountpoint.as_c_str(),
+        Some(p.fstype.as_c_str()),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&CStr>,
+    )
+    .map_err(|e| (Step::Mount, e))
 }
 
 /// Where a private instance is mounted: the usual place when the kernel has it.
@@ -289,14 +320,8 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
                 libc::write(out, buf.as_ptr().cast(), buf.len());
             };
             if let Err((step, e)) = setup_private_binfmt(&plan) {
-                let step_id = match step {
-                    "unshare(CLONE_NEWUSER|CLONE_NEWNS)" => 1u8,
-                    "writing uid_map" => 2,
-                    "writing gid_map" => 3,
-                    _ => 4,
-                };
-                let eb = e.to_le_bytes();
-                report(&[b'E', step_id, eb[0], eb[1], eb[2], eb[3]]);
+                let eb = (e as i32).to_le_bytes();
+                report(&[b'E', step as u8, eb[0], eb[1], eb[2], eb[3]]);
                 libc::_exit(1);
             }
             for argv in &argvs {
@@ -327,15 +352,11 @@ pub fn probe_native(images: &[&ExecImage]) -> Result<Vec<bool>, NsError> {
     let _ = io::Read::read_to_end(&mut f, &mut buf);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     if buf.first() == Some(&b'E') && buf.len() >= 6 {
-        let what = match buf[1] {
-            1 => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
-            2 => "writing uid_map",
-            3 => "writing gid_map",
-            _ => "mount -t binfmt_misc",
-        };
+        // An unknown byte cannot come from our child; it counted as the last step.
+        let step = Step::try_from(buf[1]).unwrap_or(Step::Mount);
         let e = i32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
         return Err(NsError::Unsupported {
-            what,
+            what: step.what(),
             errno: nix::Error::from_raw(e),
             kernel: kernel_release(),
         });
@@ -379,9 +400,9 @@ pub fn enter_private_binfmt(mountpoint: &Path) -> Result<PrivateInstance, NsErro
     let plan = ChildPlan::new(&mountpoint)?;
     let ids = (nix::unistd::getuid(), nix::unistd::getgid());
     // SAFETY: plain syscalls on data prepared above.
-    unsafe { setup_private_binfmt(&plan) }.map_err(|(what, e)| NsError::Unsupported {
-        what,
-        errno: nix::Error::from_raw(e),
+    unsafe { setup_private_binfmt(&plan) }.map_err(|(step, errno)| NsError::Unsupported {
+        what: step.what(),
+        errno,
         kernel: kernel_release(),
     })?;
     Ok(PrivateInstance {
@@ -417,15 +438,15 @@ impl PrivateInstance {
             c("/proc/self/uid_map".into())?,
             c("/proc/self/gid_map".into())?,
         );
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|source| {
+            NsError::Sys {
+                what: "unshare(CLONE_NEWUSER)",
+                source,
+            }
+        })?;
         // SAFETY: plain syscalls on prepared C strings.
         unsafe {
-            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                return Err(NsError::Sys {
-                    what: "unshare(CLONE_NEWUSER)",
-                    source: nix::Error::last(),
-                });
-            }
-            let _ = write_path(&sg, &CString::from(c"deny"));
+            let _ = write_path(&sg, c"deny");
             if !write_path(&um, &uid_map) || !write_path(&gm, &gid_map) {
                 return Err(NsError::Sys {
                     what: "writing the nested uid_map/gid_map",
@@ -474,6 +495,15 @@ mod tests {
                 .unwrap()
                 .contains("user namespaces may be disabled")
         );
+    }
+
+    #[test]
+    fn setup_steps_round_trip_through_their_byte() {
+        for step in [Step::Unshare, Step::UidMap, Step::GidMap, Step::Mount] {
+            assert_eq!(Step::try_from(step as u8), Ok(step));
+        }
+        assert_eq!(Step::try_from(0), Err(0));
+        assert_eq!(Step::try_from(5), Err(5));
     }
 
     #[test]

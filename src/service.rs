@@ -236,7 +236,6 @@ fn write_file(
     mode: u32,
     created: &mut Vec<PathBuf>,
 ) -> Result<(), ServiceError> {
-    use std::os::unix::fs::PermissionsExt;
     if let Ok(existing) = std::fs::read_to_string(path)
         && !existing.contains(MARKER)
     {
@@ -246,12 +245,12 @@ fn write_file(
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     create_dirs(dir, created)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io(path))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-        .map_err(io(path))?;
-    tmp.persist(path).map_err(|e| io(path)(e.error))?;
-    Ok(())
+    write_atomic(path, text.as_bytes(), mode)
+}
+
+/// [`crate::fsutil::write_atomic`], its error naming the directory or the file as before.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServiceError> {
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|e| io(&e.path)(e.source))
 }
 
 fn link(target: &str, at: &Path, created: &mut Vec<PathBuf>) -> Result<(), ServiceError> {
@@ -314,14 +313,7 @@ pub fn install(init: Init, root: &Path, binary: &Path) -> Result<ServiceReport, 
             let mode = std::fs::metadata(&file)
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
                 .unwrap_or(0o755);
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
-            std::io::Write::write_all(&mut tmp, new_text.as_bytes()).map_err(io(&file))?;
-            std::fs::set_permissions(
-                tmp.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(mode | 0o700),
-            )
-            .map_err(io(&file))?;
-            tmp.persist(&file).map_err(|e| io(&file)(e.error))?;
+            write_atomic(&file, new_text.as_bytes(), mode | 0o700)?;
             paths.push(file);
         }
     }

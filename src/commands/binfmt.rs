@@ -423,7 +423,12 @@ pub fn export(
                     serde_json::to_string_pretty(&*e).unwrap_or_default() + "\n",
                 )
             };
-            crate::fsutil::write_atomic(&file, text.as_bytes(), 0o644).map_err(io)?;
+            crate::fsutil::write_atomic(&file, text.as_bytes(), 0o644).map_err(|e| {
+                crate::binfmt::BinfmtError::Io {
+                    path: e.path,
+                    source: e.source,
+                }
+            })?;
             e.file = Some(file.display().to_string());
         }
     }

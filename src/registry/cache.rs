@@ -150,12 +150,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) {
     let Some(dir) = path.parent() else {
         return;
     };
-    let _ = std::fs::create_dir_all(dir).and_then(|()| {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    });
+    if std::fs::create_dir_all(dir).is_ok() {
+        // 0600: what the temporary file is created with.
+        let _ = crate::fsutil::write_atomic(path, bytes, 0o600);
+    }
 }
 
 #[cfg(test)]
