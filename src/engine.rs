@@ -16,6 +16,18 @@ pub enum EngineError {
     MissingValue(String),
 }
 
+impl EngineError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::NotFound => Some(format!(
+                "install {}, or name one with --engine",
+                Engine::ALL.map(|e| e.program()).join(", ")
+            )),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Docker,
@@ -24,6 +36,9 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Every engine, in the order `detect` looks for them on PATH.
+    pub const ALL: [Engine; 3] = [Engine::Docker, Engine::Podman, Engine::Nerdctl];
+
     pub fn parse(s: &str) -> Result<Engine, EngineError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "docker" => Ok(Engine::Docker),
@@ -48,7 +63,7 @@ impl Engine {
         {
             return Engine::parse(&e);
         }
-        [Engine::Docker, Engine::Podman, Engine::Nerdctl]
+        Engine::ALL
             .into_iter()
             .find(|e| on_path(e.program()))
             .ok_or(EngineError::NotFound)

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::{
-    arch::{Rule, Table, representative_header},
-    binfmt::BinfmtFs,
+    arch::{Rule, Table},
+    binfmt::{BinfmtFs, handlers_for},
     ns::{self, ExecImage},
     testprog,
 };
@@ -209,10 +209,9 @@ fn probe(table: &Table, host: &Host, fs: &dyn BinfmtFs) -> Native {
     let caught: Vec<bool> = candidates
         .iter()
         .map(|(r, _)| {
-            entries.as_ref().is_none_or(|es| {
-                let header = representative_header(r);
-                es.iter().any(|e| e.enabled && e.matcher.matches(&header))
-            })
+            entries
+                .as_ref()
+                .is_none_or(|es| handlers_for(es, r).next().is_some())
         })
         .collect();
     let direct: Vec<&ExecImage> = images

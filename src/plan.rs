@@ -103,14 +103,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// Does applying this action write to binfmt_misc?
-    pub fn changes(&self) -> bool {
-        matches!(
-            self,
-            Action::Registered | Action::Replaced | Action::Enabled | Action::Removed
-        )
-    }
-
     pub fn as_str(&self) -> &'static str {
         match self {
             Action::Registered => "registered",
@@ -153,11 +145,9 @@ pub enum Skip {
     Foreign(Registration),
     /// No usable emulator is installed.
     Missing,
-    /// An entry of the same name differs; left alone (`archctl boot`).
-    Conflict {
-        existing: Entry,
-        wanted: Registration,
-    },
+    /// An entry of the same name differs (the note says how); left alone (`archctl
+    /// boot`). This is what `force = true` would register instead.
+    Conflict(Registration),
     /// `disable`: nothing of that name is registered.
     NotRegistered,
 }
@@ -189,7 +179,7 @@ impl Step {
             Outcome::Skip(Skip::Native) => Action::SkippedNative,
             Outcome::Skip(Skip::Foreign(_)) => Action::SkippedForeign,
             Outcome::Skip(Skip::Missing) => Action::SkippedMissing,
-            Outcome::Skip(Skip::Conflict { .. }) => Action::SkippedConflict,
+            Outcome::Skip(Skip::Conflict(_)) => Action::SkippedConflict,
             Outcome::Skip(Skip::NotRegistered) => Action::NotRegistered,
         }
     }
@@ -207,8 +197,7 @@ impl Step {
         match &self.outcome {
             Outcome::Change(Change::Register(r) | Change::Enable(r))
             | Outcome::Change(Change::Replace { new: r, .. })
-            | Outcome::Skip(Skip::Unchanged(r) | Skip::Foreign(r))
-            | Outcome::Skip(Skip::Conflict { wanted: r, .. }) => Some(r),
+            | Outcome::Skip(Skip::Unchanged(r) | Skip::Foreign(r) | Skip::Conflict(r)) => Some(r),
             Outcome::Change(Change::Remove(_))
             | Outcome::Skip(Skip::Native | Skip::Missing | Skip::NotRegistered) => None,
         }
@@ -347,11 +336,7 @@ pub fn plan_enable(
                         "{name} exists and differs: {}; set force = true to replace it",
                         d.join(", ")
                     );
-                    let skip = Skip::Conflict {
-                        existing: e.clone(),
-                        wanted: reg,
-                    };
-                    steps.push(step(Outcome::Skip(skip), Some(note)));
+                    steps.push(step(Outcome::Skip(Skip::Conflict(reg)), Some(note)));
                     continue;
                 }
                 return Err(PlanError::Conflict {
@@ -417,8 +402,27 @@ pub fn plan_disable(
 #[derive(Debug, Clone)]
 enum Undo {
     Remove(String),
-    Restore(Registration),
+    /// Register a removed or replaced entry again, in the state it was in.
+    Restore {
+        reg: Registration,
+        enabled: bool,
+    },
     Disable(String),
+    /// A removed entry archctl cannot register again (matched by extension): the
+    /// rollback reports it instead of claiming success.
+    Lost(String),
+}
+
+impl Undo {
+    fn restore(e: &Entry) -> Undo {
+        match e.to_registration() {
+            Some(reg) => Undo::Restore {
+                reg,
+                enabled: e.enabled,
+            },
+            None => Undo::Lost(e.name.clone()),
+        }
+    }
 }
 
 /// The changes a run made, and how to take them back. Dropped without [`Applied::keep`]
@@ -452,8 +456,15 @@ impl Applied<'_> {
         for u in std::mem::take(&mut self.undo).iter().rev() {
             let r = match u {
                 Undo::Remove(name) => self.fs.remove(name).map(|_| ()),
-                Undo::Restore(reg) => self.fs.register(reg),
+                Undo::Restore { reg, enabled } => self.fs.register(reg).and_then(|()| {
+                    if *enabled {
+                        Ok(())
+                    } else {
+                        self.fs.set_enabled(&reg.name, false)
+                    }
+                }),
                 Undo::Disable(name) => self.fs.set_enabled(name, false),
+                Undo::Lost(name) => Err(BinfmtError::CannotRestore { name: name.clone() }),
             };
             if let Err(e) = r {
                 errors.push(e);
@@ -471,9 +482,7 @@ impl Applied<'_> {
             }
             Change::Replace { old, new } => {
                 fs.remove(&old.name)?;
-                if let Some(o) = old.to_registration() {
-                    self.undo.push(Undo::Restore(o));
-                }
+                self.undo.push(Undo::restore(old));
                 fs.register(new)?;
                 self.undo.push(Undo::Remove(new.name.clone()));
             }
@@ -482,10 +491,8 @@ impl Applied<'_> {
                 self.undo.push(Undo::Disable(r.name.clone()));
             }
             Change::Remove(e) => {
-                if fs.remove(&e.name)?
-                    && let Some(o) = e.to_registration()
-                {
-                    self.undo.push(Undo::Restore(o));
+                if fs.remove(&e.name)? {
+                    self.undo.push(Undo::restore(e));
                 }
             }
         }
@@ -523,7 +530,7 @@ impl fmt::Display for RolledBack {
     }
 }
 
-/// Execute a plan's changes in order. On error (or a signal between two writes),
+/// Execute a plan's changes in order. On error, or a signal at any point of it,
 /// everything done so far is rolled back before the error is returned.
 pub fn apply<'a>(plan: &Plan, fs: &'a dyn BinfmtFs) -> Result<Applied<'a>, ApplyError> {
     let mut applied = Applied {
@@ -546,6 +553,16 @@ pub fn apply<'a>(plan: &Plan, fs: &'a dyn BinfmtFs) -> Result<Applied<'a>, Apply
                 rollback: applied.roll_back(),
             });
         }
+    }
+    // A signal during the last write: the run is not complete either.
+    if crate::interrupt::interrupted()
+        && let Some(last) = plan.steps.iter().rev().find(|s| s.change().is_some())
+    {
+        return Err(ApplyError {
+            name: last.name.clone(),
+            source: BinfmtError::Interrupted,
+            rollback: applied.roll_back(),
+        });
     }
     Ok(applied)
 }
@@ -755,5 +772,32 @@ mod tests {
         assert!(fs.snapshot().entries.is_empty());
         apply(&p, &fs).unwrap().keep();
         assert_eq!(fs.snapshot().entries.len(), 2);
+    }
+
+    #[test]
+    fn rollback_restores_entries_as_they_were() {
+        let f = fixture();
+        let old = entry_for(&f, "s390x", "/opt/q/qemu-s390x", false);
+        let fs = MemoryBinfmt::new(vec![old.clone()]);
+        let p = plan(&f, &fs, &["s390x"], true).unwrap();
+        assert_eq!(actions(&p), [Action::Replaced]);
+        let applied = apply(&p, &fs).unwrap();
+        assert!(fs.snapshot().entries[0].enabled);
+        assert!(applied.roll_back().errors.is_empty());
+        // Back, and still disabled.
+        assert_eq!(fs.snapshot().entries, vec![old]);
+        // An entry matched by extension cannot be registered again: the rollback says so.
+        let ext = Entry {
+            name: "qemu-ext".into(),
+            enabled: true,
+            interpreter: "/usr/bin/x".into(),
+            flags: Flags::default(),
+            matcher: crate::binfmt::Matcher::Extension("x".into()),
+        };
+        let fs = MemoryBinfmt::new(vec![ext.clone()]);
+        let p = plan_disable(f.table, &[ext], &Selection::All).unwrap();
+        let rb = apply(&p, &fs).unwrap().roll_back();
+        assert_eq!(rb.errors.len(), 1, "{rb}");
+        assert!(rb.to_string().starts_with("rollback incomplete"), "{rb}");
     }
 }

@@ -570,11 +570,14 @@ impl Report {
 
     /// Hints of the parts that failed (one per distinct hint).
     pub fn hints(&self) -> Vec<String> {
-        let mut v: Vec<String> = match self {
-            Report::Inspect(r) => r.images.iter().filter_map(|i| i.hint.clone()).collect(),
-            _ => Vec::new(),
-        };
-        v.dedup();
+        let mut v: Vec<String> = Vec::new();
+        if let Report::Inspect(r) = self {
+            for h in r.images.iter().filter_map(|i| i.hint.as_ref()) {
+                if !v.contains(h) {
+                    v.push(h.clone());
+                }
+            }
+        }
         v
     }
 }

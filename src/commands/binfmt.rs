@@ -100,7 +100,12 @@ pub fn enable(
         ctx.ensure_mounted()?
     };
     let _lock = if dry_run { None } else { Some(ctx.fs.lock()?) };
-    let entries = ctx.entries_if_mounted()?;
+    // Mounted by now unless this is a dry run.
+    let entries = if dry_run {
+        ctx.entries_if_mounted()?
+    } else {
+        ctx.fs.entries()?
+    };
     let native = ctx.native_for_selection(&opts.selection, &rules);
     let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &entries, opts)?;
     let mut report = ctx.change_report(&plan, dry_run, mounted);
@@ -238,8 +243,11 @@ pub(super) fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntrySt
 /// `archctl status`.
 pub fn status(ctx: &Context) -> Result<StatusReport, CommandError> {
     let mounted = ctx.fs.is_mounted()?;
-    let enabled = mounted && ctx.fs.status_enabled()?;
-    let entries = ctx.entries_if_mounted()?;
+    let (enabled, entries) = if mounted {
+        (ctx.fs.status_enabled()?, ctx.fs.entries()?)
+    } else {
+        (false, Vec::new())
+    };
     let native = ctx.native_all();
     Ok(StatusReport {
         host: HostReport {

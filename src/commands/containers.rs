@@ -158,8 +158,7 @@ pub fn plan_run(
     };
     let (platform, mode, emulator) = match &run.platform {
         Some(p) => {
-            let native = ctx.native_all();
-            let host = HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)?;
+            let host = host_platform(ctx, &PickOptions::default())?;
             let want = Platform::parse(p)?;
             match host.native_rank(&want) {
                 Ok(_) => (p.clone(), Mode::Native, None),

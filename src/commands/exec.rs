@@ -2,11 +2,11 @@
 //! binfmt_misc instance of a new user + mount namespace, and the command runs there as
 //! the user who started archctl; the host's table is never touched.
 
-use std::{ffi::OsString, os::unix::process::CommandExt};
+use std::{ffi::OsString, os::unix::process::CommandExt, path::Path};
 
 use super::{CommandError, Context};
 use crate::{
-    binfmt::{BinfmtFs, Flags, KernelBinfmt},
+    binfmt::{BinfmtError, BinfmtFs, DEFAULT_DIR, Flags, KernelBinfmt},
     emulator::Search,
     ns, plan,
 };
@@ -58,7 +58,20 @@ fn exec_inner(
             })?;
         regs.push(r.registration(emu.path.to_string_lossy().into_owned(), flags));
     }
-    let inst = ns::enter_private_binfmt(ctx.fs.dir())?;
+    let dir = ctx.fs.dir();
+    if !dir.is_dir() && dir == Path::new(DEFAULT_DIR) {
+        return Err(BinfmtError::Unavailable {
+            path: dir.to_path_buf(),
+        }
+        .into());
+    }
+    if !dir.is_dir() {
+        return Err(CommandError::Usage(format!(
+            "--binfmt-dir {}: not a directory (exec mounts its private binfmt_misc instance there)",
+            dir.display()
+        )));
+    }
+    let inst = ns::enter_private_binfmt(dir)?;
     let fs = KernelBinfmt::new(&inst.dir);
     for reg in &regs {
         fs.register(reg)?;

@@ -129,6 +129,8 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot tell where this archctl binary is: {0}")]
+    CurrentExe(#[source] std::io::Error),
     /// The command ran and failed; the report says what happened.
     #[error("{}", .0.failure_summary())]
     Failed(Box<Report>),
@@ -166,9 +168,8 @@ impl CommandError {
             CommandError::Plan(e) => e.hint(),
             CommandError::Apply(e) => e.source.hint(),
             CommandError::Registry(e) => e.hint(),
-            CommandError::Engine(engine::EngineError::NotFound) => {
-                Some("install docker, podman or nerdctl, or name one with --engine".into())
-            }
+            CommandError::Engine(e) => e.hint(),
+            CommandError::CurrentExe(_) => Some("name it with --binary PATH".into()),
             _ => None,
         };
         let mut v: Vec<String> = own.into_iter().collect();

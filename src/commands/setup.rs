@@ -21,10 +21,7 @@ pub fn service(
     let init = service::Init::parse(init, root)?;
     let binary = match binary {
         Some(b) => b.to_path_buf(),
-        None => std::env::current_exe().map_err(|source| service::ServiceError::Io {
-            path: "/proc/self/exe".into(),
-            source,
-        })?,
+        None => std::env::current_exe().map_err(CommandError::CurrentExe)?,
     };
     let report = match verb {
         ServiceVerb::Install => service::install(init, root, &binary)?,
