@@ -98,11 +98,11 @@ fn exec_runs_foreign_program_without_touching_the_host() {
 #[test]
 fn exec_works_for_an_unprivileged_user() {
     require_sandbox!();
-    if !nix::unistd::getuid().is_root() {
-        // Already unprivileged: the previous test covers it.
-        eprintln!("skipped: not root, the unprivileged case is the plain exec test");
-        return;
-    }
+    // When not root, the plain exec test already is the unprivileged case.
+    skip_unless!(
+        nix::unistd::getuid().is_root(),
+        "not root, the unprivileged case is the plain exec test"
+    );
     let (d, prog) = program_dir();
     let exe = world_executable_archctl(d.path());
     let out = as_nobody(&exe)
@@ -153,10 +153,10 @@ fn exec_bad_input() {
 #[test]
 fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
     require_sandbox!();
-    if !nix::unistd::getuid().is_root() {
-        eprintln!("skipped: needs root to drop to uid 65534");
-        return;
-    }
+    skip_unless!(
+        nix::unistd::getuid().is_root(),
+        "needs root to drop to uid 65534"
+    );
     let before = host_table();
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
