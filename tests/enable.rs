@@ -763,4 +763,9 @@ fn a_signal_never_leaves_a_half_registered_table() {
         *outcomes.entry(outcome).or_insert(0) += 1;
     }
     eprintln!("outcomes: {outcomes:?}");
+    // Without an interrupted run, nothing above exercised the rollback.
+    assert!(
+        outcomes.contains_key("rolled back"),
+        "no run was interrupted mid-way and rolled back: {outcomes:?}"
+    );
 }
