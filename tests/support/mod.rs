@@ -362,13 +362,16 @@ pub fn assert_error_line(o: &impl Outcome, needle: &str) {
 }
 
 /// A minimal HTTP server for what docker-registry will not do: answers from `handler`
-/// (method, path, headers) and records every request's headers.
+/// (request target, headers) and records every request's headers. A response whose
+/// Content-Length header declares more than its body is sent short and the connection
+/// closed, as a dropped connection would. It runs on [`registry::Server`].
 pub struct FakeServer {
     pub addr: String,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    _server: registry::Server,
 }
 
-/// A request the fake server saw: path and (lower-cased) headers.
+/// A request the fake server saw: target and (lower-cased) headers.
 pub type Seen = (String, Vec<(String, String)>);
 
 impl FakeServer {
@@ -378,78 +381,50 @@ impl FakeServer {
         + Sync
         + 'static,
     ) -> FakeServer {
-        use std::io::{BufRead, BufReader, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        use registry::{HttpResponse, Reply};
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let handler = std::sync::Arc::new(handler);
-        std::thread::spawn(move || {
-            for conn in l.incoming().take(50) {
-                let Ok(mut conn) = conn else { continue };
-                let h = handler.clone();
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let mut headers = Vec::new();
-                        loop {
-                            let mut l = String::new();
-                            r.read_line(&mut l).unwrap();
-                            let l = l.trim_end();
-                            if l.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = l.split_once(':') {
-                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        seen.lock().unwrap().push((path.clone(), headers.clone()));
-                        let (status, hdrs, body) = h(&path, &headers);
-                        let mut resp = format!("HTTP/1.1 {status} X\r\n");
-                        if !hdrs
-                            .iter()
-                            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                        {
-                            resp.push_str(&format!("Content-Length: {}\r\n", body.len()));
-                        }
-                        for (k, v) in hdrs {
-                            resp.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        resp.push_str("\r\n");
-                        let declared = hdrs_len(&resp);
-                        if conn.write_all(resp.as_bytes()).is_err()
-                            || conn.write_all(&body).is_err()
-                        {
-                            return;
-                        }
-                        // A response shorter than it declared: close, as a dropped
-                        // connection would.
-                        if declared.is_some_and(|d| d != body.len()) {
-                            return;
-                        }
-                    }
-                });
+        let server = registry::Server::start(std::sync::Arc::new(move |req| {
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            s2.lock()
+                .unwrap()
+                .push((req.target.clone(), headers.clone()));
+            let (status, headers, mut body) = handler(&req.target, &headers);
+            let declared = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok());
+            let sent = body.len();
+            match declared {
+                Some(d) if d > sent => {
+                    // The head declares `d` bytes (the server writes the body's length).
+                    body.resize(d, 0);
+                    Reply::Truncate(
+                        HttpResponse {
+                            status,
+                            headers,
+                            body,
+                        },
+                        sent,
+                    )
+                }
+                _ => Reply::Send(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                }),
             }
-        });
-        FakeServer { addr, seen }
+        }));
+        FakeServer {
+            addr: server.addr.to_string(),
+            seen,
+            _server: server,
+        }
     }
-}
-
-/// The Content-Length a response head declares.
-fn hdrs_len(head: &str) -> Option<usize> {
-    head.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
 }
 
 /// Every path under `root`: directories as "dir", links as "-> target", files as their
