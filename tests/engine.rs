@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -169,7 +171,7 @@ impl Drop for Dockerd {
 }
 
 /// archctl with this dockerd, an own cache and no user configuration.
-fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> std::process::Output {
+fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> support::Run {
     Command::new(ARCHCTL)
         .args(args)
         .env("DOCKER_HOST", docker.host())
@@ -180,8 +182,7 @@ fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> std::process::Outpu
         .env_remove("ARCHCTL_ENGINE")
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
-        .output()
-        .unwrap()
+        .run()
 }
 
 /// The host's own platform and qemu name, and a foreign one it does not run.
@@ -353,8 +354,7 @@ fn run_with_podman() {
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .env("DOCKER_CONFIG", tmp.path())
             .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json"))
-            .output()
-            .unwrap()
+            .run()
     };
     let out = run(&multi.reference(&reg.addr()));
     assert_code(&out, 0);
@@ -399,16 +399,14 @@ fn container_mode_registers_handlers_on_the_host() {
         .arg(&bin)
         .arg(&image)
         .arg(foreign_q)
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let docker = Dockerd::start();
     let d = |args: &[&str]| {
         Command::new("docker")
             .args(args)
             .env("DOCKER_HOST", docker.host())
-            .output()
-            .unwrap()
+            .run()
     };
     assert_code(&d(&["load", "-i", image.to_str().unwrap()]), 0);
     // Users run this with `--privileged`. This VM's bounding set lacks CAP_SYS_RESOURCE,
@@ -448,8 +446,7 @@ fn container_mode_registers_handlers_on_the_host() {
     let out = Command::new("chroot")
         .arg(&chroot)
         .arg(format!("/{}", prog.file_name().unwrap().to_string_lossy()))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {foreign_q} ok\n"));
 }

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use archctl::{arch::Table, testprog};
@@ -185,7 +187,7 @@ fn test_programs_run_under_their_emulator() {
                         std::os::unix::fs::PermissionsExt::from_mode(0o755),
                     )
                     .unwrap();
-                    let out = Command::new(emulator_for(p.arch)).arg(&f).output().unwrap();
+                    let out = Command::new(emulator_for(p.arch)).arg(&f).run();
                     let got = String::from_utf8_lossy(&out.stdout);
                     (out.status.success() && got == p.expected_output())
                         .then_some(())

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::path::PathBuf;
 
 use support::{Sandbox, assert_code, stdout};
@@ -43,8 +45,7 @@ fn the_aarch64_binary_runs_under_qemu_in_a_private_instance() {
     let out = std::process::Command::new(qemu)
         .arg(&p)
         .arg("--version")
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert!(stdout(&out).starts_with("archctl "), "{}", stdout(&out));
     let sb = Sandbox::new();
@@ -55,8 +56,7 @@ fn the_aarch64_binary_runs_under_qemu_in_a_private_instance() {
         .arg(&sb.dir)
         .args(["status", "--json"])
         .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
