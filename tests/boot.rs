@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use support::{ARCHCTL, Sandbox, assert_code, assert_error_line, stderr, stdout};
 
 const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
@@ -20,8 +22,7 @@ fn config_init_show_and_overwrite_protection() {
         std::process::Command::new(ARCHCTL)
             .args(["--config", p])
             .args(args)
-            .output()
-            .unwrap()
+            .run()
     };
     assert_code(&run(&["config", "init"]), 0);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -45,8 +46,7 @@ fn config_init_show_and_overwrite_protection() {
     let out = std::process::Command::new(ARCHCTL)
         .args(["config", "show"])
         .env("ARCHCTL_CONFIG", &path)
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 1);
     assert_error_line(&out, "unknown field `colour`");
     assert_error_line(&out, p);
@@ -87,7 +87,7 @@ fn boot_applies_the_configuration_idempotently() {
     // The registered entries work.
     let prog = sb.program_file(FOREIGN);
     assert_eq!(
-        stdout(&sb.command(&prog).output().unwrap()),
+        stdout(&sb.command(&prog).run()),
         format!("archctl-test {FOREIGN} ok\n")
     );
 }
@@ -122,11 +122,10 @@ fn boot_without_a_file_applies_the_defaults_and_a_bad_file_changes_nothing() {
 fn exported_binfmt_d_files_give_systemd_binfmt_the_same_entries_as_enable() {
     require_sandbox!();
     let systemd_binfmt = "/usr/lib/systemd/systemd-binfmt";
-    if !std::path::Path::new(systemd_binfmt).exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI installs systemd");
-        eprintln!("skipped: {systemd_binfmt} not installed");
-        return;
-    }
+    skip_unless!(
+        std::path::Path::new(systemd_binfmt).exists(),
+        "{systemd_binfmt} (systemd) not installed"
+    );
     let out_dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(ARCHCTL)
         .args([
@@ -139,8 +138,7 @@ fn exported_binfmt_d_files_give_systemd_binfmt_the_same_entries_as_enable() {
             "--output",
         ])
         .arg(out_dir.path())
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let mut files: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()

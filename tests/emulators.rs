@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{path::Path, process::Command, sync::OnceLock};
 
 use support::{ARCHCTL, FakeServer, Sandbox, assert_code, assert_error_line, stdout};
@@ -15,8 +17,8 @@ const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
     "aarch64"
 };
 
-fn archctl(args: &[&str]) -> std::process::Output {
-    Command::new(ARCHCTL).args(args).output().unwrap()
+fn archctl(args: &[&str]) -> support::Run {
+    Command::new(ARCHCTL).args(args).run()
 }
 
 fn sha256_file(p: &Path) -> String {

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use support::{Sandbox, assert_code, assert_error_line, stderr, stdout};
 
 /// A foreign target that every Debian qemu-user-static has and this host does not run.
@@ -63,7 +65,7 @@ fn foreign_program_runs_by_path_and_inside_chroot_with_f() {
     assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
     // Plain path.
     let prog = sb.program_file(FOREIGN);
-    let out = sb.command(&prog).output().unwrap();
+    let out = sb.command(&prog).run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
     // A chroot that holds nothing but the foreign program: only F (interpreter opened at
@@ -75,8 +77,7 @@ fn foreign_program_runs_by_path_and_inside_chroot_with_f() {
         .command("chroot")
         .arg(&root)
         .arg(format!("/prog-{FOREIGN}"))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
 }
@@ -104,8 +105,7 @@ fn without_f_the_chroot_cannot_find_the_emulator() {
         .command("chroot")
         .arg(&root)
         .arg(format!("/prog-{FOREIGN}"))
-        .output()
-        .unwrap();
+        .run();
     assert_ne!(out.status.code(), Some(0), "ran without F inside a chroot?");
 }
 
@@ -664,7 +664,7 @@ fn native_detection_is_not_fooled_by_a_handler() {
     // Executing i386 directly now goes through that handler, so only the probe in a
     // private instance can tell that i386 runs natively.
     let prog = sb.program_file("i386");
-    let out = sb.command(&prog).output().unwrap();
+    let out = sb.command(&prog).run();
     assert_ne!(
         stdout(&out),
         "archctl-test i386 ok\n",
@@ -763,4 +763,9 @@ fn a_signal_never_leaves_a_half_registered_table() {
         *outcomes.entry(outcome).or_insert(0) += 1;
     }
     eprintln!("outcomes: {outcomes:?}");
+    // Without an interrupted run, nothing above exercised the rollback.
+    assert!(
+        outcomes.contains_key("rolled back"),
+        "no run was interrupted mid-way and rolled back: {outcomes:?}"
+    );
 }

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -34,14 +36,8 @@ fn unavailable() -> Option<String> {
 
 macro_rules! require_engine {
     () => {
-        if let Some(why) = unavailable() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run every test, but: {why}"
-            );
-            eprintln!("skipped: {why}");
-            return;
-        }
+        let unavailable = unavailable();
+        skip_unless!(unavailable.is_none(), "{}", unavailable.unwrap_or_default());
     };
 }
 
@@ -175,7 +171,7 @@ impl Drop for Dockerd {
 }
 
 /// archctl with this dockerd, an own cache and no user configuration.
-fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> std::process::Output {
+fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> support::Run {
     Command::new(ARCHCTL)
         .args(args)
         .env("DOCKER_HOST", docker.host())
@@ -186,8 +182,7 @@ fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> std::process::Outpu
         .env_remove("ARCHCTL_ENGINE")
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
-        .output()
-        .unwrap()
+        .run()
 }
 
 /// The host's own platform and qemu name, and a foreign one it does not run.
@@ -311,11 +306,10 @@ fn run_picks_native_first_and_emulates_only_when_needed() {
 #[test]
 fn run_with_podman() {
     require_engine!();
-    if Command::new("podman").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI installs podman");
-        eprintln!("skipped: podman not installed");
-        return;
-    }
+    skip_unless!(
+        Command::new("podman").arg("--version").output().is_ok(),
+        "podman not installed"
+    );
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _binfmt = BinfmtGuard::new();
     let reg = Registry::start(RegistryAuth::None);
@@ -360,8 +354,7 @@ fn run_with_podman() {
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .env("DOCKER_CONFIG", tmp.path())
             .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json"))
-            .output()
-            .unwrap()
+            .run()
     };
     let out = run(&multi.reference(&reg.addr()));
     assert_code(&out, 0);
@@ -391,18 +384,11 @@ fn container_mode_registers_handlers_on_the_host() {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join(format!("target/static/archctl-{host_arch}"));
-    if !bin.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI builds {} first",
-            bin.display()
-        );
-        eprintln!(
-            "skipped: {} not built (bash guest-installer/build-static.sh)",
-            bin.display()
-        );
-        return;
-    }
+    skip_unless!(
+        bin.exists(),
+        "{} not built (bash guest-installer/build-static.sh)",
+        bin.display()
+    );
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _binfmt = BinfmtGuard::new();
     let (_, (_, foreign_q)) = platforms();
@@ -413,16 +399,14 @@ fn container_mode_registers_handlers_on_the_host() {
         .arg(&bin)
         .arg(&image)
         .arg(foreign_q)
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let docker = Dockerd::start();
     let d = |args: &[&str]| {
         Command::new("docker")
             .args(args)
             .env("DOCKER_HOST", docker.host())
-            .output()
-            .unwrap()
+            .run()
     };
     assert_code(&d(&["load", "-i", image.to_str().unwrap()]), 0);
     // Users run this with `--privileged`. This VM's bounding set lacks CAP_SYS_RESOURCE,
@@ -462,8 +446,7 @@ fn container_mode_registers_handlers_on_the_host() {
     let out = Command::new("chroot")
         .arg(&chroot)
         .arg(format!("/{}", prog.file_name().unwrap().to_string_lossy()))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {foreign_q} ok\n"));
 }

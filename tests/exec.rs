@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use support::{ARCHCTL, assert_code, assert_error_line, stdout};
@@ -65,8 +67,7 @@ fn exec_runs_foreign_program_without_touching_the_host() {
     let out = Command::new(ARCHCTL)
         .args(["exec", "--arch", FOREIGN, "--"])
         .arg(&prog)
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {FOREIGN} ok\n"));
     // Several architectures, comma-separated, and a shell in between; the command keeps
@@ -84,8 +85,7 @@ fn exec_runs_foreign_program_without_touching_the_host() {
             "id -u; ls /proc/sys/fs/binfmt_misc | grep -c qemu-; {}",
             prog.display()
         ))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let uid = nix::unistd::getuid().as_raw();
     assert_eq!(
@@ -98,18 +98,17 @@ fn exec_runs_foreign_program_without_touching_the_host() {
 #[test]
 fn exec_works_for_an_unprivileged_user() {
     require_sandbox!();
-    if !nix::unistd::getuid().is_root() {
-        // Already unprivileged: the previous test covers it.
-        eprintln!("skipped: not root, the unprivileged case is the plain exec test");
-        return;
-    }
+    // When not root, the plain exec test already is the unprivileged case.
+    skip_unless!(
+        nix::unistd::getuid().is_root(),
+        "not root, the unprivileged case is the plain exec test"
+    );
     let (d, prog) = program_dir();
     let exe = world_executable_archctl(d.path());
     let out = as_nobody(&exe)
         .args(["exec", "--arch", FOREIGN, "--", "sh", "-c"])
         .arg(format!("id -u; {}", prog.display()))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("65534\narchctl-test {FOREIGN} ok\n"));
 }
@@ -119,14 +118,12 @@ fn exec_bad_input() {
     require_sandbox!();
     let out = Command::new(ARCHCTL)
         .args(["exec", "--arch", "z80", "--", "true"])
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 2);
     assert_error_line(&out, "unknown architecture \"z80\"");
     let out = Command::new(ARCHCTL)
         .args(["exec", "--arch", FOREIGN])
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 2);
     let out = Command::new(ARCHCTL)
         .args([
@@ -138,14 +135,12 @@ fn exec_bad_input() {
             "--",
             "true",
         ])
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 1);
     assert_error_line(&out, "dynamically linked");
     let out = Command::new(ARCHCTL)
         .args(["exec", "--arch", FOREIGN, "--", "/nonexistent/cmd"])
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 1);
     assert_error_line(&out, "/nonexistent/cmd");
 }
@@ -153,10 +148,10 @@ fn exec_bad_input() {
 #[test]
 fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
     require_sandbox!();
-    if !nix::unistd::getuid().is_root() {
-        eprintln!("skipped: needs root to drop to uid 65534");
-        return;
-    }
+    skip_unless!(
+        nix::unistd::getuid().is_root(),
+        "needs root to drop to uid 65534"
+    );
     let before = host_table();
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -164,8 +159,7 @@ fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
     let out = as_nobody(&exe)
         .args(["enable", FOREIGN])
         .env("ARCHCTL_RUNTIME_DIR", d.path().join("run"))
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 1);
     assert_error_line(&out, "permission denied");
     let err = support::stderr(&out);

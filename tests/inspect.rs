@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use serde_json::Value;
@@ -55,7 +57,7 @@ impl Env {
         self.dir.path().join("cache")
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    fn run(&self, args: &[&str]) -> support::Run {
         let mut c = Command::new(ARCHCTL);
         c.args(args)
             .env_remove("XDG_RUNTIME_DIR")
@@ -73,11 +75,11 @@ impl Env {
         for (k, v) in &self.vars {
             c.env(k, v);
         }
-        c.output().unwrap()
+        c.run()
     }
 
     /// `archctl --json inspect ARGS`, parsed.
-    fn inspect(&self, args: &[&str]) -> (std::process::Output, Value) {
+    fn inspect(&self, args: &[&str]) -> (support::Run, Value) {
         let mut a = vec!["--json", "inspect", "--timeout", "10"];
         a.extend_from_slice(args);
         let out = self.run(&a);

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::PermissionsExt,
@@ -131,11 +133,11 @@ impl Guest {
     }
 
     /// install.sh --root ROOT ARGS.
-    fn install(&self, args: &[&str]) -> Output {
+    fn install(&self, args: &[&str]) -> support::Run {
         let root = self.root();
         let mut a = vec!["--root", root.to_str().unwrap()];
         a.extend_from_slice(args);
-        let out = self.command(&a).output().unwrap();
+        let out = self.command(&a).run();
         self.assert_tmp_clean(&out);
         out
     }
@@ -149,17 +151,13 @@ impl Guest {
         assert!(
             left.is_empty(),
             "temporary files left behind: {left:?}\n{}",
-            both(out)
+            support::shown(out)
         );
     }
 
     fn snapshot(&self) -> BTreeMap<String, String> {
         snapshot(&self.root())
     }
-}
-
-fn both(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o))
 }
 
 /// Every path under `root`: files as mode and sha256, links as target, dirs as "dir".
@@ -207,33 +205,34 @@ fn plus_lines(o: &Output) -> Vec<String> {
 
 /// The error contract: one `install.sh: error: ` line on stderr mentioning `needle`.
 #[track_caller]
-fn assert_install_error(o: &Output, needle: &str) {
-    let err = stderr(o);
+fn assert_install_error(o: &impl support::Outcome, needle: &str) {
+    let err = stderr(o.output());
     let lines: Vec<&str> = err
         .lines()
         .filter(|l| l.starts_with("install.sh: error: "))
         .collect();
-    assert_eq!(lines.len(), 1, "one error line expected:\n{}", both(o));
+    assert_eq!(
+        lines.len(),
+        1,
+        "one error line expected:\n{}",
+        support::shown(o)
+    );
     assert!(
         lines[0].contains(needle),
-        "error line {:?} does not mention {needle:?}",
-        lines[0]
+        "error line {:?} does not mention {needle:?}\n{}",
+        lines[0],
+        support::shown(o)
     );
 }
 
 #[test]
 fn shellcheck_passes() {
-    let out = match Command::new("shellcheck").arg(SCRIPT).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI must run shellcheck, but it is not installed");
-            }
-            eprintln!("skipped: shellcheck not installed (apt-get install -y shellcheck)");
-            return;
-        }
-        Err(e) => panic!("shellcheck: {e}"),
-    };
+    let out = Command::new("shellcheck").arg(SCRIPT).output();
+    skip_unless!(
+        !matches!(&out, Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+        "shellcheck not installed (apt-get install -y shellcheck)"
+    );
+    let out = out.unwrap_or_else(|e| panic!("shellcheck: {e}"));
     assert_code(&out, 0);
     let text = std::fs::read_to_string(SCRIPT).unwrap();
     assert!(text.starts_with("#!/bin/sh\n"), "POSIX sh shebang");
@@ -253,7 +252,7 @@ fn debian_root_gets_binary_config_and_each_service_idempotently() {
         assert!(
             text.contains("apt-get cannot install into another root"),
             "{init}: says why the packages are skipped:\n{}",
-            both(&out)
+            support::shown(&out)
         );
         assert!(g.calls().is_empty(), "{init}: {:?}", g.calls());
 
@@ -331,7 +330,11 @@ fn debian_root_gets_binary_config_and_each_service_idempotently() {
             "boot service: already in place",
             "done: everything was already in place",
         ] {
-            assert!(text.contains(what), "{init}: no {what:?}:\n{}", both(&out));
+            assert!(
+                text.contains(what),
+                "{init}: no {what:?}:\n{}",
+                support::shown(&out)
+            );
         }
         assert!(
             plus_lines(&out).is_empty(),
@@ -363,13 +366,13 @@ fn an_existing_config_is_never_overwritten() {
         assert!(
             stdout(&out).contains("config: already in place"),
             "{}",
-            both(&out)
+            support::shown(&out)
         );
         assert_eq!(
             stdout(&out).contains("note: --force is not written into an existing config"),
             !extra.is_empty(),
             "{}",
-            both(&out)
+            support::shown(&out)
         );
     }
     // A config this run writes gets force = true with --force.
@@ -398,14 +401,14 @@ fn alpine_installs_its_static_qemu_packages_with_apk_root() {
             "apk --root {root} add --no-cache {ALPINE_PACKAGES}"
         )],
         "{}",
-        both(&out)
+        support::shown(&out)
     );
     assert!(
         plus_lines(&out).contains(&format!(
             "+ apk --root {root} add --no-cache {ALPINE_PACKAGES}"
         )),
         "{}",
-        both(&out)
+        support::shown(&out)
     );
     assert!(
         g.root().join("etc/init.d/archctl").exists(),
@@ -445,7 +448,7 @@ fn fedora_and_rhel_likes_use_dnf_installroot() {
                 "dnf --installroot={root} install -y qemu-user-static"
             )],
             "{}",
-            both(&out)
+            support::shown(&out)
         );
         assert!(g.root().join("etc/systemd/system/archctl.service").exists());
         // Emulators present: dnf is not called again.
@@ -510,8 +513,7 @@ fn dry_run_prints_the_steps_and_changes_nothing() {
     // On this machine's own root: only printed, the enable and status included.
     let out = g
         .command(&["--binary", ARCHCTL, "--dry-run", "--no-emulators"])
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     g.assert_tmp_clean(&out);
     let lines = plus_lines(&out);
@@ -569,7 +571,7 @@ fn url_download_is_checked_before_anything_is_installed() {
             .iter()
             .any(|l| l.starts_with("+ curl ") && l.ends_with(&url)),
         "{}",
-        both(&out)
+        support::shown(&out)
     );
     assert_eq!(srv.seen.lock().unwrap().len(), 0, "dry run downloaded");
     assert_eq!(g.snapshot(), before);
@@ -599,7 +601,7 @@ fn url_download_is_checked_before_anything_is_installed() {
         "sysv",
     ]);
     assert_code(&out, 0);
-    assert!(stdout(&out).contains("matches"), "{}", both(&out));
+    assert!(stdout(&out).contains("matches"), "{}", support::shown(&out));
     assert_eq!(
         std::fs::read(g.root().join("usr/local/bin/archctl")).unwrap(),
         archctl_bytes()
@@ -650,7 +652,7 @@ fn usage_errors_are_one_line() {
         assert_code(&out, code);
         assert_install_error(&out, needle);
     }
-    let out = g.command(&["--help"]).output().unwrap();
+    let out = g.command(&["--help"]).run();
     assert_code(&out, 0);
     assert!(stdout(&out).contains("--root DIR"));
     assert_eq!(g.snapshot(), before);
@@ -679,7 +681,7 @@ fn a_binary_that_does_not_run_here_is_installed_with_the_host_archctl_doing_the_
     assert!(
         stdout(&out).contains("does not run on this machine"),
         "{}",
-        both(&out)
+        support::shown(&out)
     );
     assert_eq!(
         std::fs::read(g.root().join("usr/local/bin/archctl")).unwrap(),

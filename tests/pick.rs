@@ -3,11 +3,13 @@
 
 mod support;
 
+use support::RunExt;
+
 use serde_json::Value;
 use support::registry::{ImageSpec, Registry, RegistryAuth, push_fixtures, push_image};
 use support::{ARCHCTL, assert_code, assert_error_line, stdout};
 
-fn pick(args: &[&str]) -> (std::process::Output, Value) {
+fn pick(args: &[&str]) -> (support::Run, Value) {
     let cache = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(ARCHCTL)
         .args(["--json", "pick"])
@@ -18,8 +20,7 @@ fn pick(args: &[&str]) -> (std::process::Output, Value) {
         .env("DOCKER_CONFIG", cache.path())
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
-        .output()
-        .unwrap();
+        .run();
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out, v)
 }
@@ -103,8 +104,7 @@ fn single_manifest_images_and_no_emulation() {
         ])
         .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
         .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-        .output()
-        .unwrap();
+        .run();
     assert!(
         stdout(&out).contains("emulation refused"),
         "{}",
@@ -141,8 +141,7 @@ fn compose_platforms_writes_an_override_per_service() {
             .env("ARCHCTL_CACHE_DIR", cache.path())
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-            .output()
-            .unwrap()
+            .run()
     };
     let out = run(&[]);
     assert_code(&out, 0);
@@ -190,7 +189,7 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
     c.args(["run", "--dry-run", "--rm", &r])
         .env("ARCHCTL_ENGINE", "podman");
     base(&mut c);
-    let out = c.output().unwrap();
+    let out = c.run();
     assert_code(&out, 0);
     assert_eq!(
         stdout(&out),
@@ -200,9 +199,10 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
         )
     );
     // Without root, archctl says exactly which command registers the handler.
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
+    skip_unless!(
+        nix::unistd::geteuid().is_root(),
+        "not root: cannot drop to uid 65534 for the unprivileged case"
+    );
     let exe = dir.path().join("archctl");
     std::fs::copy(ARCHCTL, &exe).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -211,7 +211,7 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
         .arg(&exe)
         .args(["run", "--engine", "docker", "--rm", &r]);
     base(&mut c);
-    let out = c.output().unwrap();
+    let out = c.run();
     assert_code(&out, 1);
     assert_error_line(
         &out,

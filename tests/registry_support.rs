@@ -6,20 +6,10 @@ mod support;
 
 use std::{
     io::Read,
-    process::Output,
     time::{Duration, Instant},
 };
 
 use support::registry::*;
-
-fn out_text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `skopeo inspect --raw` of `reference` (plus extra flags); panics on failure.
 #[track_caller]
@@ -29,7 +19,11 @@ fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
     args.extend_from_slice(extra);
     args.push(&image);
     let o = skopeo(&args);
-    assert!(o.status.success(), "skopeo {args:?}: {}", out_text(&o));
+    assert!(
+        o.status.success(),
+        "skopeo {args:?}: {}",
+        support::shown(&o)
+    );
     o.stdout
 }
 
@@ -48,7 +42,11 @@ fn skopeo_for(reference: &str, arch: &str, variant: Option<&str>) -> (Vec<u8>, s
         args.extend_from_slice(extra);
         args.push(&image);
         let o = skopeo(&args);
-        assert!(o.status.success(), "skopeo {args:?}: {}", out_text(&o));
+        assert!(
+            o.status.success(),
+            "skopeo {args:?}: {}",
+            support::shown(&o)
+        );
         o.stdout
     };
     let config = run(&["--config", "--raw"]);
@@ -56,15 +54,20 @@ fn skopeo_for(reference: &str, arch: &str, variant: Option<&str>) -> (Vec<u8>, s
     (config, json)
 }
 
-fn assert_auth_failure(o: &Output) {
-    assert!(!o.status.success(), "expected failure: {}", out_text(o));
-    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+fn assert_auth_failure(o: &impl support::Outcome) {
+    let out = o.output();
+    assert!(
+        !out.status.success(),
+        "expected failure: {}",
+        support::shown(o)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
         err.contains("unauthorized")
             || err.contains("authentication required")
             || err.contains("401"),
         "not an auth failure: {}",
-        out_text(o)
+        support::shown(o)
     );
 }
 
@@ -252,14 +255,18 @@ fn fixtures_round_trip_through_skopeo() {
         "--tls-verify=false",
         &image,
     ]);
-    assert!(!o.status.success(), "no amd64 descriptor: {}", out_text(&o));
+    assert!(
+        !o.status.success(),
+        "no amd64 descriptor: {}",
+        support::shown(&o)
+    );
 
     // A full copy (all blobs verified by skopeo) works.
     let dir = tempfile::tempdir().unwrap();
     let dest = format!("dir:{}", dir.path().join("copy").display());
     let src = format!("docker://{}", f.docker_single.reference(&addr));
     let o = skopeo(&["copy", "--src-tls-verify=false", &src, &dest]);
-    assert!(o.status.success(), "{}", out_text(&o));
+    assert!(o.status.success(), "{}", support::shown(&o));
     let copied = std::fs::read(dir.path().join("copy/manifest.json")).unwrap();
     assert_eq!(copied, f.docker_single.raw);
 }
@@ -334,7 +341,7 @@ fn token_registry() {
         "alice:wrong",
         &private_ref,
     ]);
-    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(!o.status.success(), "{}", support::shown(&o));
     let log = ts.log();
     assert!(log.iter().any(|r| r.user.as_deref() == Some("alice")
         && r.granted.iter().any(|g| g == "repository:private/app:pull")));
@@ -403,7 +410,7 @@ fn token_registry() {
         "--no-creds",
         &private_ref,
     ]);
-    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(!o.status.success(), "{}", support::shown(&o));
 }
 
 #[test]
@@ -597,13 +604,13 @@ fn corrupt_blob_stop_and_restart() {
     let dest = format!("dir:{}", dir.path().join("copy").display());
     let src = format!("docker://{}", p.reference(&reg.addr()));
     let o = skopeo(&["copy", "--src-tls-verify=false", &src, &dest]);
-    assert!(!o.status.success(), "{}", out_text(&o));
+    assert!(!o.status.success(), "{}", support::shown(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .to_lowercase()
             .contains("digest did not match"),
         "{}",
-        out_text(&o)
+        support::shown(&o)
     );
 
     // Stop: connections refused; restart: same port, same content.

@@ -3,6 +3,10 @@
 //! qemu-user-static installs, and the committed binaries are the ones SHA256SUMS names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::RunExt;
+
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use archctl::{arch::Table, testprog};
@@ -12,10 +16,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Rules that deliberately differ from QEMU 7.2 (see binfmt-rules/qemu.toml).
 const DEVIATIONS: &[&str] = &["microblaze", "microblazeel"];
-
-fn ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
 
 #[test]
 fn every_rule_has_a_test_program_and_every_program_a_rule() {
@@ -110,14 +110,12 @@ fn debian_rules() -> Option<MagicTable> {
 
 #[test]
 fn rules_match_debian_binfmt_d() {
-    let Some(deb) = debian_rules() else {
-        assert!(
-            !ci(),
-            "CI installs qemu-user-static: /usr/lib/binfmt.d/qemu-*.conf missing"
-        );
-        eprintln!("skipped: qemu-user-static's /usr/lib/binfmt.d files are not installed");
-        return;
-    };
+    let deb = debian_rules();
+    skip_unless!(
+        deb.is_some(),
+        "qemu-user-static's /usr/lib/binfmt.d/qemu-*.conf files are not installed"
+    );
+    let deb = deb.unwrap();
     let t = Table::builtin();
     assert!(deb.len() >= 25, "only {} Debian rules", deb.len());
     for (arch, (magic, mask)) in &deb {
@@ -172,14 +170,10 @@ fn test_programs_run_under_their_emulator() {
         .filter(|p| !Path::new(&emulator_for(p.arch)).exists())
         .map(|p| p.arch)
         .collect();
-    if !missing.is_empty() {
-        assert!(
-            !ci(),
-            "CI installs qemu-user-static, missing emulators for {missing:?}"
-        );
-        eprintln!("skipped: no qemu-*-static for {missing:?}");
-        return;
-    }
+    skip_unless!(
+        missing.is_empty(),
+        "no qemu-*-static (qemu-user-static) for {missing:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let failures: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = testprog::all()
@@ -193,7 +187,7 @@ fn test_programs_run_under_their_emulator() {
                         std::os::unix::fs::PermissionsExt::from_mode(0o755),
                     )
                     .unwrap();
-                    let out = Command::new(emulator_for(p.arch)).arg(&f).output().unwrap();
+                    let out = Command::new(emulator_for(p.arch)).arg(&f).run();
                     let got = String::from_utf8_lossy(&out.stdout);
                     (out.status.success() && got == p.expected_output())
                         .then_some(())

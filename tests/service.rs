@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use support::{ARCHCTL, assert_code, assert_error_line, stdout};
@@ -13,15 +15,14 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     support::tree_snapshot(root, |p| std::fs::read_to_string(p).unwrap_or_default())
 }
 
-fn service(root: &Path, args: &[&str]) -> std::process::Output {
+fn service(root: &Path, args: &[&str]) -> support::Run {
     Command::new(ARCHCTL)
         .arg("service")
         .args(args)
         .arg("--root")
         .arg(root)
         .args(["--binary", "/usr/local/bin/archctl"])
-        .output()
-        .unwrap()
+        .run()
 }
 
 #[test]
@@ -157,8 +158,7 @@ fn the_unit_passes_systemd_analyze_and_the_script_parses() {
             .args(["service", "install", "--init", init, "--root"])
             .arg(root.path())
             .args(["--binary", ARCHCTL])
-            .output()
-            .unwrap()
+            .run()
     };
     assert_code(&run("systemd"), 0);
     assert_code(&run("openrc"), 0);
@@ -180,7 +180,6 @@ fn the_unit_passes_systemd_analyze_and_the_script_parses() {
     let out = Command::new("sh")
         .arg("-n")
         .arg(root.path().join("etc/init.d/archctl"))
-        .output()
-        .unwrap();
+        .run();
     assert!(out.status.success());
 }

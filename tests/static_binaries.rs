@@ -5,31 +5,24 @@
 
 mod support;
 
+use support::RunExt;
+
 use std::path::PathBuf;
 
 use support::{Sandbox, assert_code, stdout};
 
-fn binary(arch: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/static/archctl-{arch}"));
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI builds {} with guest-installer/build-static.sh first",
-        p.display()
-    );
-    eprintln!(
-        "skipped: {} not built (bash guest-installer/build-static.sh)",
-        p.display()
-    );
-    None
+/// Where build-static.sh puts the release binary for `arch`.
+fn binary(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/static/archctl-{arch}"))
 }
+
+const NOT_BUILT: &str = "not built (bash guest-installer/build-static.sh)";
 
 #[test]
 fn both_release_binaries_are_static_elfs_of_their_architecture() {
     for (arch, machine) in [("x86_64", "X86_64"), ("aarch64", "ARM_AARCH64")] {
-        let Some(p) = binary(arch) else { continue };
+        let p = binary(arch);
+        skip_unless!(p.exists(), "{} {NOT_BUILT}", p.display());
         let info = archctl::elf::ElfInfo::read(&p).unwrap();
         assert!(info.is_static(), "{arch}: {}", info.describe());
         assert_eq!(info.bits, 64);
@@ -46,13 +39,13 @@ fn both_release_binaries_are_static_elfs_of_their_architecture() {
 #[test]
 fn the_aarch64_binary_runs_under_qemu_in_a_private_instance() {
     require_sandbox!();
-    let Some(p) = binary("aarch64") else { return };
+    let p = binary("aarch64");
+    skip_unless!(p.exists(), "{} {NOT_BUILT}", p.display());
     let qemu = "/usr/bin/qemu-aarch64-static";
     let out = std::process::Command::new(qemu)
         .arg(&p)
         .arg("--version")
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     assert!(stdout(&out).starts_with("archctl "), "{}", stdout(&out));
     let sb = Sandbox::new();
@@ -63,8 +56,7 @@ fn the_aarch64_binary_runs_under_qemu_in_a_private_instance() {
         .arg(&sb.dir)
         .args(["status", "--json"])
         .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
-        .output()
-        .unwrap();
+        .run();
     assert_code(&out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

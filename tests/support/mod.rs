@@ -28,11 +28,14 @@ pub fn sandbox_unavailable() -> Option<String> {
     None
 }
 
-/// Skip the calling test with a printed reason when sandboxes are unavailable.
+/// Skip the calling test, with a printed reason, unless `cond` holds; under CI (the
+/// environment variable `CI` set) a test that would be skipped fails instead, since CI
+/// installs everything every test needs.
 #[macro_export]
-macro_rules! require_sandbox {
-    () => {
-        if let Some(why) = support::sandbox_unavailable() {
+macro_rules! skip_unless {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            let why = format!($($why)+);
             if std::env::var_os("CI").is_some() {
                 panic!("CI must run every test, but: {why}");
             }
@@ -40,6 +43,114 @@ macro_rules! require_sandbox {
             return;
         }
     };
+}
+
+/// Skip the calling test (see [`skip_unless!`]) when sandboxes are unavailable.
+#[macro_export]
+macro_rules! require_sandbox {
+    () => {
+        let unavailable = support::sandbox_unavailable();
+        $crate::skip_unless!(unavailable.is_none(), "{}", unavailable.unwrap_or_default());
+    };
+}
+
+/// A command that was run and what came of it: every assertion on it prints the
+/// command line with stdout and stderr when it fails (as ripgrep's tests/util.rs does).
+pub struct Run {
+    pub argv: Vec<String>,
+    pub output: Output,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.output
+    }
+}
+
+impl Run {
+    /// Run `cmd` to completion, capturing its output.
+    pub fn of(cmd: &mut Command) -> Run {
+        let argv = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        let output = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+        Run { argv, output }
+    }
+
+    pub fn stdout(&self) -> String {
+        stdout(&self.output)
+    }
+
+    pub fn stderr(&self) -> String {
+        stderr(&self.output)
+    }
+
+    /// stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.shown()))
+    }
+
+    /// The command line, exit status, stdout and stderr, for failure messages.
+    pub fn shown(&self) -> String {
+        shown(self)
+    }
+}
+
+/// `cmd.run()`: [`Run::of`].
+pub trait RunExt {
+    fn run(&mut self) -> Run;
+}
+
+impl RunExt for Command {
+    fn run(&mut self) -> Run {
+        Run::of(self)
+    }
+}
+
+/// Something to assert on: a [`Run`] (which knows its command line) or a bare [`Output`]
+/// (of a child spawned by hand).
+pub trait Outcome {
+    fn output(&self) -> &Output;
+    fn argv(&self) -> Option<&[String]>;
+}
+
+impl Outcome for Run {
+    fn output(&self) -> &Output {
+        &self.output
+    }
+    fn argv(&self) -> Option<&[String]> {
+        Some(&self.argv)
+    }
+}
+
+impl Outcome for Output {
+    fn output(&self) -> &Output {
+        self
+    }
+    fn argv(&self) -> Option<&[String]> {
+        None
+    }
+}
+
+/// The command line (when known), exit status, stdout and stderr of `o`.
+pub fn shown(o: &impl Outcome) -> String {
+    let out = o.output();
+    let cmd = match o.argv() {
+        Some(argv) => format!("command: {argv:?}\n"),
+        None => String::new(),
+    };
+    format!(
+        "{cmd}exit status: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    )
 }
 
 /// A private user + mount namespace holding its own binfmt_misc instance (mounted by
@@ -98,7 +209,7 @@ impl Sandbox {
             "mount -t binfmt_misc binfmt_misc '{}'",
             sb.dir.display()
         ));
-        assert!(out.status.success(), "mount: {}", stderr(&out));
+        assert!(out.status.success(), "mount: {}", out.shown());
         sb
     }
 
@@ -115,28 +226,21 @@ impl Sandbox {
 
     /// Run archctl inside with `--binfmt-dir` pointing at this sandbox (and its own
     /// runtime directory, so the native-set cache is per sandbox).
-    pub fn archctl(&self, args: &[&str]) -> Output {
+    pub fn archctl(&self, args: &[&str]) -> Run {
         self.command(ARCHCTL)
             .env("ARCHCTL_RUNTIME_DIR", self.runtime_dir())
             .arg("--binfmt-dir")
             .arg(&self.dir)
             .args(args)
-            .output()
-            .unwrap()
+            .run()
     }
 
     /// archctl with `--json`, parsed.
-    pub fn archctl_json(&self, args: &[&str]) -> (Output, serde_json::Value) {
+    pub fn archctl_json(&self, args: &[&str]) -> (Run, serde_json::Value) {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         let out = self.archctl(&a);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "archctl {args:?}: stdout is not JSON ({e}): {}\nstderr: {}",
-                stdout(&out),
-                stderr(&out)
-            )
-        });
+        let v = out.json();
         (out, v)
     }
 
@@ -144,8 +248,8 @@ impl Sandbox {
         self.tmp.path().join("run")
     }
 
-    pub fn sh(&self, script: &str) -> Output {
-        self.command("sh").args(["-c", script]).output().unwrap()
+    pub fn sh(&self, script: &str) -> Run {
+        self.command("sh").args(["-c", script]).run()
     }
 
     /// The kernel's text for an entry, or None.
@@ -189,7 +293,7 @@ impl Sandbox {
             "printf '%s' '{line}' > '{}/register'",
             self.dir.display()
         ));
-        assert!(out.status.success(), "register {line}: {}", stderr(&out));
+        assert!(out.status.success(), "register {line}: {}", out.shown());
     }
 
     /// Register `entry` with the magic/mask of archctl's rule for `arch`, directly through
@@ -236,41 +340,38 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Assert an exit code, showing the output when it differs.
+/// Assert an exit code, showing the command and its output when it differs.
 #[track_caller]
-pub fn assert_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
+pub fn assert_code(o: &impl Outcome, code: i32) {
+    assert_eq!(o.output().status.code(), Some(code), "{}", shown(o));
 }
 
 /// The error line contract: `archctl: error: ...` first on stderr.
 #[track_caller]
-pub fn assert_error_line(o: &Output, needle: &str) {
-    let err = stderr(o);
+pub fn assert_error_line(o: &impl Outcome, needle: &str) {
+    let err = stderr(o.output());
     let line = err
         .lines()
         .find(|l| l.starts_with("archctl: error: "))
-        .unwrap_or_else(|| panic!("no `archctl: error:` line in stderr: {err}"));
+        .unwrap_or_else(|| panic!("no `archctl: error:` line in stderr\n{}", shown(o)));
     assert!(
         line.contains(needle),
-        "error line {line:?} does not mention {needle:?}"
+        "error line {line:?} does not mention {needle:?}\n{}",
+        shown(o)
     );
 }
 
 /// A minimal HTTP server for what docker-registry will not do: answers from `handler`
-/// (method, path, headers) and records every request's headers.
+/// (request target, headers) and records every request's headers. A response whose
+/// Content-Length header declares more than its body is sent short and the connection
+/// closed, as a dropped connection would. It runs on [`registry::Server`].
 pub struct FakeServer {
     pub addr: String,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    _server: registry::Server,
 }
 
-/// A request the fake server saw: path and (lower-cased) headers.
+/// A request the fake server saw: target and (lower-cased) headers.
 pub type Seen = (String, Vec<(String, String)>);
 
 impl FakeServer {
@@ -280,78 +381,50 @@ impl FakeServer {
         + Sync
         + 'static,
     ) -> FakeServer {
-        use std::io::{BufRead, BufReader, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        use registry::{HttpResponse, Reply};
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
-        let handler = std::sync::Arc::new(handler);
-        std::thread::spawn(move || {
-            for conn in l.incoming().take(50) {
-                let Ok(mut conn) = conn else { continue };
-                let h = handler.clone();
-                let seen = s2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let mut headers = Vec::new();
-                        loop {
-                            let mut l = String::new();
-                            r.read_line(&mut l).unwrap();
-                            let l = l.trim_end();
-                            if l.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = l.split_once(':') {
-                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                            }
-                        }
-                        seen.lock().unwrap().push((path.clone(), headers.clone()));
-                        let (status, hdrs, body) = h(&path, &headers);
-                        let mut resp = format!("HTTP/1.1 {status} X\r\n");
-                        if !hdrs
-                            .iter()
-                            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                        {
-                            resp.push_str(&format!("Content-Length: {}\r\n", body.len()));
-                        }
-                        for (k, v) in hdrs {
-                            resp.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        resp.push_str("\r\n");
-                        let declared = hdrs_len(&resp);
-                        if conn.write_all(resp.as_bytes()).is_err()
-                            || conn.write_all(&body).is_err()
-                        {
-                            return;
-                        }
-                        // A response shorter than it declared: close, as a dropped
-                        // connection would.
-                        if declared.is_some_and(|d| d != body.len()) {
-                            return;
-                        }
-                    }
-                });
+        let server = registry::Server::start(std::sync::Arc::new(move |req| {
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            s2.lock()
+                .unwrap()
+                .push((req.target.clone(), headers.clone()));
+            let (status, headers, mut body) = handler(&req.target, &headers);
+            let declared = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok());
+            let sent = body.len();
+            match declared {
+                Some(d) if d > sent => {
+                    // The head declares `d` bytes (the server writes the body's length).
+                    body.resize(d, 0);
+                    Reply::Truncate(
+                        HttpResponse {
+                            status,
+                            headers,
+                            body,
+                        },
+                        sent,
+                    )
+                }
+                _ => Reply::Send(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                }),
             }
-        });
-        FakeServer { addr, seen }
+        }));
+        FakeServer {
+            addr: server.addr.to_string(),
+            seen,
+            _server: server,
+        }
     }
-}
-
-/// The Content-Length a response head declares.
-fn hdrs_len(head: &str) -> Option<usize> {
-    head.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
 }
 
 /// Every path under `root`: directories as "dir", links as "-> target", files as their

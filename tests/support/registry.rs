@@ -202,12 +202,12 @@ impl HttpResponse {
 }
 
 #[derive(Debug, Clone)]
-struct HttpRequest {
-    method: String,
-    target: String,
-    version: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct HttpRequest {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl HttpRequest {
@@ -439,26 +439,28 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// What a server handler wants done with one request.
-enum Reply {
+pub enum Reply {
     Send(HttpResponse),
     /// Close the connection without answering.
     Reset,
-    /// Send the head (with the full Content-Length) and half the body, then close.
-    Truncate(HttpResponse),
+    /// Send the head (with the full Content-Length) and only the first `n` body bytes,
+    /// then close.
+    Truncate(HttpResponse, usize),
 }
 
-type Handler = Arc<dyn Fn(&HttpRequest) -> Reply + Send + Sync>;
+pub type Handler = Arc<dyn Fn(&HttpRequest) -> Reply + Send + Sync>;
 
-/// A thread-per-connection HTTP/1.1 server on 127.0.0.1 (keep-alive supported).
-struct Server {
-    addr: SocketAddr,
+/// A thread-per-connection HTTP/1.1 server on 127.0.0.1 (keep-alive supported): the
+/// one server behind the token server, the fault proxy and `support::FakeServer`.
+pub struct Server {
+    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(handler: Handler) -> Server {
+    pub fn start(handler: Handler) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -549,9 +551,8 @@ fn serve_conn(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
                     return;
                 }
             }
-            Reply::Truncate(resp) => {
-                let half = resp.body.len() / 2;
-                let _ = write_response(&mut w, &req.method, &resp, true, Some(half));
+            Reply::Truncate(resp, n) => {
+                let _ = write_response(&mut w, &req.method, &resp, true, Some(n));
                 let _ = w.shutdown(Shutdown::Both);
                 return;
             }
@@ -1519,7 +1520,8 @@ fn proxy_reply(state: &Mutex<ProxyState>, upstream: &str, own: &str, req: &HttpR
     };
     if matches!(fault, Some(Fault::Truncate)) && req.method != "HEAD" {
         log(Some(resp.status), true);
-        return Reply::Truncate(resp);
+        let half = resp.body.len() / 2;
+        return Reply::Truncate(resp, half);
     }
     log(Some(resp.status), false);
     Reply::Send(resp)
