@@ -1,9 +1,11 @@
 //! The edge: exit codes decided by meaning, and global options every command honours.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+mod support;
 
-const ARCHCTL: &str = env!("CARGO_BIN_EXE_archctl");
+use std::process::Command;
+
+use support::{ARCHCTL, Run, RunExt, assert_code, assert_error_line};
 
 const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
     "riscv64"
@@ -11,23 +13,13 @@ const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
     "aarch64"
 };
 
-fn show(argv: &[&str], o: &Output) -> String {
-    format!(
-        "archctl {}\nexit {:?}\nstdout:\n{}\nstderr:\n{}",
-        argv.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn archctl(argv: &[&str], path: Option<&str>) -> Output {
+fn archctl(argv: &[&str], path: Option<&str>) -> Run {
     let mut c = Command::new(ARCHCTL);
     c.args(argv).env_remove("ARCHCTL_ENGINE");
     if let Some(p) = path {
         c.env("PATH", p);
     }
-    c.output().unwrap()
+    c.run()
 }
 
 #[test]
@@ -35,14 +27,9 @@ fn a_missing_container_engine_is_a_failure_not_a_usage_error() {
     let empty = tempfile::tempdir().unwrap();
     let argv = ["run", "--dry-run", "--platform", "linux/amd64", "alpine"];
     let o = archctl(&argv, Some(empty.path().to_str().unwrap()));
-    assert_eq!(o.status.code(), Some(1), "{}", show(&argv, &o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.starts_with("archctl: error: no container engine found"),
-        "{}",
-        show(&argv, &o)
-    );
-    assert!(err.contains("hint: "), "{}", show(&argv, &o));
+    assert_code(&o, 1);
+    assert_error_line(&o, "no container engine found");
+    assert!(o.stderr().contains("\nhint: "), "{}", o.shown());
 }
 
 #[test]
@@ -54,9 +41,8 @@ fn what_the_user_wrote_wrong_stays_a_usage_error() {
         &["enable", "--bogus"][..],
     ] {
         let o = archctl(argv, None);
-        assert_eq!(o.status.code(), Some(2), "{}", show(argv, &o));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.starts_with("archctl: error: "), "{}", show(argv, &o));
+        assert_code(&o, 2);
+        assert!(o.stderr().starts_with("archctl: error: "), "{}", o.shown());
     }
 }
 
@@ -64,28 +50,34 @@ fn what_the_user_wrote_wrong_stays_a_usage_error() {
 /// namespace), and registers there.
 #[test]
 fn exec_honours_the_global_binfmt_dir() {
-    let release = archctl::ns::kernel_release();
-    if !archctl::ns::kernel_at_least(&release, 6, 7) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs Linux 6.7+ (private binfmt_misc instances), this is {release}"
-        );
-        eprintln!("skipped: Linux {release} has no private binfmt_misc instances");
-        return;
-    }
+    require_sandbox!();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let argv = ["--binfmt-dir", d, "exec", "--arch", FOREIGN, "--", "ls", d];
-    let o = archctl(&argv, None);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&argv, &o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let names: Vec<&str> = out.lines().collect();
-    assert!(names.contains(&"register"), "{}", show(&argv, &o));
-    assert!(
-        names.contains(&format!("qemu-{FOREIGN}").as_str()),
-        "{}",
-        show(&argv, &o)
+    let o = archctl(
+        &["--binfmt-dir", d, "exec", "--arch", FOREIGN, "--", "ls", d],
+        None,
     );
+    assert_code(&o, 0);
+    let out = o.stdout();
+    let names: Vec<&str> = out.lines().collect();
+    assert!(names.contains(&"register"), "{}", o.shown());
+    let entry = format!("qemu-{FOREIGN}");
+    assert!(names.contains(&entry.as_str()), "{}", o.shown());
     // Outside the namespace the directory is untouched.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A directory that is not there is named, before any namespace is entered.
+    let o = archctl(
+        &[
+            "--binfmt-dir",
+            "/nonexistent/x",
+            "exec",
+            "--arch",
+            FOREIGN,
+            "--",
+            "true",
+        ],
+        None,
+    );
+    assert_code(&o, 2);
+    assert_error_line(&o, "--binfmt-dir /nonexistent/x: not a directory");
 }
