@@ -3,29 +3,33 @@
 //! own allocator for everything larger.
 //!
 //! Why (measured on the static x86_64 musl build, docs/benchmarks.md, 2026-12-01):
-//! musl's allocator (mallocng) hands emptied groups of small blocks back to the kernel
-//! right away and maps them again on the next allocation; it is also slow per call. On the
-//! boot path that costs more than the work. The previous answer, never freeing blocks of
-//! up to 1 KiB, made memory grow with the work (`status` with 1,034 entries: 13.4 MB
-//! peak RSS). Against the same build with (callgrind instructions and page faults of
-//! `enable --all --no-verify`, peak RSS of `status` with 1,034 entries):
+//! musl's allocator (mallocng) is slow per call, and it hands emptied groups of blocks
+//! back to the kernel right away and maps them again on the next allocation (clap's
+//! vectors of a few KiB, grown and freed while it builds the command tree, each cost an
+//! mmap, an munmap and fresh page faults). On the boot path that costs more than the
+//! work. The previous answer, never freeing blocks of up to 1 KiB, made memory grow with
+//! the work (`status` with 1,034 entries: 13.4 MB peak RSS). Instructions (callgrind) and
+//! page faults of `enable --all --no-verify`, peak RSS of `status` with 1,034 entries:
 //!
 //! | allocator | instructions | page faults | `status` RSS |
 //! | --- | ---: | ---: | ---: |
 //! | musl's own | 1.58 M | 261 | 3.6 MB |
-//! | small blocks never freed (before) | 1.16 M | 258 | 13.4 MB |
-//! | mimalloc | 1.16 M | 172 | 15.1 MB |
-//! | this pool | 0.95 M | 238 | 4.2 MB |
+//! | small blocks never freed (before) | 1.16 M | 261 | 13.4 MB |
+//! | mimalloc | 1.16 M | 170 | 15.1 MB |
+//! | this pool | 0.94 M | 204 | 3.8 MB |
 //!
-//! and on time (one private binfmt_misc instance, medians) the pool is the fastest of
-//! the four on `enable --all --no-verify`; mimalloc's fewer page faults do not make up
-//! for its start-up work, and it holds 15–17 MB for `status` (target: 8 MB).
+//! In time (one private binfmt_misc instance, medians of 150 runs each, same run) the pool
+//! was the fastest: 1.84 ms against 2.44 (never freed), 2.28 (musl) and 2.39 (mimalloc).
+//! mimalloc's fewer page faults do not make up for its start-up work, and it holds 15–17
+//! MB for `status` (target: 8 MB).
 //!
-//! Design: size classes of 16-byte steps up to 256 bytes, then 128-byte steps up to
-//! 1 KiB; fresh blocks are cut from 64 KiB chunks; a freed block goes on its class's
-//! free list (the list link lives in the block). Chunks are never returned: what the
-//! pool holds is bounded by the peak of live small blocks, not by the total allocated.
-//! One spin lock guards the pool (archctl's threads rarely allocate at the same time).
+//! Design: size classes of 16-byte steps up to 256 bytes, 128-byte steps up to 1 KiB,
+//! then powers of two up to 32 KiB; fresh blocks are cut from 256 KiB chunks (address
+//! space: a page costs memory only once a block on it is used); a freed block goes on its
+//! class's free list (the link lives in the block). Chunks are never returned: what the
+//! pool holds is bounded by the peak of live blocks, not by the total ever allocated.
+//! Larger blocks go to musl. One spin lock guards the pool (archctl's threads rarely
+//! allocate at the same time).
 #![cfg(target_env = "musl")]
 
 use std::{
@@ -35,11 +39,13 @@ use std::{
 };
 
 /// Blocks up to this size (and alignment up to 16) come from the pool.
-const MAX: usize = 1024;
-/// 16 classes of 16-byte steps (16..=256), then 6 of 128-byte steps (384..=1024).
-const CLASSES: usize = 22;
-/// Fresh blocks are cut from chunks of this size.
-const CHUNK: usize = 64 * 1024;
+const MAX: usize = 32 * 1024;
+/// 16 classes of 16-byte steps (16..=256), 6 of 128-byte steps (384..=1024), then 5
+/// powers of two (2 KiB..=32 KiB).
+const CLASSES: usize = 27;
+/// Fresh blocks are cut from chunks of this size (address space: only the pages that
+/// blocks use are ever touched).
+const CHUNK: usize = 256 * 1024;
 
 /// The class of a block, or None for blocks left to the system allocator.
 #[inline]
@@ -50,18 +56,21 @@ fn class(layout: Layout) -> Option<usize> {
     }
     Some(if size <= 256 {
         size.max(1).div_ceil(16) - 1
-    } else {
+    } else if size <= 1024 {
         16 + (size - 257) / 128
+    } else {
+        // 1025..=2048 -> 22, ..., 16385..=32768 -> 26
+        22 + (size.next_power_of_two().trailing_zeros() as usize - 11)
     })
 }
 
 /// The size of the blocks of class `c` (a multiple of 16).
 #[inline]
 fn class_size(c: usize) -> usize {
-    if c < 16 {
-        (c + 1) * 16
-    } else {
-        384 + (c - 16) * 128
+    match c {
+        0..16 => (c + 1) * 16,
+        16..22 => 384 + (c - 16) * 128,
+        _ => 2048 << (c - 22),
     }
 }
 
