@@ -70,6 +70,30 @@ fn report(title: &str, rows: &[(String, f64)], base: &str) {
     }
 }
 
+/// `INSPECT_RSS=N cargo bench --bench inspect`: peak RSS of one `archctl inspect` of N
+/// references (target for 1,000: <= 16 MB), for each binary in `ARCHCTL` (space-separated;
+/// default: the bench's own build), via /usr/bin/time.
+fn inspect_rss(reg: &Registry, n: usize, archctl: &str, env: &str) {
+    let many = push_many(reg, n);
+    let list: Vec<String> = many.iter().map(|p| p.reference(&reg.addr())).collect();
+    let bins = std::env::var("ARCHCTL").unwrap_or_else(|_| archctl.to_string());
+    for bin in bins.split_whitespace() {
+        for round in 0..3 {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "/usr/bin/time -f '%M %e' {env} {bin} inspect --no-cache {} >/dev/null",
+                    list.join(" ")
+                ))
+                .output()
+                .expect("/usr/bin/time (apt-get install time)");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or("");
+            println!("inspect of {n} refs, round {round}: peak RSS KiB, seconds: {last} ({bin})");
+        }
+    }
+}
+
 fn main() {
     let archctl = env!("CARGO_BIN_EXE_archctl");
     let tmp = tempfile::tempdir().unwrap();
@@ -94,6 +118,9 @@ fn main() {
 
     // 1. One multi-arch image on a plain local registry.
     let reg = Registry::start(RegistryAuth::None);
+    if let Ok(n) = std::env::var("INSPECT_RSS") {
+        return inspect_rss(&reg, n.parse().expect("INSPECT_RSS=<count>"), archctl, &env);
+    }
     let multi = push_image(
         &reg,
         "bench/multi",
