@@ -582,6 +582,13 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+
+    /// An architecture this host does not run (the tests hold on an arm64 host too).
+    const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
     use crate::binfmt::MemoryBinfmt;
 
     struct Fixture {
@@ -599,7 +606,7 @@ mod tests {
         let host = Host::detect(table);
         let dir = tempfile::tempdir().unwrap();
         let prog = crate::testprog::program(host.arch.as_deref().unwrap()).unwrap();
-        for a in ["aarch64", "s390x", "riscv64"] {
+        for a in [FOREIGN, "s390x", "riscv64"] {
             let p = dir.path().join(format!("qemu-{a}-static"));
             std::fs::write(&p, prog.bytes).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -675,12 +682,12 @@ mod tests {
         let mut claimant = entry_for(&f, "riscv64", "/opt/other/qemu", true);
         claimant.name = "rosetta".into();
         let fs = MemoryBinfmt::new(vec![
-            entry_for(&f, "aarch64", &emu("aarch64"), true),
+            entry_for(&f, FOREIGN, &emu(FOREIGN), true),
             entry_for(&f, "s390x", &emu("s390x"), false),
             claimant,
         ]);
         let host_arch = f.host.arch.clone().unwrap();
-        let p = plan(&f, &fs, &["aarch64", "s390x", "riscv64", &host_arch], false).unwrap();
+        let p = plan(&f, &fs, &[FOREIGN, "s390x", "riscv64", &host_arch], false).unwrap();
         assert_eq!(
             actions(&p),
             [
@@ -698,13 +705,14 @@ mod tests {
     #[test]
     fn conflicting_entry_is_an_error_without_force() {
         let f = fixture();
-        let fs = MemoryBinfmt::new(vec![entry_for(&f, "aarch64", "/opt/q/qemu-aarch64", true)]);
-        let e = plan(&f, &fs, &["aarch64"], false).unwrap_err().to_string();
+        let fs = MemoryBinfmt::new(vec![entry_for(&f, FOREIGN, "/opt/q/qemu-foreign", true)]);
+        let e = plan(&f, &fs, &[FOREIGN], false).unwrap_err().to_string();
         assert!(
-            e.contains("qemu-aarch64 exists and differs") && e.contains("/opt/q/qemu-aarch64"),
+            e.contains(&format!("qemu-{FOREIGN} exists and differs"))
+                && e.contains("/opt/q/qemu-foreign"),
             "{e}"
         );
-        let p = plan(&f, &fs, &["aarch64"], true).unwrap();
+        let p = plan(&f, &fs, &[FOREIGN], true).unwrap();
         assert_eq!(actions(&p), [Action::Replaced]);
     }
 
@@ -713,24 +721,24 @@ mod tests {
         let f = fixture();
         let fs = MemoryBinfmt::new(Vec::new());
         fs.state.lock().unwrap().fail_register = vec!["qemu-s390x".into()];
-        let p = plan(&f, &fs, &["aarch64", "s390x"], false).unwrap();
+        let p = plan(&f, &fs, &[FOREIGN, "s390x"], false).unwrap();
         let err = apply(&p, &fs).unwrap_err();
         assert_eq!(err.name, "qemu-s390x");
         assert!(err.to_string().contains("rolled back"), "{err}");
         let s = fs.snapshot();
         assert!(s.entries.is_empty(), "{:?}", s.entries);
         assert_eq!(s.log.len(), 3, "{:?}", s.log);
-        assert!(s.log[0].starts_with("register :qemu-aarch64:"));
+        assert!(s.log[0].starts_with(&format!("register :qemu-{FOREIGN}:")));
         assert!(s.log[1].starts_with("register :qemu-s390x:"));
-        assert_eq!(s.log[2], "remove qemu-aarch64");
+        assert_eq!(s.log[2], format!("remove qemu-{FOREIGN}"));
     }
 
     #[test]
     fn failed_replacement_restores_the_previous_entry() {
         let f = fixture();
-        let old = entry_for(&f, "aarch64", "/opt/q/qemu-aarch64", true);
+        let old = entry_for(&f, FOREIGN, "/opt/q/qemu-foreign", true);
         let fs = MemoryBinfmt::new(vec![old.clone()]);
-        let p = plan(&f, &fs, &["aarch64"], true).unwrap();
+        let p = plan(&f, &fs, &[FOREIGN], true).unwrap();
         let new_interp = p.steps[0].registration().unwrap().interpreter.clone();
         fs.state.lock().unwrap().fail_register = vec![new_interp.clone()];
         let err = apply(&p, &fs).unwrap_err();
@@ -749,14 +757,14 @@ mod tests {
         let f = fixture();
         let mut rosetta = entry_for(&f, "x86_64", "/mnt/rosetta", true);
         rosetta.name = "rosetta".into();
-        let entries = vec![entry_for(&f, "aarch64", "/q", true), rosetta];
+        let entries = vec![entry_for(&f, FOREIGN, "/q", true), rosetta];
         let p = plan_disable(f.table, &entries, &Selection::All).unwrap();
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(p.steps[0].name, "qemu-aarch64");
+        assert_eq!(p.steps[0].name, format!("qemu-{FOREIGN}"));
         let p = plan_disable(f.table, &entries, &Selection::Archs(vec!["s390x".into()])).unwrap();
         assert_eq!(actions(&p), [Action::NotRegistered]);
         let fs = MemoryBinfmt::new(entries.clone());
-        let p = plan_disable(f.table, &entries, &Selection::Archs(vec!["arm64".into()])).unwrap();
+        let p = plan_disable(f.table, &entries, &Selection::Archs(vec![FOREIGN.into()])).unwrap();
         let applied = apply(&p, &fs).unwrap();
         assert_eq!(fs.snapshot().entries.len(), 1);
         applied.roll_back();
@@ -767,7 +775,7 @@ mod tests {
     fn a_dropped_guard_rolls_back_and_a_kept_one_does_not() {
         let f = fixture();
         let fs = MemoryBinfmt::new(Vec::new());
-        let p = plan(&f, &fs, &["aarch64", "s390x"], false).unwrap();
+        let p = plan(&f, &fs, &[FOREIGN, "s390x"], false).unwrap();
         drop(apply(&p, &fs).unwrap());
         assert!(fs.snapshot().entries.is_empty());
         apply(&p, &fs).unwrap().keep();
