@@ -27,13 +27,9 @@ for tool in hyperfine unshare python3 musl-gcc /usr/lib/systemd/systemd-binfmt; 
   command -v "$tool" >/dev/null || { echo "benches/boot.sh: $tool missing (apt-get install hyperfine musl-tools systemd qemu-user-static python3)" >&2; exit 1; }
 done
 
-if [ -n "${ARCHCTL:-}" ]; then
-  A=$(realpath "$ARCHCTL")
-else
-  musl="$(uname -m)-unknown-linux-musl"
-  cargo build --release --locked -q --target "$musl"
-  A=$PWD/target/$musl/release/archctl
-fi
+# shellcheck source=benches/common.sh
+. benches/common.sh
+archctl_binary
 echo "archctl binary: $A ($(stat -c %s "$A") bytes)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

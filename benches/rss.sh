@@ -8,13 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
-if [ -n "${ARCHCTL:-}" ]; then
-  A=$(realpath "$ARCHCTL")
-else
-  musl="$(uname -m)-unknown-linux-musl"
-  cargo build --release --locked -q --target "$musl"
-  A=$PWD/target/$musl/release/archctl
-fi
+# shellcheck source=benches/common.sh
+. benches/common.sh
+archctl_binary
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 # Entries of all three kinds archctl meets: its own qemu entries, magic entries of other
