@@ -46,6 +46,8 @@ macro_rules! require_engine {
 struct BinfmtGuard {
     before: Vec<String>,
     was_mounted: bool,
+    /// Entries of the host's taken out for the test, put back as they were on drop.
+    set_aside: Vec<archctl::binfmt::Entry>,
 }
 
 fn host_entries() -> Vec<String> {
@@ -77,8 +79,34 @@ impl BinfmtGuard {
         BinfmtGuard {
             before: host_entries(),
             was_mounted,
+            set_aside: Vec::new(),
         }
     }
+
+    /// Take every host entry that handles `q` out of the table for the test (another
+    /// tool's, Debian's, or the README's first command's), to be put back on drop.
+    fn set_aside(&mut self, q: &str) {
+        use archctl::binfmt::{BinfmtFs, KernelBinfmt, handlers_for};
+        let fs = KernelBinfmt::new(BINFMT);
+        let entries = fs.entries().unwrap();
+        let rule = archctl::arch::Table::builtin().get(q).unwrap();
+        let name = format!("qemu-{q}");
+        let taken: Vec<archctl::binfmt::Entry> = entries
+            .iter()
+            .filter(|e| e.name == name || handlers_for(&entries, rule).any(|h| h.name == e.name))
+            .cloned()
+            .collect();
+        for e in taken {
+            fs.remove(&e.name).unwrap();
+            self.before.retain(|b| *b != e.name);
+            self.set_aside.push(e);
+        }
+    }
+}
+
+/// Can `e` be registered again exactly as it is (magic entry, interpreter visible)?
+fn restorable(e: &archctl::binfmt::Entry) -> bool {
+    e.to_registration().is_some() && Path::new(&e.interpreter).exists()
 }
 
 impl Drop for BinfmtGuard {
@@ -86,6 +114,22 @@ impl Drop for BinfmtGuard {
         for e in host_entries() {
             if !self.before.contains(&e) {
                 let _ = std::fs::write(Path::new(BINFMT).join(&e), "-1");
+            }
+        }
+        use archctl::binfmt::{BinfmtFs, KernelBinfmt};
+        let fs = KernelBinfmt::new(BINFMT);
+        for e in &self.set_aside {
+            if let Some(reg) = e.to_registration() {
+                let restored = fs.register(&reg).and_then(|()| {
+                    if e.enabled {
+                        Ok(())
+                    } else {
+                        fs.set_enabled(&e.name, false)
+                    }
+                });
+                if let Err(err) = restored {
+                    eprintln!("BinfmtGuard: could not put back {}: {err}", e.name);
+                }
             }
         }
         if !self.was_mounted {
@@ -185,24 +229,58 @@ fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> support::Run {
         .run()
 }
 
-/// The host's own platform and qemu name, and a foreign one it does not run.
-fn platforms() -> ((&'static str, &'static str), (&'static str, &'static str)) {
-    if cfg!(target_arch = "aarch64") {
+/// An OCI platform and its QEMU target.
+type Plat = (&'static str, &'static str);
+
+/// The host's own platform and qemu name, and a foreign one it does not run. Whatever
+/// the host's table already holds for the foreign one (another tool's handler, Debian's,
+/// the README's first command's) is set aside by `guard` for the test and put back after,
+/// so the test observes its own registration on any starting table. A candidate whose
+/// handler cannot be put back exactly (an F entry registered from a container, its
+/// interpreter not visible here) is passed over; None when every candidate is so.
+fn platforms(guard: &mut BinfmtGuard) -> Option<(Plat, Plat)> {
+    use archctl::binfmt::{BinfmtFs, KernelBinfmt, handlers_for};
+    let (native, first_foreign) = if cfg!(target_arch = "aarch64") {
         (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64"))
     } else {
         (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64"))
-    }
+    };
+    let candidates = [
+        first_foreign,
+        ("linux/riscv64", "riscv64"),
+        ("linux/s390x", "s390x"),
+        ("linux/ppc64le", "ppc64le"),
+    ];
+    let entries = KernelBinfmt::new(BINFMT).entries().unwrap_or_default();
+    let table = archctl::arch::Table::builtin();
+    let foreign = candidates.into_iter().find(|(_, q)| {
+        let rule = table.get(q).unwrap();
+        let name = format!("qemu-{q}");
+        entries
+            .iter()
+            .filter(|e| e.name == name)
+            .chain(handlers_for(&entries, rule))
+            .all(restorable)
+    })?;
+    guard.set_aside(foreign.1);
+    Some((native, foreign))
 }
 
 #[test]
 fn run_picks_native_first_and_emulates_only_when_needed() {
     require_engine!();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let _binfmt = BinfmtGuard::new();
+    let mut binfmt = BinfmtGuard::new();
     let docker = Dockerd::start();
     let reg = Registry::start(RegistryAuth::None);
     let cache = tempfile::tempdir().unwrap();
-    let ((native_p, native_q), (foreign_p, foreign_q)) = platforms();
+    let Some(((native_p, native_q), (foreign_p, foreign_q))) = platforms(&mut binfmt) else {
+        skip_unless!(
+            false,
+            "every candidate foreign architecture has a host handler that could not be put back"
+        );
+        return;
+    };
     let foreign_only = push_image(&reg, "e2e/foreign-only", "v1", ImageSpec::oci(foreign_p));
     let multi = push_image(
         &reg,
@@ -311,9 +389,15 @@ fn run_with_podman() {
         "podman not installed"
     );
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let _binfmt = BinfmtGuard::new();
+    let mut binfmt = BinfmtGuard::new();
     let reg = Registry::start(RegistryAuth::None);
-    let ((native_p, native_q), (foreign_p, foreign_q)) = platforms();
+    let Some(((native_p, native_q), (foreign_p, foreign_q))) = platforms(&mut binfmt) else {
+        skip_unless!(
+            false,
+            "every candidate foreign architecture has a host handler that could not be put back"
+        );
+        return;
+    };
     let foreign_only = push_image(&reg, "podman/foreign-only", "v1", ImageSpec::oci(foreign_p));
     let multi = push_image(
         &reg,
@@ -390,8 +474,14 @@ fn container_mode_registers_handlers_on_the_host() {
         bin.display()
     );
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let _binfmt = BinfmtGuard::new();
-    let (_, (_, foreign_q)) = platforms();
+    let mut binfmt = BinfmtGuard::new();
+    let Some((_, (_, foreign_q))) = platforms(&mut binfmt) else {
+        skip_unless!(
+            false,
+            "every candidate foreign architecture has a host handler that could not be put back"
+        );
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("archctl-image.tar");
     let out = Command::new("bash")

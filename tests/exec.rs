@@ -156,8 +156,10 @@ fn enable_without_privileges_fails_with_a_hint_and_changes_nothing() {
     let d = tempfile::tempdir().unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = world_executable_archctl(d.path());
+    // Flags no entry archctl makes carries, and --force: a write is needed whether or not
+    // the host's table already holds qemu-FOREIGN (the README's first command may have run).
     let out = as_nobody(&exe)
-        .args(["enable", FOREIGN])
+        .args(["enable", FOREIGN, "--force", "--flags", "OF"])
         .env("ARCHCTL_RUNTIME_DIR", d.path().join("run"))
         .run();
     assert_code(&out, 1);
