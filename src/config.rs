@@ -241,9 +241,7 @@ pub fn write_default(path: &Path, force: bool) -> Result<(), ConfigError> {
             path: path.to_path_buf(),
         });
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    std::fs::create_dir_all(crate::fsutil::parent_dir(path)).map_err(io)?;
     crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(|e| io(e.source))
 }
 

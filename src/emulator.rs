@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     arch::{Rule, Table},
+    binfmt::{Flags, Registration},
     elf::{ElfError, ElfInfo},
     host::Native,
 };
@@ -99,6 +100,19 @@ impl Search {
 
     /// The first candidate that passes [`check`]; when candidates exist but all fail,
     /// the first one's problem.
+    /// The entry `rule` gets with the emulator this search finds (static one required
+    /// with F): what `enable` plans and `exec` registers.
+    pub fn registration(
+        &self,
+        rule: &Rule,
+        table: &Table,
+        native: &Native,
+        flags: Flags,
+    ) -> Result<Registration, EmulatorError> {
+        let emu = self.find(rule, table, native, flags.fix_binary)?;
+        Ok(rule.registration(emu.path.to_string_lossy().into_owned(), flags))
+    }
+
     pub fn find(
         &self,
         rule: &Rule,

@@ -267,8 +267,8 @@ pub fn plan_enable(
             steps.push(step(Outcome::Skip(Skip::Native), Some(note)));
             continue;
         }
-        let emulator = match opts.search.find(rule, table, native, opts.flags.fix_binary) {
-            Ok(e) => e,
+        let reg = match opts.search.registration(rule, table, native, opts.flags) {
+            Ok(r) => r,
             Err(e) if lenient => {
                 steps.push(step(Outcome::Skip(Skip::Missing), Some(e.to_string())));
                 continue;
@@ -280,7 +280,6 @@ pub fn plan_enable(
                 });
             }
         };
-        let reg = rule.registration(emulator.path.to_string_lossy().into_owned(), opts.flags);
         reg.validate().map_err(|source| PlanError::Entry {
             arch: rule.name.clone(),
             source,

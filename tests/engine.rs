@@ -86,22 +86,29 @@ impl BinfmtGuard {
     /// Take every host entry that handles `q` out of the table for the test (another
     /// tool's, Debian's, or the README's first command's), to be put back on drop.
     fn set_aside(&mut self, q: &str) {
-        use archctl::binfmt::{BinfmtFs, KernelBinfmt, handlers_for};
+        use archctl::binfmt::{BinfmtFs, KernelBinfmt};
         let fs = KernelBinfmt::new(BINFMT);
         let entries = fs.entries().unwrap();
-        let rule = archctl::arch::Table::builtin().get(q).unwrap();
-        let name = format!("qemu-{q}");
-        let taken: Vec<archctl::binfmt::Entry> = entries
-            .iter()
-            .filter(|e| e.name == name || handlers_for(&entries, rule).any(|h| h.name == e.name))
-            .cloned()
-            .collect();
+        let taken: Vec<archctl::binfmt::Entry> =
+            holders(&entries, q).into_iter().cloned().collect();
         for e in taken {
             fs.remove(&e.name).unwrap();
             self.before.retain(|b| *b != e.name);
             self.set_aside.push(e);
         }
     }
+}
+
+/// The entries that handle `q`'s programs: named `qemu-q`, or catching them by magic.
+fn holders<'a>(entries: &'a [archctl::binfmt::Entry], q: &str) -> Vec<&'a archctl::binfmt::Entry> {
+    let rule = archctl::arch::Table::builtin().get(q).unwrap();
+    let name = format!("qemu-{q}");
+    entries
+        .iter()
+        .filter(|e| {
+            e.name == name || archctl::binfmt::handlers_for(entries, rule).any(|h| h.name == e.name)
+        })
+        .collect()
 }
 
 /// Can `e` be registered again exactly as it is (magic entry, interpreter visible)?
@@ -239,7 +246,7 @@ type Plat = (&'static str, &'static str);
 /// handler cannot be put back exactly (an F entry registered from a container, its
 /// interpreter not visible here) is passed over; None when every candidate is so.
 fn platforms(guard: &mut BinfmtGuard) -> Option<(Plat, Plat)> {
-    use archctl::binfmt::{BinfmtFs, KernelBinfmt, handlers_for};
+    use archctl::binfmt::{BinfmtFs, KernelBinfmt};
     let (native, first_foreign) = if cfg!(target_arch = "aarch64") {
         (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64"))
     } else {
@@ -252,16 +259,9 @@ fn platforms(guard: &mut BinfmtGuard) -> Option<(Plat, Plat)> {
         ("linux/ppc64le", "ppc64le"),
     ];
     let entries = KernelBinfmt::new(BINFMT).entries().unwrap_or_default();
-    let table = archctl::arch::Table::builtin();
-    let foreign = candidates.into_iter().find(|(_, q)| {
-        let rule = table.get(q).unwrap();
-        let name = format!("qemu-{q}");
-        entries
-            .iter()
-            .filter(|e| e.name == name)
-            .chain(handlers_for(&entries, rule))
-            .all(restorable)
-    })?;
+    let foreign = candidates
+        .into_iter()
+        .find(|(_, q)| holders(&entries, q).into_iter().all(restorable))?;
     guard.set_aside(foreign.1);
     Some((native, foreign))
 }

@@ -178,7 +178,11 @@ pub fn disable(
     } else {
         None
     };
-    let entries = ctx.entries_if_mounted()?;
+    let entries = if mounted {
+        ctx.fs.entries()?
+    } else {
+        Vec::new()
+    };
     let plan = plan::plan_disable(ctx.table, &entries, selection)?;
     if !dry_run {
         let _signals = crate::interrupt::Guard::install();

@@ -50,22 +50,22 @@ fn exec_inner(
         if ctx.host.is_host(r) || native.contains(&r.name) {
             continue;
         }
-        let emu = search
-            .find(r, ctx.table, &native, flags.fix_binary)
+        let reg = search
+            .registration(r, ctx.table, &native, flags)
             .map_err(|source| plan::PlanError::Emulator {
                 arch: r.name.clone(),
                 source,
             })?;
-        regs.push(r.registration(emu.path.to_string_lossy().into_owned(), flags));
+        regs.push(reg);
     }
     let dir = ctx.fs.dir();
-    if !dir.is_dir() && dir == Path::new(DEFAULT_DIR) {
-        return Err(BinfmtError::Unavailable {
-            path: dir.to_path_buf(),
-        }
-        .into());
-    }
     if !dir.is_dir() {
+        if dir == Path::new(DEFAULT_DIR) {
+            return Err(BinfmtError::Unavailable {
+                path: dir.to_path_buf(),
+            }
+            .into());
+        }
         return Err(CommandError::Usage(format!(
             "--binfmt-dir {}: not a directory (exec mounts its private binfmt_misc instance there)",
             dir.display()
