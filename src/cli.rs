@@ -140,13 +140,16 @@ impl EmulatorArgs {
         selection: Selection,
         force: bool,
     ) -> Result<EnableOptions, CommandError> {
+        // `--all` registers everything not in conflict and lists the conflicts; named
+        // architectures are all checked first, and a conflict among them writes nothing.
+        let all = matches!(selection, Selection::All);
         Ok(EnableOptions {
             selection,
             search: self.search(),
             flags: Flags::parse(&self.flags)?,
             force,
             skip_missing: false,
-            skip_conflicts: false,
+            skip_conflicts: all,
         })
     }
 

@@ -12,7 +12,8 @@
 //!   structs).
 //! - The concepts: [`plan`] (what enable/disable change; apply with an undo guard),
 //!   [`verify`] (proof by execution), [`host`] (host and native architectures),
-//!   [`emulator`] (finding and checking emulators), [`platform`] (OCI platforms and the
+//!   [`emulator`] (finding and checking emulators), [`serve`] (whether an entry already
+//!   in the table serves an architecture: equivalent handlers), [`platform`] (OCI platforms and the
 //!   containerd-style choice), [`engine`] (docker/podman/nerdctl command lines),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
@@ -40,6 +41,7 @@ pub mod platform;
 pub mod registry;
 pub mod report;
 pub mod rules_data;
+pub mod serve;
 pub mod service;
 pub mod testprog;
 pub mod verify;

@@ -26,6 +26,10 @@ pub struct EntryReport {
     pub interpreter: Option<String>,
     pub flags: Option<String>,
     pub verified: Option<bool>,
+    /// `unchanged` because another tool's entry of this name already serves the
+    /// architecture: why it counts (interpreter, flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equivalent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// `--dry-run`: the exact string that would be written to `register`.
@@ -43,7 +47,11 @@ pub struct ChangeReport {
     pub mounted: bool,
     pub entries: Vec<EntryReport>,
     pub warnings: Vec<String>,
-    /// Set when the run failed after changing things and rolled them back.
+    /// Selected architectures left without a working handler (conflicts, a named
+    /// architecture without emulator): the run registered everything else, and exits 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unserved: Vec<String>,
+    /// Set when the run failed: rolled back, or architectures left unserved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -89,8 +97,14 @@ pub struct EntryStatus {
     pub extension: Option<String>,
     /// An entry named the way archctl names its own (`qemu-<target>`).
     pub managed: bool,
-    /// The interpreter exists, is an ELF for this host and is static.
+    /// The interpreter exists, is an ELF for this host and is static; or, not visible
+    /// here (an F entry registered from a container), its test program runs.
     pub interpreter_ok: bool,
+    /// The interpreter's path exists in this mount namespace.
+    pub interpreter_visible: bool,
+    /// A test program was run through the entry to decide `interpreter_ok`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interpreter_tested: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter_problem: Option<String>,
 }
@@ -536,6 +550,7 @@ impl Report {
     pub fn failure_summary(&self) -> String {
         match self {
             Report::Change(c) => c.error.clone().unwrap_or_else(|| "failed".into()),
+            Report::Boot(b) => b.result.error.clone().unwrap_or_else(|| "failed".into()),
             Report::Inspect(r) => {
                 let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
                 failed.join("; ")
@@ -571,6 +586,22 @@ impl Report {
     /// Hints of the parts that failed (one per distinct hint).
     pub fn hints(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
+        let unserved = match self {
+            Report::Change(c) => Some((&c.unserved, "archctl enable --force")),
+            Report::Boot(b) => Some((
+                &b.result.unserved,
+                "set force = true in the configuration, or archctl enable --force",
+            )),
+            _ => None,
+        };
+        if let Some((archs, how)) = unserved
+            && !archs.is_empty()
+        {
+            v.push(format!(
+                "{how} {} replaces what is there with archctl's entry; for a missing emulator, install qemu-user-static",
+                archs.join(" ")
+            ));
+        }
         if let Report::Inspect(r) = self {
             for h in r.images.iter().filter_map(|i| i.hint.as_ref()) {
                 if !v.contains(h) {

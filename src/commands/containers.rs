@@ -49,8 +49,8 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
     if let Ok(true) = ctx.fs.is_mounted()
         && let Ok(entries) = ctx.fs.entries()
     {
-        for entry in entries.iter().filter(|x| x.enabled) {
-            let st = super::binfmt::entry_status(ctx, native, entry);
+        let enabled: Vec<_> = entries.into_iter().filter(|x| x.enabled).collect();
+        for st in super::binfmt::entry_statuses(ctx, native, &enabled) {
             if st.interpreter_ok && st.arch != "unknown" {
                 e.registered.push(st.arch);
             }
