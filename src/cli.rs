@@ -346,13 +346,18 @@ pub struct RunArgs {
 }
 
 /// For a compose file, print an override file that sets `platform:` per service
-/// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`.
+/// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`. As root,
+/// registers the emulation the chosen platforms need (as `run` does); otherwise says
+/// per service which command does.
 #[derive(Args)]
 pub struct ComposePlatformsArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[command(flatten)]
     pub choice: ChoiceArgs,
+    /// Register nothing, even as root: print the commands that would.
+    #[arg(long)]
+    pub no_enable: bool,
 }
 
 /// Run a command with emulation in a private user namespace (Linux 6.7+), without
@@ -628,14 +633,17 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             }
             Report::Run(plan)
         }
-        Command::ComposePlatforms(ComposePlatformsArgs { file, choice }) => {
-            Report::Compose(compose::compose_platforms(
-                &ctx(),
-                &file,
-                &choice.options(),
-                registry::Options::default(),
-            )?)
-        }
+        Command::ComposePlatforms(ComposePlatformsArgs {
+            file,
+            choice,
+            no_enable,
+        }) => Report::Compose(compose::compose_platforms(
+            &ctx(),
+            &file,
+            &choice.options(),
+            !no_enable,
+            registry::Options::default(),
+        )?),
         Command::Exec(ExecArgs {
             archs,
             emu,

@@ -126,6 +126,9 @@ pub struct ComposeService {
     pub emulator: Option<String>,
     /// Why no platform is set for it (built locally, set by the user, or an error).
     pub note: Option<String>,
+    /// The command that registers the emulation it needs (not root, or --no-enable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
     pub error: Option<String>,
 }
 
@@ -134,6 +137,8 @@ pub struct ComposeService {
 pub struct ComposeReport {
     pub file: String,
     pub services: Vec<ComposeService>,
+    /// Architectures whose handlers this run registered (as root).
+    pub registered: Vec<String>,
     /// The override file's text.
     pub r#override: String,
 }

@@ -116,9 +116,16 @@ fn single_manifest_images_and_no_emulation() {
 }
 
 #[test]
-fn compose_platforms_writes_an_override_per_service() {
+fn compose_platforms_writes_an_override_per_service_and_registers_what_it_needs() {
+    // `web` offers the host's platform; `tool` only a foreign one, so it is emulated.
+    let (host, emulated, emulated_platform) = if cfg!(target_arch = "aarch64") {
+        ("linux/arm64", "x86_64", "linux/amd64")
+    } else {
+        ("linux/amd64", "aarch64", "linux/arm64")
+    };
     let reg = Registry::start(RegistryAuth::None);
     let f = push_fixtures(&reg);
+    let tool = push_image(&reg, "compose/tool", "v1", ImageSpec::oci(emulated_platform));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yml");
     std::fs::write(
@@ -126,32 +133,55 @@ fn compose_platforms_writes_an_override_per_service() {
         format!(
             "services:\n  web:\n    image: {}\n  tool:\n    image: {}\n  local:\n    build: .\n  pinned:\n    image: {}\n    platform: linux/s390x\n",
             f.attested.reference(&reg.addr()),
-            f.docker_single.reference(&reg.addr()),
+            tool.reference(&reg.addr()),
             f.oci_index.reference(&reg.addr()),
         ),
     )
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
+    // As root it registers what the emulated choices need: in a private binfmt_misc
+    // instance here, never the host's.
+    require_sandbox!();
+    let sb = support::Sandbox::new();
     let run = |extra: &[&str]| {
-        std::process::Command::new(ARCHCTL)
+        sb.command(ARCHCTL)
+            .arg("--binfmt-dir")
+            .arg(&sb.dir)
             .arg("compose-platforms")
-            .args(["--host-platform", "linux/amd64"])
+            .args(["--host-platform", host])
             .args(extra)
             .arg(&file)
+            .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
             .env("ARCHCTL_CACHE_DIR", cache.path())
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .run()
     };
+    // Without registering: the override says which command each emulated service needs.
+    let out = run(&["--no-enable"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("    # before `up`, run: sudo archctl enable {emulated}\n")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!sb.is_mounted() || sb.entries().is_empty());
+    let out = run(&["--json"]);
+    assert_code(&out, 0);
+    assert_eq!(out.json()["registered"], serde_json::json!([emulated]));
+    assert!(sb.entries().contains(&format!("qemu-{emulated}")), "{:?}", sb.entries());
     let out = run(&[]);
     assert_code(&out, 0);
     let y = stdout(&out);
+    assert!(!y.contains("before `up`"), "{y}");
     assert!(
-        y.contains("  web:\n    platform: linux/amd64  # native"),
+        y.contains(&format!("  web:\n    platform: {host}  # native")),
         "{y}"
     );
     assert!(
-        y.contains("  tool:\n    platform: linux/arm64  # emulated (aarch64)"),
+        y.contains(&format!(
+            "  tool:\n    platform: {emulated_platform}  # emulated ({emulated})"
+        )),
         "{y}"
     );
     assert!(y.contains("# local: no image"), "{y}");

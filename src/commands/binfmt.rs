@@ -244,6 +244,23 @@ fn unserved_summary(plan: &Plan, named: bool) -> String {
     )
 }
 
+/// Register, verified, the handlers containers of these architectures need (`run` and
+/// `compose-platforms`, as root, when no working handler is there).
+pub(super) fn register_for_containers(
+    ctx: &Context,
+    archs: &[String],
+) -> Result<ChangeReport, CommandError> {
+    let opts = EnableOptions {
+        selection: Selection::Archs(archs.to_vec()),
+        search: crate::emulator::Search::default(),
+        flags: crate::binfmt::Flags::FIX_BINARY,
+        force: false,
+        skip_missing: false,
+        skip_conflicts: false,
+    };
+    enable(ctx, &opts, true, false, verify::DEFAULT_TIMEOUT)
+}
+
 /// `archctl disable`.
 pub fn disable(
     ctx: &Context,

@@ -6,18 +6,15 @@ use std::ffi::OsString;
 use super::{CommandError, Context, binfmt, block_on};
 use crate::{
     arch::Rule,
-    binfmt::Flags,
     emulator::Search,
     engine::{Engine, command_line, parse_run_args},
     host::Native,
-    plan::{EnableOptions, Selection},
     platform::{Choice, Emulation, HostPlatform, Mode, Platform, choose, qemu_target},
     registry::{
         self,
         inspect::{ImageReport, InspectReport, Inspector},
     },
     report::{PickReport, Report, RunPlan},
-    verify,
 };
 
 /// `archctl inspect`: the platforms each image offers. Fails (with the report) when any
@@ -191,7 +188,6 @@ pub fn plan_run(
     let mut enable = None;
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
         let native = ctx.native_all();
-        let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
         if !emulation_state(ctx, &[], &native).registered.contains(arch) {
             if !opts.dry_run && !nix::unistd::geteuid().is_root() {
                 return Err(CommandError::Refused(format!(
@@ -200,15 +196,7 @@ pub fn plan_run(
             }
             enable = Some(arch.clone());
             if !opts.dry_run {
-                let eo = EnableOptions {
-                    selection: Selection::Archs(rules.iter().map(|r| r.name.clone()).collect()),
-                    search: Search::default(),
-                    flags: Flags::FIX_BINARY,
-                    force: false,
-                    skip_missing: false,
-                    skip_conflicts: false,
-                };
-                binfmt::enable(ctx, &eo, true, false, verify::DEFAULT_TIMEOUT)?;
+                binfmt::register_for_containers(ctx, std::slice::from_ref(arch))?;
             }
         }
     }
