@@ -440,17 +440,12 @@ fn decide(
     }
     let existing = entries.iter().find(|e| e.name == name);
     // An existing entry that serves the architecture (not with --force, which asks for
-    // archctl's own entry).
-    let serving = |wanted: Option<&Registration>, warnings: &mut Vec<String>| {
+    // archctl's own entry), given its assessment.
+    let serving = |assessed: &Result<crate::serve::Serves, String>,
+                   wanted: Option<&Registration>,
+                   warnings: &mut Vec<String>| {
         let e = existing.filter(|_| !opts.force)?;
-        let s = crate::serve::assess(
-            table,
-            native,
-            rule,
-            e,
-            wanted.map(|r| r.interpreter.as_str()),
-        )
-        .ok()?;
+        let s = assessed.as_ref().ok()?;
         warnings.extend(s.warnings.iter().cloned());
         let outcome = Outcome::Skip(Skip::Equivalent {
             entry: e.clone(),
@@ -473,7 +468,11 @@ fn decide(
                     source,
                 })
             };
-            return Ok(match serving(None, warnings) {
+            let assessed = match existing {
+                Some(e) if !opts.force => crate::serve::assess(table, native, rule, e, None),
+                _ => Err(String::new()),
+            };
+            return Ok(match serving(&assessed, None, warnings) {
                 Some((s, false, _)) => Decision::Step(s),
                 // No emulator here: the entry serves only if it runs the test program.
                 Some((s, true, entry)) => Decision::Prove {
@@ -536,13 +535,14 @@ fn decide(
             if !e.enabled {
                 d.push("disabled".into());
             }
+            let assessed = crate::serve::assess(table, native, rule, e, Some(&reg.interpreter));
             // Why it does not serve, when that is not already the listed difference.
-            if let Err(why) = crate::serve::assess(table, native, rule, e, Some(&reg.interpreter))
+            if let Err(why) = &assessed
                 && !d
                     .iter()
                     .any(|x| x.starts_with(why.as_str()) || why.starts_with(x.as_str()))
             {
-                d.push(why);
+                d.push(why.clone());
             }
             let c = Conflict {
                 arch: rule.name.clone(),
@@ -556,7 +556,7 @@ fn decide(
                 ),
                 c,
             );
-            match serving(Some(&reg), warnings) {
+            match serving(&assessed, Some(&reg), warnings) {
                 Some((s, false, _)) => Decision::Step(s),
                 Some((s, true, entry)) => Decision::Prove {
                     entry,

@@ -125,7 +125,12 @@ fn compose_platforms_writes_an_override_per_service_and_registers_what_it_needs(
     };
     let reg = Registry::start(RegistryAuth::None);
     let f = push_fixtures(&reg);
-    let tool = push_image(&reg, "compose/tool", "v1", ImageSpec::oci(emulated_platform));
+    let tool = push_image(
+        &reg,
+        "compose/tool",
+        "v1",
+        ImageSpec::oci(emulated_platform),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yml");
     std::fs::write(
@@ -161,7 +166,9 @@ fn compose_platforms_writes_an_override_per_service_and_registers_what_it_needs(
     let out = run(&["--no-enable"]);
     assert_code(&out, 0);
     assert!(
-        stdout(&out).contains(&format!("    # before `up`, run: sudo archctl enable {emulated}\n")),
+        stdout(&out).contains(&format!(
+            "    # before `up`, run: sudo archctl enable {emulated}\n"
+        )),
         "{}",
         stdout(&out)
     );
@@ -169,7 +176,11 @@ fn compose_platforms_writes_an_override_per_service_and_registers_what_it_needs(
     let out = run(&["--json"]);
     assert_code(&out, 0);
     assert_eq!(out.json()["registered"], serde_json::json!([emulated]));
-    assert!(sb.entries().contains(&format!("qemu-{emulated}")), "{:?}", sb.entries());
+    assert!(
+        sb.entries().contains(&format!("qemu-{emulated}")),
+        "{:?}",
+        sb.entries()
+    );
     let out = run(&[]);
     assert_code(&out, 0);
     let y = stdout(&out);
