@@ -351,3 +351,75 @@ fn entries_registered_from_a_container_are_tested_and_serve() {
     let st = status(&sb);
     assert_eq!(st[&l.name]["interpreter_ok"], false);
 }
+
+#[test]
+fn pick_and_run_use_a_handler_registered_from_a_container() {
+    use support::registry::{ImageSpec, Registry, RegistryAuth, push_image};
+    require_sandbox!();
+    let (platform, arch) = if cfg!(target_arch = "aarch64") {
+        ("linux/amd64", "x86_64")
+    } else {
+        ("linux/arm64", "aarch64")
+    };
+    let emulator = format!("/usr/bin/qemu-{arch}-static");
+    skip_unless!(Path::new(&emulator).exists(), "{emulator} not installed");
+    let sb = Sandbox::mounted();
+    // Registered with F from a mount namespace where the emulator is at /mnt/NAME (a
+    // directory bind-mounted over /mnt there); that path does not exist here.
+    let image = sb.tmp.path().join("image-bin");
+    std::fs::create_dir(&image).unwrap();
+    let name = format!("archctl-wild-qemu-{arch}");
+    std::fs::copy(&emulator, image.join(&name)).unwrap();
+    let rule = archctl::arch::Table::builtin().get(arch).unwrap();
+    let esc = archctl::arch::escape_bytes;
+    let interp = format!("/mnt/{name}");
+    assert!(!Path::new(&interp).exists());
+    let script = format!(
+        "mount --bind '{}' /mnt && printf '%s' ':qemu-{arch}:M::{}:{}:{interp}:F' > '{}/register'",
+        image.display(),
+        esc(&rule.magic),
+        esc(&rule.mask),
+        sb.dir.display()
+    );
+    let out = sb
+        .command("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "register: {}", stderr(&out));
+    std::fs::remove_dir_all(&image).unwrap();
+    let reg = Registry::start(RegistryAuth::None);
+    let p = push_image(&reg, "wild/foreign", "v1", ImageSpec::oci(platform));
+    let r = p.reference(&reg.addr());
+    let cache = sb.tmp.path().join("cache");
+    let archctl = |args: &[&str]| {
+        sb.command(support::ARCHCTL)
+            .arg("--binfmt-dir")
+            .arg(&sb.dir)
+            .args(args)
+            .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
+            .env("ARCHCTL_CACHE_DIR", &cache)
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+            .env("DOCKER_CONFIG", &cache)
+            .env("ARCHCTL_ENGINE", "podman")
+            .output()
+            .unwrap()
+    };
+    let out = archctl(&["--json", "pick", &r]);
+    assert!(out.status.success(), "pick: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "emulated");
+    let reason = v["candidates"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("qemu-{arch}")) && reason.contains("registered"),
+        "{reason}"
+    );
+    // run never registers over it: nothing to enable first.
+    let out = archctl(&["run", "--dry-run", "--rm", &r]);
+    assert!(out.status.success(), "run: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("podman run --platform {platform} --rm {r}\n")
+    );
+}
