@@ -441,21 +441,31 @@ fn decide(
     let existing = entries.iter().find(|e| e.name == name);
     // An existing entry that serves the architecture (not with --force, which asks for
     // archctl's own entry), given its assessment.
-    let serving = |assessed: &Result<crate::serve::Serves, String>,
-                   wanted: Option<&Registration>,
-                   warnings: &mut Vec<String>| {
-        let e = existing.filter(|_| !opts.force)?;
-        let s = assessed.as_ref().ok()?;
+    // The existing entry when it serves the architecture (not with --force, which asks
+    // for archctl's own entry), given its assessment; else `otherwise`. An entry that
+    // only a test run can prove gets it, with `otherwise` for when the run fails.
+    let serve_or = |assessed: &Result<crate::serve::Serves, String>,
+                    wanted: Option<&Registration>,
+                    otherwise: Decision,
+                    warnings: &mut Vec<String>| {
+        let (Some(e), Ok(s)) = (existing.filter(|_| !opts.force), assessed) else {
+            return otherwise;
+        };
         warnings.extend(s.warnings.iter().cloned());
         let outcome = Outcome::Skip(Skip::Equivalent {
             entry: e.clone(),
             wanted: wanted.cloned(),
         });
-        Some((
-            step(outcome, Some(s.why.clone())),
-            s.needs_proof(),
-            e.clone(),
-        ))
+        let serves = step(outcome, Some(s.why.clone()));
+        if s.needs_proof() {
+            Decision::Prove {
+                entry: e.clone(),
+                serves,
+                otherwise: Box::new(otherwise),
+            }
+        } else {
+            Decision::Step(serves)
+        }
     };
     let reg = match opts.search.registration(rule, table, native, opts.flags) {
         Ok(r) => r,
@@ -472,16 +482,7 @@ fn decide(
                 Some(e) if !opts.force => crate::serve::assess(table, native, rule, e, None),
                 _ => Err(String::new()),
             };
-            return Ok(match serving(&assessed, None, warnings) {
-                Some((s, false, _)) => Decision::Step(s),
-                // No emulator here: the entry serves only if it runs the test program.
-                Some((s, true, entry)) => Decision::Prove {
-                    entry,
-                    serves: s,
-                    otherwise: Box::new(otherwise),
-                },
-                None => otherwise,
-            });
+            return Ok(serve_or(&assessed, None, otherwise, warnings));
         }
     };
     reg.validate().map_err(|source| PlanError::Entry {
@@ -556,15 +557,7 @@ fn decide(
                 ),
                 c,
             );
-            match serving(&assessed, Some(&reg), warnings) {
-                Some((s, false, _)) => Decision::Step(s),
-                Some((s, true, entry)) => Decision::Prove {
-                    entry,
-                    serves: s,
-                    otherwise: Box::new(conflict),
-                },
-                None => conflict,
-            }
+            serve_or(&assessed, Some(&reg), conflict, warnings)
         }
     })
 }
