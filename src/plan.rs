@@ -812,6 +812,16 @@ mod tests {
         emu_dir: PathBuf,
     }
 
+    impl Fixture {
+        /// The fake emulator for `arch`.
+        fn emulator(&self, arch: &str) -> String {
+            self.emu_dir
+                .join(format!("qemu-{arch}-static"))
+                .display()
+                .to_string()
+        }
+    }
+
     /// Fake emulators: the host's own static test program under qemu-<arch>-static names.
     fn fixture() -> Fixture {
         use std::os::unix::fs::PermissionsExt;
@@ -894,12 +904,7 @@ mod tests {
     #[test]
     fn plan_decides_each_case() {
         let f = fixture();
-        let emu = |a: &str| {
-            f.emu_dir
-                .join(format!("qemu-{a}-static"))
-                .display()
-                .to_string()
-        };
+        let emu = |a: &str| f.emulator(a);
         let mut claimant = entry_for(&f, "riscv64", "/opt/other/qemu", true);
         claimant.name = "rosetta".into();
         let fs = MemoryBinfmt::new(vec![
@@ -940,12 +945,7 @@ mod tests {
     #[test]
     fn equivalent_entries_are_unchanged_and_conflicts_are_all_listed() {
         let f = fixture();
-        let emu = |a: &str| {
-            f.emu_dir
-                .join(format!("qemu-{a}-static"))
-                .display()
-                .to_string()
-        };
+        let emu = |a: &str| f.emulator(a);
         // Debian's way: a symlink to the same emulator, flags POF.
         let link = f.emu_dir.join(format!("{FOREIGN}-binfmt-P"));
         std::os::unix::fs::symlink(emu(FOREIGN), &link).unwrap();

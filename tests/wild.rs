@@ -147,6 +147,35 @@ fn register_visible(sb: &Sandbox, tool: &str) -> Vec<Line> {
     lines
 }
 
+/// Register `lines` the way a privileged container does: from a child mount namespace
+/// in which `dir` (a directory of this host) holds `files` — (file name, copied from) —
+/// and the interpreters' paths exist only there. Once it ends, they are gone.
+fn register_from_container(sb: &Sandbox, dir: &str, files: &[(String, String)], lines: &[String]) {
+    let image = sb.tmp.path().join("container-files");
+    std::fs::create_dir(&image).unwrap();
+    for (name, from) in files {
+        assert!(
+            !Path::new(dir).join(name).exists(),
+            "{dir}/{name} is visible here"
+        );
+        std::fs::copy(from, image.join(name)).unwrap();
+    }
+    let mut script = format!("mount --bind '{}' '{dir}'", image.display());
+    for l in lines {
+        script.push_str(&format!(
+            " && printf '%s' '{l}' > '{}/register'",
+            sb.dir.display()
+        ));
+    }
+    let out = sb
+        .command("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "register: {}", stderr(&out));
+    std::fs::remove_dir_all(&image).unwrap();
+}
+
 #[test]
 fn qemu_script_entries_serve_and_its_broken_microblaze_is_the_one_conflict() {
     require_sandbox!();
@@ -279,30 +308,18 @@ fn entries_registered_from_a_container_are_tested_and_serve() {
         .filter(|l| Path::new(&format!("{}-static", l.interpreter)).exists())
         .collect();
     assert!(lines.len() >= 5, "{}", lines.len());
-    let image = sb.tmp.path().join("image-usr-bin");
-    std::fs::create_dir(&image).unwrap();
-    let mut script = format!("mount --bind '{}' /usr/bin", image.display());
-    for l in &lines {
-        assert!(
-            !Path::new(&l.interpreter).exists(),
-            "{} is visible",
-            l.interpreter
-        );
-        let name = Path::new(&l.interpreter).file_name().unwrap();
-        std::fs::copy(format!("{}-static", l.interpreter), image.join(name)).unwrap();
-        script.push_str(&format!(
-            " && printf '%s' '{}' > '{}/register'",
-            l.text,
-            sb.dir.display()
-        ));
-    }
-    let out = sb
-        .command("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "register: {}", stderr(&out));
-    std::fs::remove_dir_all(&image).unwrap();
+    let files: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let name = Path::new(&l.interpreter).file_name().unwrap();
+            (
+                name.to_string_lossy().into_owned(),
+                format!("{}-static", l.interpreter),
+            )
+        })
+        .collect();
+    let texts: Vec<String> = lines.iter().map(|l| l.text.clone()).collect();
+    register_from_container(&sb, "/usr/bin", &files, &texts);
     let st = status(&sb);
     for l in &lines {
         let e = &st[&l.name];
@@ -366,28 +383,15 @@ fn pick_and_run_use_a_handler_registered_from_a_container() {
     let sb = Sandbox::mounted();
     // Registered with F from a mount namespace where the emulator is at /mnt/NAME (a
     // directory bind-mounted over /mnt there); that path does not exist here.
-    let image = sb.tmp.path().join("image-bin");
-    std::fs::create_dir(&image).unwrap();
     let name = format!("archctl-wild-qemu-{arch}");
-    std::fs::copy(&emulator, image.join(&name)).unwrap();
     let rule = archctl::arch::Table::builtin().get(arch).unwrap();
     let esc = archctl::arch::escape_bytes;
-    let interp = format!("/mnt/{name}");
-    assert!(!Path::new(&interp).exists());
-    let script = format!(
-        "mount --bind '{}' /mnt && printf '%s' ':qemu-{arch}:M::{}:{}:{interp}:F' > '{}/register'",
-        image.display(),
+    let line = format!(
+        ":qemu-{arch}:M::{}:{}:/mnt/{name}:F",
         esc(&rule.magic),
-        esc(&rule.mask),
-        sb.dir.display()
+        esc(&rule.mask)
     );
-    let out = sb
-        .command("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "register: {}", stderr(&out));
-    std::fs::remove_dir_all(&image).unwrap();
+    register_from_container(&sb, "/mnt", &[(name, emulator.clone())], &[line]);
     let reg = Registry::start(RegistryAuth::None);
     let p = push_image(&reg, "wild/foreign", "v1", ImageSpec::oci(platform));
     let r = p.reference(&reg.addr());
