@@ -320,6 +320,11 @@ pub struct PickArgs {
     /// Seconds each registry request may take.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Whose local images to use when the registry does not know the image or cannot be
+    /// reached: docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on
+    /// PATH, else none].
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
 }
 
 /// Run a container on the platform `pick` chooses (native first), registering
@@ -458,6 +463,7 @@ impl ChoiceArgs {
             host_platform: self.host_platform,
             no_aarch32: self.no_aarch32,
             no_emulation: self.no_emulation,
+            engine: None,
         }
     }
 }
@@ -606,14 +612,24 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             explain,
             insecure,
             timeout,
+            engine,
         }) => {
             let reg = registry::Options {
                 insecure,
                 timeout: Duration::from_secs(timeout),
                 ..Default::default()
             };
-            let choice = containers::pick(&ctx(), &image, &choice.options(), reg)?;
-            Report::Pick(crate::report::PickReport { choice, explain })
+            let opts = PickOptions {
+                engine,
+                ..choice.options()
+            };
+            let picked = containers::pick(&ctx(), &image, &opts, reg)?;
+            Report::Pick(crate::report::PickReport {
+                choice: picked.choice,
+                source: picked.source,
+                note: picked.note,
+                explain,
+            })
         }
         Command::Run(RunArgs {
             engine,
@@ -629,6 +645,12 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             };
             let plan = containers::plan_run(&ctx(), &opts, registry::Options::default())?;
             if !dry_run {
+                // Said before archctl becomes the engine (main prints nothing after).
+                if !cli.global.quiet {
+                    for n in Report::Run(plan.clone()).notices() {
+                        eprintln!("{n}");
+                    }
+                }
                 return Err(containers::exec_run(&plan));
             }
             Report::Run(plan)

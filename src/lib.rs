@@ -15,6 +15,7 @@
 //!   [`emulator`] (finding and checking emulators), [`serve`] (whether an entry already
 //!   in the table serves an architecture: equivalent handlers), [`platform`] (OCI platforms and the
 //!   containerd-style choice), [`engine`] (docker/podman/nerdctl command lines),
+//!   [`local`] (the engine's local image store),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
 //!   (emulator bundles).
@@ -35,6 +36,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod host;
 pub mod interrupt;
+pub mod local;
 pub mod ns;
 pub mod plan;
 pub mod platform;

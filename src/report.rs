@@ -192,6 +192,20 @@ pub struct RunPlan {
     /// A handler is registered first (root only).
     pub enable: Option<String>,
     pub command: Vec<String>,
+    /// Where the platform came from: `registry`, or `local` (the engine's image, the
+    /// registry having failed); null for the user's `--platform`.
+    pub source: Option<crate::local::Source>,
+    /// The image the engine has cached under this name, when archctl looked.
+    pub local: Option<crate::local::LocalImage>,
+    /// The pull policy archctl added (`--pull=always`) because the cached image is of
+    /// another platform; null when none was added.
+    pub pull: Option<String>,
+    /// What archctl noticed: the local image used, or a cached image of another
+    /// platform.
+    pub note: Option<String>,
+    /// The note is a warning (the user's own `--pull` may run the other platform).
+    #[serde(skip)]
+    pub warn: bool,
     #[serde(skip)]
     pub argv: Vec<OsString>,
 }
@@ -449,6 +463,12 @@ pub enum ServiceVerb {
 pub struct PickReport {
     #[serde(flatten)]
     pub choice: Choice,
+    /// `registry`, or `local`: the registry did not know the image or could not be
+    /// reached, and the engine's local image was used.
+    pub source: crate::local::Source,
+    /// Why the local image was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// `--explain`: every candidate in the human output.
     #[serde(skip)]
     pub explain: bool,
@@ -487,6 +507,15 @@ pub enum Report {
 pub enum Notice {
     Info(String),
     Warning(String),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Info(m) => write!(f, "archctl: {m}"),
+            Notice::Warning(m) => write!(f, "archctl: warning: {m}"),
+        }
+    }
 }
 
 impl Report {
@@ -540,6 +569,17 @@ impl Report {
                                 p.config_platform.as_deref().unwrap_or("?")
                             ))
                         })
+                })
+                .collect(),
+            Report::Pick(p) => p.note.iter().cloned().map(Notice::Info).collect(),
+            Report::Run(p) => p
+                .note
+                .iter()
+                .cloned()
+                .map(if p.warn {
+                    Notice::Warning
+                } else {
+                    Notice::Info
                 })
                 .collect(),
             _ => Vec::new(),

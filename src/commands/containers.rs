@@ -7,8 +7,9 @@ use super::{CommandError, Context, binfmt, block_on};
 use crate::{
     arch::Rule,
     emulator::Search,
-    engine::{Engine, command_line, parse_run_args},
+    engine::{Engine, EngineError, command_line, parse_run_args},
     host::Native,
+    local::{LocalError, LocalImage, Lookup, Source},
     platform::{Choice, Emulation, HostPlatform, Mode, Platform, choose, qemu_target},
     registry::{
         self,
@@ -37,6 +38,10 @@ pub struct PickOptions {
     pub no_aarch32: bool,
     /// `--no-emulation`.
     pub no_emulation: bool,
+    /// `--engine` (pick): whose local image store to consult when the registry does not
+    /// know the image or cannot be reached; else `ARCHCTL_ENGINE`, else the first engine
+    /// on PATH, else none (the local lookup is skipped).
+    pub engine: Option<String>,
 }
 
 /// What this host can emulate right now: enabled, healthy handlers, and installed
@@ -86,6 +91,16 @@ pub(super) fn choose_for(
     let host = host_platform(ctx, opts)?;
     let inspector = Inspector::new(registry)?;
     let reports = block_on(inspector.inspect_all(images))?.images;
+    Ok(choose_among(ctx, &host, opts, reports))
+}
+
+/// Choose for each inspected image (what the registry offers, or the local image).
+fn choose_among(
+    ctx: &Context,
+    host: &HostPlatform,
+    opts: &PickOptions,
+    reports: Vec<ImageReport>,
+) -> Vec<(ImageReport, Choice)> {
     let native = ctx.native_all();
     let wanted: Vec<&Rule> = reports
         .iter()
@@ -94,13 +109,106 @@ pub(super) fn choose_for(
         .collect();
     let mut emu = emulation_state(ctx, &wanted, &native);
     emu.refused = opts.no_emulation;
-    Ok(reports
+    reports
         .into_iter()
         .map(|r| {
-            let c = choose(ctx.table, &r.reference, &host, &r.platforms, &emu);
+            let c = choose(ctx.table, &r.reference, host, &r.platforms, &emu);
             (r, c)
         })
-        .collect())
+        .collect()
+}
+
+/// What `pick` decided, and from what.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub choice: Choice,
+    /// The registry's index, or (when the registry failed) the engine's local image.
+    pub source: Source,
+    /// The engine's local image, when it was consulted and has one.
+    pub local: Option<LocalImage>,
+    /// Why the local image was used (the registry's failure).
+    pub note: Option<String>,
+}
+
+/// The engine's local image store, asked at most once: started early when its answer
+/// is needed anyway (`run`'s cache check, overlapping the registry query), else only
+/// when the registry fails.
+struct LocalStore {
+    /// None: the engine is detected when the store is asked (pick without --engine).
+    engine: Option<Engine>,
+    image: String,
+    state: Asked,
+}
+
+enum Asked {
+    Not,
+    Started(Result<Lookup, LocalError>),
+    Done(Result<Option<LocalImage>, LocalError>),
+}
+
+/// No engine to ask: the lookup is skipped.
+struct NoEngine;
+
+impl LocalStore {
+    fn new(engine: Option<Engine>, image: &str) -> LocalStore {
+        LocalStore {
+            engine,
+            image: image.to_string(),
+            state: Asked::Not,
+        }
+    }
+
+    /// Resolve the engine (`ARCHCTL_ENGINE`, else the first on PATH) when not given.
+    fn engine(&mut self) -> Result<Engine, Result<NoEngine, EngineError>> {
+        if let Some(e) = self.engine {
+            return Ok(e);
+        }
+        match Engine::detect() {
+            Ok(e) => {
+                self.engine = Some(e);
+                Ok(e)
+            }
+            Err(EngineError::NotFound) => Err(Ok(NoEngine)),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    /// Start the lookup now (when the engine is known), to collect it later.
+    fn start(&mut self) {
+        if let (Asked::Not, Some(e)) = (&self.state, self.engine) {
+            self.state = Asked::Started(Lookup::start(e, &self.image));
+        }
+    }
+
+    /// The answer: started now if it was not, waited for if it runs. Err(None): no
+    /// engine is installed (nothing to ask).
+    fn get(&mut self) -> Result<Option<LocalImage>, Option<String>> {
+        if let Asked::Not = self.state {
+            match self.engine() {
+                Ok(_) => self.start(),
+                Err(Ok(NoEngine)) => return Err(None),
+                Err(Err(e)) => return Err(Some(e.to_string())),
+            }
+        }
+        if let Asked::Started(_) = self.state {
+            let Asked::Started(l) = std::mem::replace(&mut self.state, Asked::Not) else {
+                return Err(None);
+            };
+            self.state = Asked::Done(l.and_then(Lookup::finish));
+        }
+        match &self.state {
+            Asked::Done(r) => r.clone().map_err(|e| Some(e.to_string())),
+            _ => Err(None),
+        }
+    }
+
+    /// The answer if the store was asked; never starts a lookup.
+    fn answered(&mut self) -> Option<LocalImage> {
+        match self.state {
+            Asked::Not => None,
+            _ => self.get().ok().flatten(),
+        }
+    }
 }
 
 /// `archctl pick`: the platform an image should run as on this host.
@@ -109,11 +217,68 @@ pub fn pick(
     image: &str,
     opts: &PickOptions,
     registry: registry::Options,
-) -> Result<Choice, CommandError> {
-    let mut v = choose_for(ctx, &[image.to_string()], opts, registry)?;
-    let Some((report, choice)) = v.pop() else {
-        return Err(CommandError::Usage("no image".into()));
-    };
+) -> Result<Picked, CommandError> {
+    let engine = opts.engine.as_deref().map(Engine::parse).transpose()?;
+    pick_in(
+        ctx,
+        image,
+        opts,
+        registry,
+        &mut LocalStore::new(engine, image),
+    )
+}
+
+/// Pick from the registry's index; when the registry does not know the image or
+/// cannot be reached, from the engine's local image (its platform the one offered).
+fn pick_in(
+    ctx: &Context,
+    image: &str,
+    opts: &PickOptions,
+    registry: registry::Options,
+    store: &mut LocalStore,
+) -> Result<Picked, CommandError> {
+    let host = host_platform(ctx, opts)?;
+    let inspector = Inspector::new(registry)?;
+    let mut report = block_on(inspector.inspect(image))?;
+    let mut source = Source::Registry;
+    let mut note = None;
+    if let Some(err) = report.error.clone() {
+        match store.get() {
+            Ok(Some(local)) => {
+                note = Some(format!(
+                    "{err}; using {}'s local image {image} ({})",
+                    local.engine, local.platform
+                ));
+                source = Source::Local;
+                report = ImageReport {
+                    reference: report.reference,
+                    digest: Some(local.id.clone()),
+                    media_type: None,
+                    platforms: vec![local.entry()],
+                    attestations: Vec::new(),
+                    error: None,
+                    hint: None,
+                };
+            }
+            Ok(None) => {
+                if let Some(e) = store.engine {
+                    report.error = Some(format!(
+                        "{err}, and {} has no local image {image}",
+                        e.program()
+                    ));
+                }
+            }
+            Err(why) => {
+                if let Some(why) = why {
+                    let local = format!("the local images could not be read: {why}");
+                    report.hint = Some(match report.hint {
+                        Some(h) => format!("{h}; {local}"),
+                        None => local,
+                    });
+                }
+            }
+        }
+    }
     if report.error.is_some() {
         return Err(CommandError::Failed(Box::new(Report::Inspect(
             InspectReport {
@@ -121,13 +286,23 @@ pub fn pick(
             },
         ))));
     }
+    let Some((_, choice)) = choose_among(ctx, &host, opts, vec![report]).pop() else {
+        return Err(CommandError::Usage("no image".into()));
+    };
     if choice.platform.is_none() {
         return Err(CommandError::Failed(Box::new(Report::Pick(PickReport {
             choice,
+            source,
+            note,
             explain: true,
         }))));
     }
-    Ok(choice)
+    Ok(Picked {
+        choice,
+        source,
+        local: store.answered(),
+        note,
+    })
 }
 
 /// Options of `archctl run`.
@@ -153,6 +328,12 @@ pub fn plan_run(
         Some(e) => Engine::parse(e)?,
         None => Engine::detect()?,
     };
+    // The engine's cached image decides the pull policy (or, with the user's own
+    // `--pull`, a warning), so ask now, while the registry is asked.
+    let mut store = LocalStore::new(Some(engine), &run.image);
+    store.start();
+    let mut source = None;
+    let mut note = None;
     let (platform, mode, emulator) = match &run.platform {
         Some(p) => {
             let host = host_platform(ctx, &PickOptions::default())?;
@@ -170,7 +351,7 @@ pub fn plan_run(
             }
         }
         None => {
-            let c = pick(
+            let picked = pick_in(
                 ctx,
                 &run.image,
                 &PickOptions {
@@ -178,13 +359,43 @@ pub fn plan_run(
                     ..Default::default()
                 },
                 registry,
+                &mut store,
             )?;
+            source = Some(picked.source);
+            note = picked.note;
+            let c = picked.choice;
             match (c.platform, c.mode) {
                 (Some(p), Some(m)) => (p, m, c.emulator),
                 _ => return Err(CommandError::Usage("no usable platform".into())),
             }
         }
     };
+    // The cache rule: an image cached under this name for another platform than the
+    // chosen one must not run in its place.
+    let local = store.answered();
+    let mut pull = None;
+    let mut warn = false;
+    if let Some(img) = &local
+        && !img.is_platform(&Platform::parse(&platform)?)
+    {
+        let cached = format!(
+            "{}'s cached {} is {}, not {platform}",
+            engine.program(),
+            run.image,
+            img.platform
+        );
+        note = Some(match (&run.pull, engine.pull_for_other_platform()) {
+            (Some(p), _) => {
+                warn = true;
+                format!("{cached}; --pull {p} as given decides whether it fetches {platform}")
+            }
+            (None, Some(opt)) => {
+                pull = Some(opt.to_string());
+                format!("{cached}: {opt} makes it fetch {platform}")
+            }
+            (None, None) => format!("{cached}; it fetches {platform} itself"),
+        });
+    }
     let mut enable = None;
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
         let native = ctx.native_all();
@@ -200,7 +411,7 @@ pub fn plan_run(
             }
         }
     }
-    let argv = command_line(engine, &platform, &run);
+    let argv = command_line(engine, &platform, pull.as_deref(), &run);
     Ok(RunPlan {
         command: argv
             .iter()
@@ -212,6 +423,11 @@ pub fn plan_run(
         emulator,
         user_platform: run.platform.is_some(),
         enable,
+        source,
+        local,
+        pull,
+        note,
+        warn,
     })
 }
 
