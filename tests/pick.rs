@@ -259,3 +259,54 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
         &format!("run `sudo archctl enable {}` once", foreign.1),
     );
 }
+
+#[test]
+fn pick_without_an_engine_asks_only_the_registry() {
+    let reg = Registry::start(RegistryAuth::None);
+    let known = push_image(&reg, "noengine/app", "v1", ImageSpec::oci("linux/arm64"))
+        .reference(&reg.addr());
+    let missing = format!("{}/noengine/missing:1", reg.addr());
+    // No docker, podman or nerdctl on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let pick = |args: &[&str]| {
+        std::process::Command::new(ARCHCTL)
+            .args(["--json", "pick", "--host-platform", "linux/arm64"])
+            .args(args)
+            .env("PATH", empty.path())
+            .env_remove("ARCHCTL_ENGINE")
+            .env("ARCHCTL_CACHE_DIR", empty.path().join("cache"))
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+            .env("DOCKER_CONFIG", empty.path())
+            .run()
+    };
+    let out = pick(&[&known]);
+    assert_code(&out, 0);
+    let v = out.json();
+    assert_eq!(v["platform"], "linux/arm64");
+    assert_eq!(v["source"], "registry", "{v}");
+    assert!(v.get("note").is_none(), "{v}");
+    // Unknown to the registry and no engine to ask: the registry's error, as before.
+    let out = pick(&[&missing]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "repository noengine/missing not found");
+    assert!(
+        !support::stderr(&out).contains("local image"),
+        "{}",
+        out.shown()
+    );
+    // A named engine that is not installed: the same error, and a hint saying so.
+    let out = pick(&["--engine", "podman", &missing]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "repository noengine/missing not found");
+    assert!(
+        support::stderr(&out)
+            .contains("hint: the local images could not be read: cannot run podman"),
+        "{}",
+        out.shown()
+    );
+    // An engine archctl does not know is a usage error.
+    let out = pick(&["--engine", "lxc", &known]);
+    assert_code(&out, 2);
+    assert_error_line(&out, "unknown engine \"lxc\"");
+}
