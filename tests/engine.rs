@@ -670,22 +670,30 @@ fn run_and_pick_use_images_only_the_engine_has() {
 
     // The registry knows the image: its index is the source of truth, whatever docker
     // has cached under the name (foreign here). dockerd itself treats the cached image
-    // of another platform as missing and pulls the chosen one, so no --pull is added.
+    // of another platform as missing and pulls the chosen one, so no --pull is added
+    // (and docker's store is not even asked).
     let out = archctl(
         &docker,
         cache.path(),
-        &["run", "--dry-run", "--engine", "docker", "--rm", &src],
+        &[
+            "--json",
+            "run",
+            "--dry-run",
+            "--engine",
+            "docker",
+            "--rm",
+            &src,
+        ],
     );
     assert_code(&out, 0);
+    let v = out.json();
     assert_eq!(
-        stdout(&out).trim(),
-        format!("docker run --platform {native_p} --rm {src}")
+        v["command"],
+        serde_json::json!(["docker", "run", "--platform", native_p, "--rm", src])
     );
-    assert!(
-        stderr(&out).contains(&format!("is {foreign_p}, not {native_p}")),
-        "{}",
-        out.shown()
-    );
+    assert_eq!(v["source"], "registry", "{v}");
+    assert_eq!(v["pull"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["local"], serde_json::Value::Null, "{v}");
     let out = run(&src);
     assert_code(&out, 0);
     assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));

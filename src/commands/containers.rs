@@ -143,11 +143,20 @@ struct LocalStore {
 enum Asked {
     Not,
     Started(Result<Lookup, LocalError>),
-    Done(Result<Option<LocalImage>, LocalError>),
+    Done(Answer),
 }
 
-/// No engine to ask: the lookup is skipped.
-struct NoEngine;
+/// What the store said about the image.
+#[derive(Clone)]
+enum Answer {
+    Found(LocalImage),
+    /// The engine has no image of that name.
+    Absent,
+    /// No engine is installed: nothing was asked.
+    NoEngine,
+    /// The engine could not be asked (not running, not installed, ...).
+    Unreadable(String),
+}
 
 impl LocalStore {
     fn new(engine: Option<Engine>, image: &str) -> LocalStore {
@@ -158,21 +167,6 @@ impl LocalStore {
         }
     }
 
-    /// Resolve the engine (`ARCHCTL_ENGINE`, else the first on PATH) when not given.
-    fn engine(&mut self) -> Result<Engine, Result<NoEngine, EngineError>> {
-        if let Some(e) = self.engine {
-            return Ok(e);
-        }
-        match Engine::detect() {
-            Ok(e) => {
-                self.engine = Some(e);
-                Ok(e)
-            }
-            Err(EngineError::NotFound) => Err(Ok(NoEngine)),
-            Err(e) => Err(Err(e)),
-        }
-    }
-
     /// Start the lookup now (when the engine is known), to collect it later.
     fn start(&mut self) {
         if let (Asked::Not, Some(e)) = (&self.state, self.engine) {
@@ -180,33 +174,41 @@ impl LocalStore {
         }
     }
 
-    /// The answer: started now if it was not, waited for if it runs. Err(None): no
-    /// engine is installed (nothing to ask).
-    fn get(&mut self) -> Result<Option<LocalImage>, Option<String>> {
+    /// The answer: asked now if it was not (detecting the engine when none was
+    /// named), waited for if the lookup runs.
+    fn get(&mut self) -> Answer {
         if let Asked::Not = self.state {
-            match self.engine() {
-                Ok(_) => self.start(),
-                Err(Ok(NoEngine)) => return Err(None),
-                Err(Err(e)) => return Err(Some(e.to_string())),
+            if self.engine.is_none() {
+                match Engine::detect() {
+                    Ok(e) => self.engine = Some(e),
+                    Err(EngineError::NotFound) => self.state = Asked::Done(Answer::NoEngine),
+                    Err(e) => self.state = Asked::Done(Answer::Unreadable(e.to_string())),
+                }
             }
+            self.start();
         }
-        if let Asked::Started(_) = self.state {
-            let Asked::Started(l) = std::mem::replace(&mut self.state, Asked::Not) else {
-                return Err(None);
-            };
-            self.state = Asked::Done(l.and_then(Lookup::finish));
-        }
-        match &self.state {
-            Asked::Done(r) => r.clone().map_err(|e| Some(e.to_string())),
-            _ => Err(None),
-        }
+        let state = std::mem::replace(&mut self.state, Asked::Not);
+        let answer = match state {
+            Asked::Done(a) => a,
+            Asked::Started(lookup) => match lookup.and_then(Lookup::finish) {
+                Ok(Some(img)) => Answer::Found(img),
+                Ok(None) => Answer::Absent,
+                Err(e) => Answer::Unreadable(e.to_string()),
+            },
+            Asked::Not => Answer::NoEngine,
+        };
+        self.state = Asked::Done(answer.clone());
+        answer
     }
 
-    /// The answer if the store was asked; never starts a lookup.
+    /// The image, if the store was asked and has it; never starts a lookup.
     fn answered(&mut self) -> Option<LocalImage> {
         match self.state {
             Asked::Not => None,
-            _ => self.get().ok().flatten(),
+            _ => match self.get() {
+                Answer::Found(img) => Some(img),
+                _ => None,
+            },
         }
     }
 }
@@ -244,7 +246,7 @@ fn pick_in(
     let mut note = None;
     if let Some(err) = report.error.clone() {
         match store.get() {
-            Ok(Some(local)) => {
+            Answer::Found(local) => {
                 note = Some(format!(
                     "{err}; using {}'s local image {image} ({})",
                     local.engine, local.platform
@@ -260,23 +262,18 @@ fn pick_in(
                     hint: None,
                 };
             }
-            Ok(None) => {
-                if let Some(e) = store.engine {
-                    report.error = Some(format!(
-                        "{err}, and {} has no local image {image}",
-                        e.program()
-                    ));
-                }
+            Answer::Absent => {
+                let engine = store.engine.map_or("the engine", |e| e.program());
+                report.error = Some(format!("{err}, and {engine} has no local image {image}"));
             }
-            Err(why) => {
-                if let Some(why) = why {
-                    let local = format!("the local images could not be read: {why}");
-                    report.hint = Some(match report.hint {
-                        Some(h) => format!("{h}; {local}"),
-                        None => local,
-                    });
-                }
+            Answer::Unreadable(why) => {
+                let local = format!("the local images could not be read: {why}");
+                report.hint = Some(match report.hint {
+                    Some(h) => format!("{h}; {local}"),
+                    None => local,
+                });
             }
+            Answer::NoEngine => {}
         }
     }
     if report.error.is_some() {
@@ -328,10 +325,14 @@ pub fn plan_run(
         Some(e) => Engine::parse(e)?,
         None => Engine::detect()?,
     };
-    // The engine's cached image decides the pull policy (or, with the user's own
-    // `--pull`, a warning), so ask now, while the registry is asked.
+    // For podman and nerdctl the cached image decides the pull policy (or, with the
+    // user's own `--pull`, a warning), so their store is asked now, alongside the
+    // registry. docker fetches the chosen platform by itself: its store is asked only
+    // if the registry fails.
     let mut store = LocalStore::new(Some(engine), &run.image);
-    store.start();
+    if engine.pull_for_other_platform().is_some() {
+        store.start();
+    }
     let mut source = None;
     let mut note = None;
     let (platform, mode, emulator) = match &run.platform {
@@ -384,17 +385,20 @@ pub fn plan_run(
             run.image,
             img.platform
         );
-        note = Some(match (&run.pull, engine.pull_for_other_platform()) {
+        match (&run.pull, engine.pull_for_other_platform()) {
             (Some(p), _) => {
                 warn = true;
-                format!("{cached}; --pull {p} as given decides whether it fetches {platform}")
+                note = Some(format!(
+                    "{cached}; --pull {p} as given decides whether it fetches {platform}"
+                ));
             }
             (None, Some(opt)) => {
                 pull = Some(opt.to_string());
-                format!("{cached}: {opt} makes it fetch {platform}")
+                note = Some(format!("{cached}: {opt} makes it fetch {platform}"));
             }
-            (None, None) => format!("{cached}; it fetches {platform} itself"),
-        });
+            // The engine fetches the chosen platform by itself.
+            (None, None) => {}
+        }
     }
     let mut enable = None;
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
