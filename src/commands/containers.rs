@@ -124,8 +124,6 @@ pub struct Picked {
     pub choice: Choice,
     /// The registry's index, or (when the registry failed) the engine's local image.
     pub source: Source,
-    /// The engine's local image, when it was consulted and has one.
-    pub local: Option<LocalImage>,
     /// Why the local image was used (the registry's failure).
     pub note: Option<String>,
 }
@@ -297,7 +295,6 @@ fn pick_in(
     Ok(Picked {
         choice,
         source,
-        local: store.answered(),
         note,
     })
 }
