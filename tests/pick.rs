@@ -218,11 +218,22 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
     let r = p.reference(&reg.addr());
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // run asks podman's store (its own here, never the user's) what it has cached.
+    let storage = dir.path().join("storage.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let base = |c: &mut std::process::Command| {
         c.env("ARCHCTL_CACHE_DIR", dir.path().join("cache"))
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .env("DOCKER_CONFIG", dir.path())
+            .env("CONTAINERS_STORAGE_CONF", &storage)
             .env("ARCHCTL_BINFMT_DIR", dir.path().join("no-binfmt"));
     };
     // ARCHCTL_ENGINE chooses the engine; --dry-run says what would be enabled and run.
