@@ -62,6 +62,13 @@ pub fn magic_matches(header: &[u8], offset: u8, magic: &[u8], mask: &[u8]) -> bo
     let Some(window) = header.get(start..start + magic.len()) else {
         return false;
     };
+    if mask.len() >= magic.len() {
+        return window
+            .iter()
+            .zip(magic)
+            .zip(mask)
+            .all(|((h, m), k)| h & k == m & k);
+    }
     window.iter().zip(magic).enumerate().all(|(i, (h, m))| {
         let k = mask.get(i).copied().unwrap_or(0xff);
         h & k == m & k

@@ -413,6 +413,27 @@ fn conflict_note(c: &Conflict) -> String {
     )
 }
 
+/// An existing entry that serves the architecture, and whether only a test run proves it.
+struct Serving {
+    serves: Step,
+    entry: Entry,
+    needs_proof: bool,
+}
+
+/// The serving entry's decision, else `otherwise` (which is also what a failed proof
+/// gives).
+fn serve_or(serving: Option<Serving>, otherwise: impl FnOnce() -> Decision) -> Decision {
+    match serving {
+        None => otherwise(),
+        Some(s) if s.needs_proof => Decision::Prove {
+            entry: s.entry,
+            serves: s.serves,
+            otherwise: Box::new(otherwise()),
+        },
+        Some(s) => Decision::Step(s.serves),
+    }
+}
+
 /// One rule's decision (see [`plan_enable`]).
 fn decide(
     table: &Table,
@@ -442,30 +463,23 @@ fn decide(
     // An existing entry that serves the architecture (not with --force, which asks for
     // archctl's own entry), given its assessment.
     // The existing entry when it serves the architecture (not with --force, which asks
-    // for archctl's own entry), given its assessment; else `otherwise`. An entry that
-    // only a test run can prove gets it, with `otherwise` for when the run fails.
-    let serve_or = |assessed: &Result<crate::serve::Serves, String>,
-                    wanted: Option<&Registration>,
-                    otherwise: Decision,
-                    warnings: &mut Vec<String>| {
+    // for archctl's own entry), given its assessment.
+    let serving = |assessed: &Result<crate::serve::Serves, String>,
+                   wanted: Option<&Registration>,
+                   warnings: &mut Vec<String>| {
         let (Some(e), Ok(s)) = (existing.filter(|_| !opts.force), assessed) else {
-            return otherwise;
+            return None;
         };
         warnings.extend(s.warnings.iter().cloned());
         let outcome = Outcome::Skip(Skip::Equivalent {
             entry: e.clone(),
             wanted: wanted.cloned(),
         });
-        let serves = step(outcome, Some(s.why.clone()));
-        if s.needs_proof() {
-            Decision::Prove {
-                entry: e.clone(),
-                serves,
-                otherwise: Box::new(otherwise),
-            }
-        } else {
-            Decision::Step(serves)
-        }
+        Some(Serving {
+            serves: step(outcome, Some(s.why.clone())),
+            entry: e.clone(),
+            needs_proof: s.needs_proof(),
+        })
     };
     let reg = match opts.search.registration(rule, table, native, opts.flags) {
         Ok(r) => r,
@@ -482,7 +496,7 @@ fn decide(
                 Some(e) if !opts.force => crate::serve::assess(table, native, rule, e, None),
                 _ => Err(String::new()),
             };
-            return Ok(serve_or(&assessed, None, otherwise, warnings));
+            return Ok(serve_or(serving(&assessed, None, warnings), || otherwise));
         }
     };
     reg.validate().map_err(|source| PlanError::Entry {
@@ -532,32 +546,37 @@ fn decide(
             Decision::Step(step(Outcome::Change(change), Some(note)))
         }
         Some(e) => {
-            let mut d = reg.differences(e);
-            if !e.enabled {
-                d.push("disabled".into());
-            }
             let assessed = crate::serve::assess(table, native, rule, e, Some(&reg.interpreter));
-            // Why it does not serve, when that is not already the listed difference.
-            if let Err(why) = &assessed
-                && !d
-                    .iter()
-                    .any(|x| x.starts_with(why.as_str()) || why.starts_with(x.as_str()))
-            {
-                d.push(why.clone());
-            }
-            let c = Conflict {
-                arch: rule.name.clone(),
-                name: name.clone(),
-                differences: d.join(", "),
+            let serving = serving(&assessed, Some(&reg), warnings);
+            // Not serving (or only if a test run proves it): the conflict, with every
+            // difference.
+            let conflict = || {
+                let mut d = reg.differences(e);
+                if !e.enabled {
+                    d.push("disabled".into());
+                }
+                // Why it does not serve, when that is not already the listed difference.
+                if let Err(why) = &assessed
+                    && !d
+                        .iter()
+                        .any(|x| x.starts_with(why.as_str()) || why.starts_with(x.as_str()))
+                {
+                    d.push(why.clone());
+                }
+                let c = Conflict {
+                    arch: rule.name.clone(),
+                    name: name.clone(),
+                    differences: d.join(", "),
+                };
+                Decision::Conflict(
+                    step(
+                        Outcome::Skip(Skip::Conflict(reg.clone())),
+                        Some(conflict_note(&c)),
+                    ),
+                    c,
+                )
             };
-            let conflict = Decision::Conflict(
-                step(
-                    Outcome::Skip(Skip::Conflict(reg.clone())),
-                    Some(conflict_note(&c)),
-                ),
-                c,
-            );
-            serve_or(&assessed, Some(&reg), conflict, warnings)
+            serve_or(serving, conflict)
         }
     })
 }

@@ -73,7 +73,14 @@ pub fn assess(
     if !entry.enabled {
         return Err("disabled".into());
     }
-    let selected = selected_rules(table, &entry.matcher);
+    // archctl's own magic and mask select exactly this rule (the build checks the
+    // table's cross-match); anything else is matched against every rule's programs.
+    let own = matches!(&entry.matcher, m if m.equivalent(rule.offset, &rule.magic, &rule.mask));
+    let selected = if own {
+        vec![rule]
+    } else {
+        selected_rules(table, &entry.matcher)
+    };
     match selected.as_slice() {
         [only] if only.name == rule.name => {}
         [] => return Err("magic/mask (it catches no architecture's programs)".into()),
