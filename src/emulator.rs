@@ -78,28 +78,27 @@ pub struct Search {
 }
 
 impl Search {
-    /// Candidate paths for a rule, in search order.
-    pub fn candidates(&self, rule: &Rule) -> Vec<PathBuf> {
+    /// Candidate paths for a rule, in search order, made one at a time (the first one
+    /// is usually the one: this is on the boot path).
+    pub fn candidates<'a>(&'a self, rule: &'a Rule) -> impl Iterator<Item = PathBuf> + 'a {
         let e = &rule.emulator;
-        if let Some(p) = self.explicit.as_ref().or(self.per_arch.get(&rule.name)) {
-            return vec![p.clone()];
-        }
-        if let Some(d) = &self.dir {
-            return vec![
-                d.join(format!("qemu-{e}-static")),
-                d.join(format!("qemu-{e}")),
-            ];
-        }
-        let mut v: Vec<PathBuf> = DEFAULT_DIRS
-            .iter()
-            .map(|d| Path::new(d).join(format!("qemu-{e}-static")))
-            .collect();
-        v.push(PathBuf::from(format!("/usr/bin/qemu-{e}")));
-        v
+        let one = self.explicit.as_ref().or(self.per_arch.get(&rule.name));
+        let (dirs, alpine): (Vec<&Path>, bool) = match (one, &self.dir) {
+            (Some(_), _) => (Vec::new(), false),
+            (None, Some(d)) => (vec![d.as_path()], false),
+            (None, None) => (DEFAULT_DIRS.iter().map(Path::new).collect(), true),
+        };
+        let in_dir = self.dir.as_ref().map(|d| d.join(format!("qemu-{e}")));
+        one.cloned()
+            .into_iter()
+            .chain(
+                dirs.into_iter()
+                    .map(move |d| d.join(format!("qemu-{e}-static"))),
+            )
+            .chain(in_dir.into_iter().filter(move |_| one.is_none()))
+            .chain(alpine.then(|| PathBuf::from(format!("/usr/bin/qemu-{e}"))))
     }
 
-    /// The first candidate that passes [`check`]; when candidates exist but all fail,
-    /// the first one's problem.
     /// The entry `rule` gets with the emulator this search finds (static one required
     /// with F): what `enable` plans and `exec` registers.
     pub fn registration(
@@ -113,6 +112,8 @@ impl Search {
         Ok(rule.registration(emu.path.to_string_lossy().into_owned(), flags))
     }
 
+    /// The first candidate that passes [`check`]; when candidates exist but all fail,
+    /// the first one's problem.
     pub fn find(
         &self,
         rule: &Rule,
@@ -120,10 +121,9 @@ impl Search {
         native: &Native,
         require_static: bool,
     ) -> Result<Emulator, EmulatorError> {
-        let candidates = self.candidates(rule);
         let mut first_err = None;
-        for c in &candidates {
-            match check(c, table, native, require_static) {
+        for c in self.candidates(rule) {
+            match check(&c, table, native, require_static) {
                 Ok(e) => return Ok(e),
                 // Absent: try the next place (no separate stat: this is on the boot path).
                 Err(EmulatorError::Elf(ElfError::Io { source, .. }))
@@ -135,8 +135,8 @@ impl Search {
         }
         Err(first_err.unwrap_or_else(|| EmulatorError::NotFound {
             arch: rule.name.clone(),
-            searched: candidates
-                .iter()
+            searched: self
+                .candidates(rule)
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -169,4 +169,42 @@ pub fn check(
         path: path.to_path_buf(),
         info,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_in_search_order() {
+        let t = Table::builtin();
+        let rule = t.get("aarch64").unwrap();
+        let paths = |s: &Search| -> Vec<String> {
+            s.candidates(rule)
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            paths(&Search::default()),
+            [
+                "/usr/bin/qemu-aarch64-static",
+                "/usr/local/bin/qemu-aarch64-static",
+                "/usr/local/lib/archctl/emulators/qemu-aarch64-static",
+                "/usr/bin/qemu-aarch64"
+            ]
+        );
+        let dir = Search {
+            dir: Some("/opt/q".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            paths(&dir),
+            ["/opt/q/qemu-aarch64-static", "/opt/q/qemu-aarch64"]
+        );
+        let mut one = dir.clone();
+        one.per_arch.insert("aarch64".into(), "/x/emu".into());
+        assert_eq!(paths(&one), ["/x/emu"]);
+        one.explicit = Some("/y/emu".into());
+        assert_eq!(paths(&one), ["/y/emu"]);
+    }
 }
