@@ -13,7 +13,8 @@
 //! - The concepts: [`plan`] (what enable/disable change; apply with an undo guard),
 //!   [`verify`] (proof by execution), [`host`] (host and native architectures),
 //!   [`emulator`] (finding and checking emulators), [`platform`] (OCI platforms and the
-//!   containerd-style choice), [`engine`] (docker/podman/nerdctl command lines),
+//!   containerd-style choice), [`cpu`] (x86-64 levels and ARM variants of the host and
+//!   of emulators), [`engine`] (docker/podman/nerdctl command lines),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
 //!   (emulator bundles).
@@ -28,6 +29,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cpu;
 pub mod elf;
 pub mod emulator;
 pub mod engine;
