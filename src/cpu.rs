@@ -268,6 +268,102 @@ pub fn probe_x86_64_level(emulator: &Path) -> Result<u32, ProbeError> {
     })
 }
 
+/// [`probe_x86_64_level`], remembered in the runtime directory
+/// ([`crate::host::runtime_dir`], `x86_64-levels.json`) per emulator file — its path,
+/// device, inode, size and modification time — for this boot and this archctl (whose
+/// probe might change): what an emulator provides changes only when the file does. A
+/// probe costs about 15 ms (QEMU's start-up), a lookup a file read. Only successful
+/// probes are kept; a cache that cannot be read or written costs a probe, nothing else.
+pub fn x86_64_level(emulator: &Path) -> Result<u32, ProbeError> {
+    let key = LevelCache::key(emulator);
+    let dir = crate::host::runtime_dir();
+    let cache = dir.as_ref().map(|d| d.join("x86_64-levels.json"));
+    let mut known = cache.as_deref().map(LevelCache::load).unwrap_or_default();
+    if let Some(k) = &key
+        && let Some(level) = known.get(emulator, k)
+    {
+        return Ok(level);
+    }
+    let level = probe_x86_64_level(emulator)?;
+    if let (Some(k), Some(file)) = (key, cache) {
+        known.set(emulator, k, level);
+        known.store(&file);
+    }
+    Ok(level)
+}
+
+/// The levels of [`x86_64_level`]'s cache file.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct LevelCache {
+    levels: Vec<CachedLevel>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedLevel {
+    emulator: PathBuf,
+    /// What must not have changed since the probe.
+    key: String,
+    level: u32,
+}
+
+impl LevelCache {
+    /// Emulators kept (the oldest go first).
+    const MAX: usize = 16;
+
+    fn key(emulator: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(emulator).ok()?;
+        Some(format!(
+            "{} {} {} {} {}.{} {} {}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mode(),
+            m.mtime(),
+            m.mtime_nsec(),
+            crate::host::boot_id()?,
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    fn load(file: &Path) -> LevelCache {
+        std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, emulator: &Path, key: &str) -> Option<u32> {
+        self.levels
+            .iter()
+            .find(|c| c.emulator == emulator && c.key == key)
+            .map(|c| c.level)
+            .filter(|l| (1..=4).contains(l))
+    }
+
+    fn set(&mut self, emulator: &Path, key: String, level: u32) {
+        // One entry per emulator path: its older versions are gone.
+        self.levels.retain(|c| c.emulator != emulator);
+        self.levels.push(CachedLevel {
+            emulator: emulator.to_path_buf(),
+            key,
+            level,
+        });
+        let excess = self.levels.len().saturating_sub(Self::MAX);
+        self.levels.drain(..excess);
+    }
+
+    /// Best effort, as the native set's cache.
+    fn store(&self, file: &Path) {
+        let (Some(dir), Ok(json)) = (file.parent(), serde_json::to_vec(self)) else {
+            return;
+        };
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = crate::fsutil::write_atomic(file, &json, 0o600);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

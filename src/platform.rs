@@ -458,9 +458,26 @@ pub struct Emulation {
     pub installed: Vec<String>,
     /// `--no-emulation`.
     pub refused: bool,
-    /// The x86-64 level emulated amd64 gets (from the emulator that would run it);
+    /// The file that would run x86_64 programs: the registered handler's interpreter,
+    /// else the installed emulator.
+    pub x86_64_emulator: Option<String>,
+    /// The x86-64 level emulated amd64 gets (from that file, [`Emulation::probe_x86_64`]);
     /// None when not probed, which counts as x86-64-v1.
     pub x86_64: Option<EmulatedCpu>,
+}
+
+impl Emulation {
+    /// Find out which x86-64 level the x86_64 emulator provides (by running the probe
+    /// under it; remembered per emulator file, see [`crate::cpu::x86_64_level`]).
+    pub fn probe_x86_64(&mut self) {
+        if let Some(path) = &self.x86_64_emulator {
+            self.x86_64 = Some(EmulatedCpu {
+                emulator: path.clone(),
+                level: crate::cpu::x86_64_level(std::path::Path::new(path))
+                    .map_err(|e| e.to_string()),
+            });
+        }
+    }
 }
 
 /// How a platform runs here (the same notion as a test program's).
@@ -751,6 +768,7 @@ mod tests {
                 .map(|r| r.name.clone())
                 .collect(),
             refused: false,
+            x86_64_emulator: None,
             x86_64: None,
         }
     }
@@ -859,6 +877,7 @@ mod tests {
                 "s390x".into(),
             ],
             refused: false,
+            x86_64_emulator: None,
             x86_64: None,
         };
         let offered = ["linux/ppc64le", "linux/arm64", "linux/s390x", "linux/amd64"];
@@ -1639,6 +1658,7 @@ mod tests {
             registered: vec![],
             installed: vec!["x86_64".into(), "aarch64".into()],
             refused: false,
+            x86_64_emulator: None,
             x86_64: Some(EmulatedCpu {
                 emulator: "/usr/bin/qemu-x86_64-static".into(),
                 level,
