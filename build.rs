@@ -32,8 +32,16 @@ fn rules_source(root: &std::path::Path) -> String {
     for r in rules {
         let _ = writeln!(
             src,
-            "    StaticRule {{ name: {:?}, family: {:?}, aliases: &{:?}, platforms: &{:?}, emulator: {:?}, offset: {}, magic: &{:?}, mask: &{:?} }},",
-            r.name, r.family, r.aliases, r.platforms, r.emulator, r.offset, r.magic, r.mask
+            "    StaticRule {{ name: {:?}, family: {:?}, aliases: &{:?}, platforms: &{:?}, emulator: {:?}, offset: {}, magic: &{:?}, mask: &{:?}, legacy_machines: &{:?} }},",
+            r.name,
+            r.family,
+            r.aliases,
+            r.platforms,
+            r.emulator,
+            r.offset,
+            r.magic,
+            r.mask,
+            r.legacy_machines
         );
     }
     src.push_str("];\n");

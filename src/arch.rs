@@ -16,6 +16,7 @@ mod generated {
         pub offset: u8,
         pub magic: &'static [u8],
         pub mask: &'static [u8],
+        pub legacy_machines: &'static [u16],
     }
     include!(concat!(env!("OUT_DIR"), "/rules.rs"));
 }
@@ -61,6 +62,13 @@ pub fn magic_matches(header: &[u8], offset: u8, magic: &[u8], mask: &[u8]) -> bo
     let Some(window) = header.get(start..start + magic.len()) else {
         return false;
     };
+    if mask.len() >= magic.len() {
+        return window
+            .iter()
+            .zip(magic)
+            .zip(mask)
+            .all(|((h, m), k)| h & k == m & k);
+    }
     window.iter().zip(magic).enumerate().all(|(i, (h, m))| {
         let k = mask.get(i).copied().unwrap_or(0xff);
         h & k == m & k
@@ -98,6 +106,8 @@ pub fn hex(bytes: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct Table {
     rules: Vec<Rule>,
+    /// Each rule's [`representative_headers`], built on first use.
+    headers: OnceLock<Vec<Vec<Vec<u8>>>>,
 }
 
 impl Table {
@@ -117,8 +127,10 @@ impl Table {
                     offset: r.offset,
                     magic: r.magic.to_vec(),
                     mask: r.mask.to_vec(),
+                    legacy_machines: r.legacy_machines.to_vec(),
                 })
                 .collect(),
+            headers: OnceLock::new(),
         })
     }
 
@@ -126,7 +138,10 @@ impl Table {
     /// embedded one).
     pub fn parse(text: &str) -> Result<Table, ArchError> {
         let rules = crate::rules_data::parse_table(text).map_err(ArchError::Table)?;
-        Ok(Table { rules })
+        Ok(Table {
+            rules,
+            headers: OnceLock::new(),
+        })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -165,12 +180,25 @@ impl Table {
         self.rules.iter().map(|r| r.name.as_str()).collect()
     }
 
-    /// The rule whose test program an entry (offset, magic, mask) would catch.
+    /// The rule whose test program an entry (offset, magic, mask) would catch (the
+    /// first, when it would catch several).
     pub fn classify(&self, offset: u8, magic: &[u8], mask: &[u8]) -> Option<&Rule> {
-        self.rules.iter().find(|r| {
-            let header = representative_header(r);
-            magic_matches(&header, offset, magic, mask)
-        })
+        self.selected_by(offset, magic, mask).into_iter().next()
+    }
+
+    /// Every rule whose binaries an entry (offset, magic, mask) would catch: those with
+    /// a [`representative_headers`] header it matches. An entry that serves one
+    /// architecture selects exactly one rule.
+    pub fn selected_by(&self, offset: u8, magic: &[u8], mask: &[u8]) -> Vec<&Rule> {
+        let headers = self
+            .headers
+            .get_or_init(|| self.rules.iter().map(representative_headers).collect());
+        self.rules
+            .iter()
+            .zip(headers)
+            .filter(|(_, hs)| hs.iter().any(|h| magic_matches(h, offset, magic, mask)))
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// The rule for the machine name `uname -m` reports.
@@ -184,6 +212,28 @@ impl Table {
         };
         self.rules.iter().find(|r| r.is_called(&m))
     }
+}
+
+/// The headers that stand for a rule's binaries: [`representative_header`], then the
+/// same with each of the rule's legacy e_machine values (in the header's byte order).
+pub fn representative_headers(rule: &Rule) -> Vec<Vec<u8>> {
+    let first = representative_header(rule);
+    let mut all = Vec::with_capacity(1 + rule.legacy_machines.len());
+    for m in &rule.legacy_machines {
+        let mut h = first.clone();
+        if let Some(field) = h.get_mut(18..20) {
+            // EI_DATA (byte 5): 2 is big-endian.
+            let big = first.get(5) == Some(&2);
+            field.copy_from_slice(&if big {
+                m.to_be_bytes()
+            } else {
+                m.to_le_bytes()
+            });
+            all.push(h);
+        }
+    }
+    all.insert(0, first);
+    all
 }
 
 /// The ELF header that stands for a rule: its test program's when archctl has one,

@@ -140,13 +140,16 @@ impl EmulatorArgs {
         selection: Selection,
         force: bool,
     ) -> Result<EnableOptions, CommandError> {
+        // `--all` registers everything not in conflict and lists the conflicts; named
+        // architectures are all checked first, and a conflict among them writes nothing.
+        let all = matches!(selection, Selection::All);
         Ok(EnableOptions {
             selection,
             search: self.search(),
             flags: Flags::parse(&self.flags)?,
             force,
             skip_missing: false,
-            skip_conflicts: false,
+            skip_conflicts: all,
         })
     }
 
@@ -317,6 +320,11 @@ pub struct PickArgs {
     /// Seconds each registry request may take.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Whose local images to use when the registry does not know the image or cannot be
+    /// reached: docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on
+    /// PATH, else none].
+    #[arg(long, value_name = "ENGINE")]
+    pub engine: Option<String>,
 }
 
 /// Run a container on the platform `pick` chooses (native first), registering
@@ -343,13 +351,18 @@ pub struct RunArgs {
 }
 
 /// For a compose file, print an override file that sets `platform:` per service
-/// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`.
+/// (the same choice as `pick`): `docker compose -f FILE -f OVERRIDE up`. As root,
+/// registers the emulation the chosen platforms need (as `run` does); otherwise says
+/// per service which command does.
 #[derive(Args)]
 pub struct ComposePlatformsArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     #[command(flatten)]
     pub choice: ChoiceArgs,
+    /// Register nothing, even as root: print the commands that would.
+    #[arg(long)]
+    pub no_enable: bool,
 }
 
 /// Run a command with emulation in a private user namespace (Linux 6.7+), without
@@ -450,6 +463,7 @@ impl ChoiceArgs {
             host_platform: self.host_platform,
             no_aarch32: self.no_aarch32,
             no_emulation: self.no_emulation,
+            engine: None,
         }
     }
 }
@@ -598,14 +612,24 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             explain,
             insecure,
             timeout,
+            engine,
         }) => {
             let reg = registry::Options {
                 insecure,
                 timeout: Duration::from_secs(timeout),
                 ..Default::default()
             };
-            let choice = containers::pick(&ctx(), &image, &choice.options(), reg)?;
-            Report::Pick(crate::report::PickReport { choice, explain })
+            let opts = PickOptions {
+                engine,
+                ..choice.options()
+            };
+            let picked = containers::pick(&ctx(), &image, &opts, reg)?;
+            Report::Pick(crate::report::PickReport {
+                choice: picked.choice,
+                source: picked.source,
+                note: picked.note,
+                explain,
+            })
         }
         Command::Run(RunArgs {
             engine,
@@ -621,18 +645,27 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             };
             let plan = containers::plan_run(&ctx(), &opts, registry::Options::default())?;
             if !dry_run {
+                // Said before archctl becomes the engine (main prints nothing after).
+                if !cli.global.quiet {
+                    for n in Report::Run(plan.clone()).notices() {
+                        eprintln!("{n}");
+                    }
+                }
                 return Err(containers::exec_run(&plan));
             }
             Report::Run(plan)
         }
-        Command::ComposePlatforms(ComposePlatformsArgs { file, choice }) => {
-            Report::Compose(compose::compose_platforms(
-                &ctx(),
-                &file,
-                &choice.options(),
-                registry::Options::default(),
-            )?)
-        }
+        Command::ComposePlatforms(ComposePlatformsArgs {
+            file,
+            choice,
+            no_enable,
+        }) => Report::Compose(compose::compose_platforms(
+            &ctx(),
+            &file,
+            &choice.options(),
+            !no_enable,
+            registry::Options::default(),
+        )?),
         Command::Exec(ExecArgs {
             archs,
             emu,

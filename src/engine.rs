@@ -56,6 +56,24 @@ impl Engine {
         }
     }
 
+    /// The `run` option that makes this engine fetch the chosen platform when the image
+    /// it has cached under the name is of another platform; None when the engine does
+    /// so by itself. Found with the engines (tests/engine.rs holds them to it):
+    ///
+    /// - dockerd (20.10) treats a cached image of another platform than `--platform` as
+    ///   missing: it pulls, and a failed pull is an error. Nothing to add.
+    /// - podman (4.3) turns its `missing` policy into `newer` for an explicit platform
+    ///   and, when that pull fails (TLS, credentials, rate limits), runs the cached image
+    ///   of the other platform after a WARNING. `--pull=always` makes the pull happen
+    ///   and a failed pull an error; it costs what the pull would have cost anyway.
+    /// - nerdctl: `--pull=always`, the same guarantee by its documented options.
+    pub fn pull_for_other_platform(&self) -> Option<&'static str> {
+        match self {
+            Engine::Docker => None,
+            Engine::Podman | Engine::Nerdctl => Some("--pull=always"),
+        }
+    }
+
     /// `ARCHCTL_ENGINE`, else the first of docker, podman, nerdctl on PATH.
     pub fn detect() -> Result<Engine, EngineError> {
         if let Ok(e) = std::env::var("ARCHCTL_ENGINE")
@@ -223,6 +241,8 @@ pub struct RunArgs {
     pub options: Vec<OsString>,
     /// `--platform` given by the user, which wins over archctl's choice.
     pub platform: Option<String>,
+    /// `--pull` given by the user (kept in `options`): archctl then adds no pull policy.
+    pub pull: Option<String>,
     pub image: String,
     pub command: Vec<OsString>,
 }
@@ -246,6 +266,7 @@ fn option_arity(a: &str) -> Option<bool> {
 pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
     let mut options = Vec::new();
     let mut platform = None;
+    let mut pull = None;
     let mut i = 0;
     while let Some(arg) = args.get(i) {
         let a = arg.to_string_lossy().into_owned();
@@ -271,6 +292,12 @@ pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
                 .map(|v| v.to_string_lossy().into_owned())
                 .or_else(|| a.split_once('=').map(|(_, v)| v.to_string()));
         } else {
+            if a == "--pull" || a.starts_with("--pull=") {
+                pull = value
+                    .as_ref()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .or_else(|| a.split_once('=').map(|(_, v)| v.to_string()));
+            }
             options.push(arg.clone());
             options.extend(value);
         }
@@ -284,19 +311,27 @@ pub fn parse_run_args(args: &[OsString]) -> Result<RunArgs, EngineError> {
     Ok(RunArgs {
         options,
         platform,
+        pull,
         image,
         command: args[i + 1..].to_vec(),
     })
 }
 
-/// `<engine> run --platform P <options> <image> <command...>`.
-pub fn command_line(engine: Engine, platform: &str, run: &RunArgs) -> Vec<OsString> {
+/// `<engine> run --platform P [PULL] <options> <image> <command...>`, PULL being the
+/// pull policy archctl adds (see [`Engine::pull_for_other_platform`]).
+pub fn command_line(
+    engine: Engine,
+    platform: &str,
+    pull: Option<&str>,
+    run: &RunArgs,
+) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec![
         engine.program().into(),
         "run".into(),
         "--platform".into(),
         platform.into(),
     ];
+    v.extend(pull.map(OsString::from));
     v.extend(run.options.iter().cloned());
     v.push(run.image.clone().into());
     v.extend(run.command.iter().cloned());
@@ -365,7 +400,8 @@ mod tests {
                 "--network=host"
             ])
         );
-        let cl = command_line(Engine::Docker, "linux/amd64", &r);
+        assert_eq!(r.pull, None);
+        let cl = command_line(Engine::Docker, "linux/amd64", None, &r);
         assert_eq!(
             shell_quote(&cl[..5]),
             "docker run --platform linux/amd64 -it"
@@ -389,6 +425,25 @@ mod tests {
         let r = parse_run_args(&os(&["--", "alpine", "--rm"])).unwrap();
         assert_eq!(r.image, "alpine");
         assert_eq!(r.command, os(&["--rm"]));
+    }
+
+    #[test]
+    fn the_users_pull_policy_is_seen_and_kept() {
+        for (args, want) in [
+            (&["--pull", "never", "alpine"][..], "never"),
+            (&["--rm", "--pull=missing", "alpine"][..], "missing"),
+        ] {
+            let r = parse_run_args(&os(args)).unwrap();
+            assert_eq!(r.pull.as_deref(), Some(want));
+            assert_eq!(r.options, os(&args[..args.len() - 1]));
+        }
+        let r = parse_run_args(&os(&["--rm", "alpine", "--pull=x"])).unwrap();
+        assert_eq!(r.pull, None, "an argument of the command is not an option");
+        let cl = command_line(Engine::Podman, "linux/amd64", Some("--pull=always"), &r);
+        assert_eq!(
+            shell_quote(&cl),
+            "podman run --platform linux/amd64 --pull=always --rm alpine --pull=x"
+        );
     }
 
     #[test]

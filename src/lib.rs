@@ -12,9 +12,11 @@
 //!   structs).
 //! - The concepts: [`plan`] (what enable/disable change; apply with an undo guard),
 //!   [`verify`] (proof by execution), [`host`] (host and native architectures),
-//!   [`emulator`] (finding and checking emulators), [`platform`] (OCI platforms and the
+//!   [`emulator`] (finding and checking emulators), [`serve`] (whether an entry already
+//!   in the table serves an architecture: equivalent handlers), [`platform`] (OCI platforms and the
 //!   containerd-style choice), [`cpu`] (x86-64 levels and ARM variants of the host and
 //!   of emulators), [`engine`] (docker/podman/nerdctl command lines),
+//!   [`local`] (the engine's local image store),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
 //!   (emulator bundles).
@@ -36,12 +38,14 @@ pub mod engine;
 pub mod fsutil;
 pub mod host;
 pub mod interrupt;
+pub mod local;
 pub mod ns;
 pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod report;
 pub mod rules_data;
+pub mod serve;
 pub mod service;
 pub mod testprog;
 pub mod verify;

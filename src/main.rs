@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use archctl::{
     cli::{self, Cli},
-    report::{Notice, Report},
+    report::Report,
 };
 
 fn main() -> ExitCode {
@@ -32,10 +32,7 @@ fn main() -> ExitCode {
         Ok(report) => {
             if !quiet {
                 for n in report.notices() {
-                    match n {
-                        Notice::Info(m) => eprintln!("archctl: {m}"),
-                        Notice::Warning(m) => eprintln!("archctl: warning: {m}"),
-                    }
+                    eprintln!("{n}");
                 }
             }
             print(&report, json, quiet);

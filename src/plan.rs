@@ -20,8 +20,8 @@ use crate::{
 pub enum PlanError {
     #[error("--emulator names one file, but {0} architectures were given")]
     EmulatorForMany(usize),
-    #[error("entry {name} exists and differs: {differences}")]
-    Conflict { name: String, differences: String },
+    #[error("{}", .0.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "))]
+    Conflicts(Vec<Conflict>),
     #[error("{arch}: {source}")]
     Emulator {
         arch: String,
@@ -43,7 +43,14 @@ pub enum PlanError {
 impl PlanError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            PlanError::Conflict { .. } => Some("add --force to replace it".into()),
+            PlanError::Conflicts(c) => Some(format!(
+                "add --force to replace {}: archctl enable --force {}",
+                if c.len() == 1 { "it" } else { "them" },
+                c.iter()
+                    .map(|c| c.arch.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
             PlanError::Emulator { source, .. } => source.hint(),
             PlanError::EmulatorForMany(_) => {
                 Some("use --emulator-dir DIR for several architectures".into())
@@ -138,6 +145,13 @@ pub enum Change {
 pub enum Skip {
     /// The identical entry is registered and enabled.
     Unchanged(Registration),
+    /// An entry of archctl's name, not identical, already serves the architecture
+    /// ([`crate::serve`]): the step's note says why. `wanted` is what `--force` would
+    /// register instead (None when no emulator was found here).
+    Equivalent {
+        entry: Entry,
+        wanted: Option<Registration>,
+    },
     /// The host runs the architecture itself.
     Native,
     /// Another entry (named in the note) already handles the architecture; this is what
@@ -175,7 +189,7 @@ impl Step {
             Outcome::Change(Change::Replace { .. }) => Action::Replaced,
             Outcome::Change(Change::Enable(_)) => Action::Enabled,
             Outcome::Change(Change::Remove(_)) => Action::Removed,
-            Outcome::Skip(Skip::Unchanged(_)) => Action::Unchanged,
+            Outcome::Skip(Skip::Unchanged(_) | Skip::Equivalent { .. }) => Action::Unchanged,
             Outcome::Skip(Skip::Native) => Action::SkippedNative,
             Outcome::Skip(Skip::Foreign(_)) => Action::SkippedForeign,
             Outcome::Skip(Skip::Missing) => Action::SkippedMissing,
@@ -198,13 +212,35 @@ impl Step {
             Outcome::Change(Change::Register(r) | Change::Enable(r))
             | Outcome::Change(Change::Replace { new: r, .. })
             | Outcome::Skip(Skip::Unchanged(r) | Skip::Foreign(r) | Skip::Conflict(r)) => Some(r),
+            Outcome::Skip(Skip::Equivalent { wanted, .. }) => wanted.as_ref(),
             Outcome::Change(Change::Remove(_))
             | Outcome::Skip(Skip::Native | Skip::Missing | Skip::NotRegistered) => None,
         }
     }
 
+    /// Why an existing entry counts as archctl's own (an equivalent one), if it does.
+    pub fn equivalent(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Skip(Skip::Equivalent { .. }) => self.note.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Is the architecture left without a working handler by this step? A conflict,
+    /// or (when the architecture was named, not `--all`) a missing emulator.
+    pub fn unserved(&self, named: bool) -> bool {
+        match &self.outcome {
+            Outcome::Skip(Skip::Conflict(_)) => true,
+            Outcome::Skip(Skip::Missing) => named,
+            _ => false,
+        }
+    }
+
     /// Interpreter and flags for reports: what is registered, else what is removed.
     pub fn interpreter_and_flags(&self) -> Option<(&str, Flags)> {
+        if let Outcome::Skip(Skip::Equivalent { entry, .. }) = &self.outcome {
+            return Some((entry.interpreter.as_str(), entry.flags));
+        }
         match (&self.outcome, self.registration()) {
             (_, Some(r)) => Some((r.interpreter.as_str(), r.flags)),
             (Outcome::Change(Change::Remove(e)), None) => Some((e.interpreter.as_str(), e.flags)),
@@ -219,18 +255,57 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Compute what `enable` would do. Validates everything (emulators, conflicts) before
-/// anything is written: an error here leaves the system untouched.
+/// Test runs a plan needs: for each (rule, entry), does the kernel run the rule's test
+/// program through that entry's handler? (An entry whose interpreter is not visible, or
+/// another build, serves only if it does.) The caller runs them all at once.
+pub type Prove<'p> = &'p dyn Fn(&[(&Rule, &Entry)]) -> Vec<Result<(), String>>;
+
+/// What a plan decides for one rule before any test run.
+enum Decision {
+    Step(Step),
+    /// An entry of the same name differs and does not serve the architecture.
+    Conflict(Step, Conflict),
+    /// The plan fails (e.g. no emulator for a named architecture).
+    Fail(PlanError),
+    /// Served if `entry`'s handler runs the test program, else `otherwise` (with why).
+    Prove {
+        entry: Entry,
+        serves: Step,
+        otherwise: Box<Decision>,
+    },
+}
+
+/// An entry of archctl's name that differs and does not serve the architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub arch: String,
+    pub name: String,
+    pub differences: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "entry {} exists and differs: {}",
+            self.name, self.differences
+        )
+    }
+}
+
+/// Compute what `enable` would do. Validates everything (emulators, conflicts, and
+/// with `prove` whether existing entries work) before anything is written: an error here
+/// leaves the system untouched.
 pub fn plan_enable(
     table: &Table,
     host: &Host,
     native: &Native,
     entries: &[Entry],
     opts: &EnableOptions,
+    prove: Prove<'_>,
 ) -> Result<Plan, PlanError> {
     let mut warnings = Vec::new();
     let all = matches!(opts.selection, Selection::All);
-    let lenient = all || opts.skip_missing;
     let rules: Vec<&Rule> = match &opts.selection {
         Selection::All => table.rules().iter().collect(),
         Selection::Archs(names) if names.is_empty() => return Err(PlanError::NoArchitectures),
@@ -253,99 +328,257 @@ pub fn plan_enable(
             "flag C: setuid programs run through qemu with raised privileges, and qemu-user does not sanitise its QEMU_* environment for them; use only on trusted systems".into(),
         );
     }
-    let mut steps = Vec::with_capacity(rules.len());
+    let mut decisions = Vec::with_capacity(rules.len());
     for rule in rules {
-        let name = rule.entry_name();
-        let step = |outcome, note| Step {
-            arch: rule.name.clone(),
-            name: name.clone(),
-            outcome,
-            note,
+        decisions.push(decide(
+            table,
+            host,
+            native,
+            entries,
+            opts,
+            rule,
+            &mut warnings,
+        )?);
+    }
+    // One batch of test runs for every entry that serves only if it works.
+    let pending: Vec<(&Rule, &Entry)> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Prove { entry, serves, .. } => table.get(&serves.arch).map(|r| (r, entry)),
+            _ => None,
+        })
+        .collect();
+    let mut proofs = if pending.is_empty() {
+        Vec::new()
+    } else {
+        prove(&pending)
+    }
+    .into_iter();
+    let mut steps = Vec::with_capacity(decisions.len());
+    let mut conflicts = Vec::new();
+    for d in decisions {
+        let d = match d {
+            Decision::Prove {
+                serves, otherwise, ..
+            } => match proofs.next() {
+                Some(Ok(())) => Decision::Step(serves),
+                Some(Err(why)) => otherwise.because(&format!("its test program failed: {why}")),
+                None => otherwise.because("its test program was not run"),
+            },
+            d => d,
         };
-        if host.is_host(rule) || native.contains(&rule.name) {
-            let note = format!("{} runs natively on this host", rule.name);
-            steps.push(step(Outcome::Skip(Skip::Native), Some(note)));
-            continue;
-        }
-        let reg = match opts.search.registration(rule, table, native, opts.flags) {
-            Ok(r) => r,
-            Err(e) if lenient => {
-                steps.push(step(Outcome::Skip(Skip::Missing), Some(e.to_string())));
-                continue;
+        match d {
+            Decision::Step(s) => steps.push(s),
+            Decision::Conflict(s, c) => {
+                if opts.skip_conflicts {
+                    steps.push(s);
+                } else {
+                    conflicts.push(c);
+                }
             }
-            Err(source) => {
-                return Err(PlanError::Emulator {
+            Decision::Fail(e) => return Err(e),
+            Decision::Prove { .. } => {}
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(PlanError::Conflicts(conflicts));
+    }
+    Ok(Plan { steps, warnings })
+}
+
+impl Decision {
+    /// A failed proof: what the rule gets instead, the failure added to its reasons.
+    fn because(self, why: &str) -> Decision {
+        match self {
+            Decision::Conflict(mut s, mut c) => {
+                c.differences = format!("{}; {why}", c.differences);
+                s.note = Some(conflict_note(&c));
+                Decision::Conflict(s, c)
+            }
+            Decision::Step(mut s) => {
+                if let Some(n) = &mut s.note {
+                    n.push_str(&format!(" (the existing entry: {why})"));
+                }
+                Decision::Step(s)
+            }
+            d @ (Decision::Prove { .. } | Decision::Fail(_)) => d,
+        }
+    }
+}
+
+fn conflict_note(c: &Conflict) -> String {
+    format!(
+        "{} exists and differs: {}; --force (config: force = true) replaces it",
+        c.name, c.differences
+    )
+}
+
+/// An existing entry that serves the architecture, and whether only a test run proves it.
+struct Serving {
+    serves: Step,
+    entry: Entry,
+    needs_proof: bool,
+}
+
+/// The serving entry's decision, else `otherwise` (which is also what a failed proof
+/// gives).
+fn serve_or(serving: Option<Serving>, otherwise: impl FnOnce() -> Decision) -> Decision {
+    match serving {
+        None => otherwise(),
+        Some(s) if s.needs_proof => Decision::Prove {
+            entry: s.entry,
+            serves: s.serves,
+            otherwise: Box::new(otherwise()),
+        },
+        Some(s) => Decision::Step(s.serves),
+    }
+}
+
+/// One rule's decision (see [`plan_enable`]).
+fn decide(
+    table: &Table,
+    host: &Host,
+    native: &Native,
+    entries: &[Entry],
+    opts: &EnableOptions,
+    rule: &Rule,
+    warnings: &mut Vec<String>,
+) -> Result<Decision, PlanError> {
+    let lenient = matches!(opts.selection, Selection::All) || opts.skip_missing;
+    let name = rule.entry_name();
+    let step = |outcome, note| Step {
+        arch: rule.name.clone(),
+        name: name.clone(),
+        outcome,
+        note,
+    };
+    if host.is_host(rule) || native.contains(&rule.name) {
+        let note = format!("{} runs natively on this host", rule.name);
+        return Ok(Decision::Step(step(
+            Outcome::Skip(Skip::Native),
+            Some(note),
+        )));
+    }
+    let existing = entries.iter().find(|e| e.name == name);
+    // An existing entry that serves the architecture (not with --force, which asks for
+    // archctl's own entry), given its assessment.
+    // The existing entry when it serves the architecture (not with --force, which asks
+    // for archctl's own entry), given its assessment.
+    let serving = |assessed: &Result<crate::serve::Serves, String>,
+                   wanted: Option<&Registration>,
+                   warnings: &mut Vec<String>| {
+        let (Some(e), Ok(s)) = (existing.filter(|_| !opts.force), assessed) else {
+            return None;
+        };
+        warnings.extend(s.warnings.iter().cloned());
+        let outcome = Outcome::Skip(Skip::Equivalent {
+            entry: e.clone(),
+            wanted: wanted.cloned(),
+        });
+        Some(Serving {
+            serves: step(outcome, Some(s.why.clone())),
+            entry: e.clone(),
+            needs_proof: s.needs_proof(),
+        })
+    };
+    let reg = match opts.search.registration(rule, table, native, opts.flags) {
+        Ok(r) => r,
+        Err(source) => {
+            let otherwise = if lenient {
+                Decision::Step(step(Outcome::Skip(Skip::Missing), Some(source.to_string())))
+            } else {
+                Decision::Fail(PlanError::Emulator {
                     arch: rule.name.clone(),
                     source,
-                });
-            }
-        };
-        reg.validate().map_err(|source| PlanError::Entry {
-            arch: rule.name.clone(),
-            source,
-        })?;
-        let foreign: Vec<&Entry> = handlers_for(entries, rule)
-            .filter(|e| e.name != name)
-            .collect();
-        let existing = entries.iter().find(|e| e.name == name);
-        if !foreign.is_empty() && !opts.force {
-            let names: Vec<&str> = foreign.iter().map(|e| e.name.as_str()).collect();
-            let note = format!(
-                "{} already handled by {} ({}); --force registers {name} in front of it",
-                rule.name,
-                names.join(", "),
-                foreign[0].interpreter
-            );
-            steps.push(step(Outcome::Skip(Skip::Foreign(reg)), Some(note)));
-            continue;
+                })
+            };
+            let assessed = match existing {
+                Some(e) if !opts.force => crate::serve::assess(table, native, rule, e, None),
+                _ => Err(String::new()),
+            };
+            return Ok(serve_or(serving(&assessed, None, warnings), || otherwise));
         }
-        let foreign_note = (!foreign.is_empty()).then(|| {
-            format!(
-                "takes precedence over {} (the kernel tries the newest entry first)",
-                foreign
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        });
-        match existing {
-            None => steps.push(step(Outcome::Change(Change::Register(reg)), foreign_note)),
-            Some(e) if reg.same_as(e) && e.enabled => {
-                steps.push(step(Outcome::Skip(Skip::Unchanged(reg)), None))
-            }
-            Some(e) if reg.same_as(e) => {
-                steps.push(step(Outcome::Change(Change::Enable(reg)), None))
-            }
-            Some(e) if opts.force => {
-                let note = format!("was: {}", reg.differences(e).join(", "));
-                let change = Change::Replace {
-                    old: e.clone(),
-                    new: reg,
-                };
-                steps.push(step(Outcome::Change(change), Some(note)))
-            }
-            Some(e) => {
+    };
+    reg.validate().map_err(|source| PlanError::Entry {
+        arch: rule.name.clone(),
+        source,
+    })?;
+    let foreign: Vec<&Entry> = handlers_for(entries, rule)
+        .filter(|e| e.name != name)
+        .collect();
+    if !foreign.is_empty() && !opts.force {
+        let names: Vec<&str> = foreign.iter().map(|e| e.name.as_str()).collect();
+        let note = format!(
+            "{} already handled by {} ({}); --force registers {name} in front of it",
+            rule.name,
+            names.join(", "),
+            foreign[0].interpreter
+        );
+        return Ok(Decision::Step(step(
+            Outcome::Skip(Skip::Foreign(reg)),
+            Some(note),
+        )));
+    }
+    let foreign_note = (!foreign.is_empty()).then(|| {
+        format!(
+            "takes precedence over {} (the kernel tries the newest entry first)",
+            foreign
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    Ok(match existing {
+        None => Decision::Step(step(Outcome::Change(Change::Register(reg)), foreign_note)),
+        Some(e) if reg.same_as(e) && e.enabled => {
+            Decision::Step(step(Outcome::Skip(Skip::Unchanged(reg)), None))
+        }
+        Some(e) if reg.same_as(e) => {
+            Decision::Step(step(Outcome::Change(Change::Enable(reg)), None))
+        }
+        Some(e) if opts.force => {
+            let note = format!("was: {}", reg.differences(e).join(", "));
+            let change = Change::Replace {
+                old: e.clone(),
+                new: reg,
+            };
+            Decision::Step(step(Outcome::Change(change), Some(note)))
+        }
+        Some(e) => {
+            let assessed = crate::serve::assess(table, native, rule, e, Some(&reg.interpreter));
+            let serving = serving(&assessed, Some(&reg), warnings);
+            // Not serving (or only if a test run proves it): the conflict, with every
+            // difference.
+            let conflict = || {
                 let mut d = reg.differences(e);
                 if !e.enabled {
                     d.push("disabled".into());
                 }
-                if opts.skip_conflicts {
-                    let note = format!(
-                        "{name} exists and differs: {}; set force = true to replace it",
-                        d.join(", ")
-                    );
-                    steps.push(step(Outcome::Skip(Skip::Conflict(reg)), Some(note)));
-                    continue;
+                // Why it does not serve, when that is not already the listed difference.
+                if let Err(why) = &assessed
+                    && !d
+                        .iter()
+                        .any(|x| x.starts_with(why.as_str()) || why.starts_with(x.as_str()))
+                {
+                    d.push(why.clone());
                 }
-                return Err(PlanError::Conflict {
-                    name,
+                let c = Conflict {
+                    arch: rule.name.clone(),
+                    name: name.clone(),
                     differences: d.join(", "),
-                });
-            }
+                };
+                Decision::Conflict(
+                    step(
+                        Outcome::Skip(Skip::Conflict(reg.clone())),
+                        Some(conflict_note(&c)),
+                    ),
+                    c,
+                )
+            };
+            serve_or(serving, conflict)
         }
-    }
-    Ok(Plan { steps, warnings })
+    })
 }
 
 /// Compute what `disable` would do: archctl's `qemu-<arch>` entries only; `--all` takes
@@ -598,6 +831,16 @@ mod tests {
         emu_dir: PathBuf,
     }
 
+    impl Fixture {
+        /// The fake emulator for `arch`.
+        fn emulator(&self, arch: &str) -> String {
+            self.emu_dir
+                .join(format!("qemu-{arch}-static"))
+                .display()
+                .to_string()
+        }
+    }
+
     /// Fake emulators: the host's own static test program under qemu-<arch>-static names.
     fn fixture() -> Fixture {
         use std::os::unix::fs::PermissionsExt;
@@ -640,14 +883,22 @@ mod tests {
         archs: &[&str],
         force: bool,
     ) -> Result<Plan, PlanError> {
+        plan_proven(f, fs, &opts(f, archs, force), &|pairs| {
+            pairs
+                .iter()
+                .map(|_| Err("exec format error".to_string()))
+                .collect()
+        })
+    }
+
+    fn plan_proven(
+        f: &Fixture,
+        fs: &MemoryBinfmt,
+        opts: &EnableOptions,
+        prove: Prove<'_>,
+    ) -> Result<Plan, PlanError> {
         let entries = fs.entries().unwrap();
-        plan_enable(
-            f.table,
-            &f.host,
-            &f.native,
-            &entries,
-            &opts(f, archs, force),
-        )
+        plan_enable(f.table, &f.host, &f.native, &entries, opts, prove)
     }
 
     fn actions(p: &Plan) -> Vec<Action> {
@@ -672,12 +923,7 @@ mod tests {
     #[test]
     fn plan_decides_each_case() {
         let f = fixture();
-        let emu = |a: &str| {
-            f.emu_dir
-                .join(format!("qemu-{a}-static"))
-                .display()
-                .to_string()
-        };
+        let emu = |a: &str| f.emulator(a);
         let mut claimant = entry_for(&f, "riscv64", "/opt/other/qemu", true);
         claimant.name = "rosetta".into();
         let fs = MemoryBinfmt::new(vec![
@@ -713,6 +959,85 @@ mod tests {
         );
         let p = plan(&f, &fs, &[FOREIGN], true).unwrap();
         assert_eq!(actions(&p), [Action::Replaced]);
+    }
+
+    #[test]
+    fn equivalent_entries_are_unchanged_and_conflicts_are_all_listed() {
+        let f = fixture();
+        let emu = |a: &str| f.emulator(a);
+        // Debian's way: a symlink to the same emulator, flags POF.
+        let link = f.emu_dir.join(format!("{FOREIGN}-binfmt-P"));
+        std::os::unix::fs::symlink(emu(FOREIGN), &link).unwrap();
+        let mut debian = entry_for(&f, FOREIGN, link.to_str().unwrap(), true);
+        debian.flags = Flags::parse("POF").unwrap();
+        // Registered from a container: the path is not visible here.
+        let invisible = entry_for(&f, "s390x", "/qus/bin/qemu-s390x-static", true);
+        // Without F: a conflict whatever its interpreter.
+        let mut no_f = entry_for(&f, "riscv64", &emu("riscv64"), true);
+        no_f.flags = Flags::parse("P").unwrap();
+        let fs = MemoryBinfmt::new(vec![debian, invisible, no_f]);
+        let asked = std::sync::Mutex::new(Vec::new());
+        let works = |pairs: &[(&Rule, &Entry)]| {
+            asked
+                .lock()
+                .unwrap()
+                .extend(pairs.iter().map(|(r, _)| r.name.clone()));
+            pairs.iter().map(|_| Ok(())).collect()
+        };
+        let archs = [FOREIGN, "s390x", "riscv64"];
+        // Named: every conflict at once, nothing planned.
+        let e = plan_proven(&f, &fs, &opts(&f, &archs, false), &works).unwrap_err();
+        let PlanError::Conflicts(c) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(c.len(), 1, "{e}");
+        assert!(e.to_string().contains("without F"), "{e}");
+        // Only the invisible interpreter needed a test run.
+        assert_eq!(*asked.lock().unwrap(), ["s390x"]);
+        // --all style: the conflict is skipped, the others are served.
+        let mut o = opts(&f, &archs, false);
+        o.skip_conflicts = true;
+        let p = plan_proven(&f, &fs, &o, &works).unwrap();
+        assert_eq!(
+            actions(&p),
+            [
+                Action::Unchanged,
+                Action::Unchanged,
+                Action::SkippedConflict
+            ]
+        );
+        let why = p.steps[0].equivalent().unwrap();
+        assert!(
+            why.contains(&format!("-> {}", emu(FOREIGN))) && why.contains("flags POF"),
+            "{why}"
+        );
+        assert_eq!(
+            p.steps[0].interpreter_and_flags().unwrap().0,
+            link.to_str().unwrap()
+        );
+        assert!(p.steps[1].equivalent().unwrap().contains("not visible"));
+        assert!(p.steps[2].unserved(true) && !p.steps[0].unserved(true));
+        // A failed test run makes the invisible one a conflict too, saying why.
+        let fails = |pairs: &[(&Rule, &Entry)]| {
+            pairs
+                .iter()
+                .map(|_| Err("exec format error".into()))
+                .collect()
+        };
+        let p = plan_proven(&f, &fs, &o, &fails).unwrap();
+        assert_eq!(p.steps[1].action(), Action::SkippedConflict);
+        assert!(
+            p.steps[1]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("exec format error"),
+            "{:?}",
+            p.steps[1].note
+        );
+        // --force asks for archctl's own entries.
+        let p = plan_proven(&f, &fs, &opts(&f, &archs, true), &works).unwrap();
+        assert_eq!(actions(&p), [Action::Replaced; 3]);
     }
 
     #[test]

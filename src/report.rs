@@ -26,6 +26,10 @@ pub struct EntryReport {
     pub interpreter: Option<String>,
     pub flags: Option<String>,
     pub verified: Option<bool>,
+    /// `unchanged` because another tool's entry of this name already serves the
+    /// architecture: why it counts (interpreter, flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub equivalent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// `--dry-run`: the exact string that would be written to `register`.
@@ -43,7 +47,11 @@ pub struct ChangeReport {
     pub mounted: bool,
     pub entries: Vec<EntryReport>,
     pub warnings: Vec<String>,
-    /// Set when the run failed after changing things and rolled them back.
+    /// Selected architectures left without a working handler (conflicts, a named
+    /// architecture without emulator): the run registered everything else, and exits 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unserved: Vec<String>,
+    /// Set when the run failed: rolled back, or architectures left unserved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -93,8 +101,14 @@ pub struct EntryStatus {
     pub extension: Option<String>,
     /// An entry named the way archctl names its own (`qemu-<target>`).
     pub managed: bool,
-    /// The interpreter exists, is an ELF for this host and is static.
+    /// The interpreter exists, is an ELF for this host and is static; or, not visible
+    /// here (an F entry registered from a container), its test program runs.
     pub interpreter_ok: bool,
+    /// The interpreter's path exists in this mount namespace.
+    pub interpreter_visible: bool,
+    /// A test program was run through the entry to decide `interpreter_ok`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interpreter_tested: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter_problem: Option<String>,
 }
@@ -116,6 +130,9 @@ pub struct ComposeService {
     pub emulator: Option<String>,
     /// Why no platform is set for it (built locally, set by the user, or an error).
     pub note: Option<String>,
+    /// The command that registers the emulation it needs (not root, or --no-enable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<String>,
     pub error: Option<String>,
 }
 
@@ -124,6 +141,8 @@ pub struct ComposeService {
 pub struct ComposeReport {
     pub file: String,
     pub services: Vec<ComposeService>,
+    /// Architectures whose handlers this run registered (as root).
+    pub registered: Vec<String>,
     /// The override file's text.
     pub r#override: String,
 }
@@ -177,6 +196,20 @@ pub struct RunPlan {
     /// A handler is registered first (root only).
     pub enable: Option<String>,
     pub command: Vec<String>,
+    /// Where the platform came from: `registry`, or `local` (the engine's image, the
+    /// registry having failed); null for the user's `--platform`.
+    pub source: Option<crate::local::Source>,
+    /// The image the engine has cached under this name, when archctl looked.
+    pub local: Option<crate::local::LocalImage>,
+    /// The pull policy archctl added (`--pull=always`) because the cached image is of
+    /// another platform; null when none was added.
+    pub pull: Option<String>,
+    /// What archctl noticed: the local image used, or a cached image of another
+    /// platform.
+    pub note: Option<String>,
+    /// The note is a warning (the user's own `--pull` may run the other platform).
+    #[serde(skip)]
+    pub warn: bool,
     #[serde(skip)]
     pub argv: Vec<OsString>,
 }
@@ -439,6 +472,12 @@ pub enum ServiceVerb {
 pub struct PickReport {
     #[serde(flatten)]
     pub choice: Choice,
+    /// `registry`, or `local`: the registry did not know the image or could not be
+    /// reached, and the engine's local image was used.
+    pub source: crate::local::Source,
+    /// Why the local image was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// `--explain`: every candidate in the human output.
     #[serde(skip)]
     pub explain: bool,
@@ -477,6 +516,15 @@ pub enum Report {
 pub enum Notice {
     Info(String),
     Warning(String),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Info(m) => write!(f, "archctl: {m}"),
+            Notice::Warning(m) => write!(f, "archctl: warning: {m}"),
+        }
+    }
 }
 
 impl Report {
@@ -532,6 +580,17 @@ impl Report {
                         })
                 })
                 .collect(),
+            Report::Pick(p) => p.note.iter().cloned().map(Notice::Info).collect(),
+            Report::Run(p) => p
+                .note
+                .iter()
+                .cloned()
+                .map(if p.warn {
+                    Notice::Warning
+                } else {
+                    Notice::Info
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -545,6 +604,7 @@ impl Report {
     pub fn failure_summary(&self) -> String {
         match self {
             Report::Change(c) => c.error.clone().unwrap_or_else(|| "failed".into()),
+            Report::Boot(b) => b.result.error.clone().unwrap_or_else(|| "failed".into()),
             Report::Inspect(r) => {
                 let failed: Vec<String> = r.images.iter().filter_map(|i| i.error.clone()).collect();
                 failed.join("; ")
@@ -580,6 +640,22 @@ impl Report {
     /// Hints of the parts that failed (one per distinct hint).
     pub fn hints(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
+        let unserved = match self {
+            Report::Change(c) => Some((&c.unserved, "archctl enable --force")),
+            Report::Boot(b) => Some((
+                &b.result.unserved,
+                "set force = true in the configuration, or archctl enable --force",
+            )),
+            _ => None,
+        };
+        if let Some((archs, how)) = unserved
+            && !archs.is_empty()
+        {
+            v.push(format!(
+                "{how} {} replaces what is there with archctl's entry; for a missing emulator, install qemu-user-static",
+                archs.join(" ")
+            ));
+        }
         if let Report::Inspect(r) = self {
             for h in r.images.iter().filter_map(|i| i.hint.as_ref()) {
                 if !v.contains(h) {

@@ -27,6 +27,10 @@ pub struct RawRule {
     pub offset: u8,
     pub magic: String,
     pub mask: String,
+    /// Other e_machine values binaries of this target carry in the wild (microblaze's
+    /// pre-2009 0xbaab, which QEMU's and Debian's entries still match).
+    #[serde(default)]
+    pub legacy_machines: Vec<u16>,
 }
 
 /// One QEMU linux-user target: a validated rule with its bytes decoded.
@@ -44,6 +48,8 @@ pub struct Rule {
     pub offset: u8,
     pub magic: Vec<u8>,
     pub mask: Vec<u8>,
+    /// Other e_machine values of this target's binaries (see [`RawRule`]).
+    pub legacy_machines: Vec<u16>,
 }
 
 /// Parse `\xNN`-escaped bytes (the kernel's register syntax and QEMU's script syntax).
@@ -132,6 +138,7 @@ pub fn parse_table(text: &str) -> Result<Vec<Rule>, String> {
             offset: r.offset,
             magic,
             mask,
+            legacy_machines: r.legacy_machines,
         });
     }
     if rules.is_empty() {

@@ -66,7 +66,10 @@ fn boot_applies_the_configuration_idempotently() {
     .unwrap();
     let c = cfg.to_str().unwrap();
     let out = sb.archctl(&["--config", c, "boot"]);
-    assert_code(&out, 0);
+    // riscv32 was named and has no emulator: everything else is registered, and the
+    // exit code says not every selected architecture is served.
+    assert_code(&out, 1);
+    assert_error_line(&out, "riscv32: no emulator for riscv32");
     let line = stdout(&out);
     assert!(
         line.starts_with("archctl boot: 2 registered") && line.contains("1 without emulator"),
@@ -78,11 +81,12 @@ fn boot_applies_the_configuration_idempotently() {
         [format!("qemu-{FOREIGN}"), "qemu-s390x".to_string()]
     );
     let (out, v) = sb.archctl_json(&["--config", c, "boot"]);
-    assert_code(&out, 0);
+    assert_code(&out, 1);
     assert!(
         v["summary"].as_str().unwrap().contains("2 unchanged"),
         "{v}"
     );
+    assert_eq!(v["result"]["unserved"], serde_json::json!(["riscv32"]));
     assert_eq!(v["config_found"], true);
     // The registered entries work.
     let prog = sb.program_file(FOREIGN);
@@ -178,54 +182,85 @@ fn exported_binfmt_d_files_give_systemd_binfmt_the_same_entries_as_enable() {
 }
 
 #[test]
-fn boot_leaves_a_distribution_entry_alone_and_registers_the_rest() {
+fn boot_keeps_an_equivalent_distribution_entry_and_lists_a_conflict() {
     require_sandbox!();
     let sb = Sandbox::mounted();
-    // As Debian's /usr/lib/binfmt.d/qemu-*.conf registers it: same name, its wrapper, POF.
     let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
     let esc = archctl::arch::escape_bytes;
+    // As Debian's /usr/lib/binfmt.d/qemu-*.conf registers it: same name, a symlink to the
+    // same emulator, POF. It serves the architecture: left alone, reported unchanged.
+    let link = sb.tmp.path().join(format!("{FOREIGN}-binfmt-P"));
+    std::os::unix::fs::symlink(format!("/usr/bin/qemu-{FOREIGN}-static"), &link).unwrap();
     sb.register_raw(&format!(
-        ":qemu-{FOREIGN}:M::{}:{}:/usr/bin/qemu-{FOREIGN}-static:POF",
+        ":qemu-{FOREIGN}:M::{}:{}:{}:POF",
         esc(&rule.magic),
-        esc(&rule.mask)
+        esc(&rule.mask),
+        link.display()
     ));
-    let before = sb.entry(&format!("qemu-{FOREIGN}")).unwrap();
+    // Without F it does not serve containers: a conflict.
+    let s390x = archctl::arch::Table::builtin().get("s390x").unwrap();
+    sb.register_raw(&format!(
+        ":qemu-s390x:M::{}:{}:/usr/bin/qemu-s390x-static:P",
+        esc(&s390x.magic),
+        esc(&s390x.mask)
+    ));
+    let before = sb.snapshot();
     let cfg = sb.tmp.path().join("config.toml");
     std::fs::write(
         &cfg,
-        format!("[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\"]\n"),
+        format!("[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\", \"ppc64le\"]\n"),
     )
     .unwrap();
-    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
-    assert_code(&out, 0);
+    let c = cfg.to_str().unwrap();
+    let (out, v) = sb.archctl_json(&["--config", c, "boot"]);
+    // The conflict is listed with its fix, the rest registered, exit 1.
+    assert_code(&out, 1);
+    assert_error_line(&out, "qemu-s390x exists and differs");
+    assert!(stderr(&out).contains("force = true"), "{}", stderr(&out));
+    let summary = v["summary"].as_str().unwrap();
     assert!(
-        v["summary"].as_str().unwrap().contains("1 registered"),
-        "{v}"
-    );
-    assert!(
-        v["summary"].as_str().unwrap().contains("1 conflicting"),
+        summary.contains("1 registered")
+            && summary.contains("1 unchanged")
+            && summary.contains("1 conflicting"),
         "{v}"
     );
     let e = v["result"]["entries"].as_array().unwrap();
-    assert_eq!(e[0]["action"], "skipped-conflict");
+    assert_eq!(e[0]["action"], "unchanged", "{}", e[0]);
+    let why = e[0]["equivalent"].as_str().unwrap();
     assert!(
-        e[0]["note"].as_str().unwrap().contains("force = true"),
-        "{}",
-        e[0]
+        why.contains(&format!("-> /usr/bin/qemu-{FOREIGN}-static")) && why.contains("flags POF"),
+        "{why}"
     );
-    assert_eq!(sb.entry(&format!("qemu-{FOREIGN}")).unwrap(), before);
-    assert!(sb.entry("qemu-s390x").is_some());
-    // `enable` keeps its contract: a differing entry is an error without --force.
-    let out = sb.archctl(&["enable", FOREIGN]);
+    assert_eq!(e[0]["flags"], "POF");
+    assert_eq!(e[1]["action"], "skipped-conflict");
+    assert!(
+        e[1]["note"].as_str().unwrap().contains("without F"),
+        "{}",
+        e[1]
+    );
+    assert_eq!(v["result"]["unserved"], serde_json::json!(["s390x"]));
+    assert!(sb.entry("qemu-ppc64le").is_some());
+    for (name, text) in &before {
+        assert_eq!(sb.entry(name).as_ref(), Some(text), "{name} was touched");
+    }
+    // `enable` agrees: the equivalent entry is unchanged, the conflict an error that
+    // writes nothing.
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "unchanged");
+    let snap = sb.snapshot();
+    let out = sb.archctl(&["enable", FOREIGN, "s390x"]);
     assert_code(&out, 1);
     assert_error_line(&out, "exists and differs");
-    // force = true in the configuration replaces it.
+    assert_eq!(sb.snapshot(), snap);
+    // force = true in the configuration replaces both with archctl's entries.
     std::fs::write(
         &cfg,
-        format!("[binfmt]\narchitectures = [\"{FOREIGN}\"]\nforce = true\n"),
+        format!("[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\"]\nforce = true\n"),
     )
     .unwrap();
-    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
+    let (out, v) = sb.archctl_json(&["--config", c, "boot"]);
     assert_code(&out, 0);
     assert_eq!(v["result"]["entries"][0]["action"], "replaced");
+    assert_eq!(v["result"]["entries"][1]["action"], "replaced");
 }

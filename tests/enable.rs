@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use support::RunExt;
 
 use support::{Sandbox, assert_code, assert_error_line, stderr, stdout};
@@ -159,21 +160,73 @@ fn host_native_architectures_are_skipped() {
 }
 
 #[test]
-fn different_entry_with_same_name_needs_force() {
+fn an_entry_of_the_same_name_that_serves_is_kept_and_one_that_does_not_needs_force() {
     require_sandbox!();
     let sb = Sandbox::new();
-    // Another emulator file for the same arch: a copy under another path.
-    let other = sb.tmp.path().join(format!("qemu-{FOREIGN}-static"));
-    std::fs::copy(emulator(FOREIGN), &other).unwrap();
-    let other = other.to_str().unwrap().to_string();
-    assert_code(&sb.archctl(&["enable", FOREIGN, "--emulator", &other]), 0);
+    let name = format!("qemu-{FOREIGN}");
+    // The same emulator under another path (a copy): the same content, so it serves.
+    let copy = sb.tmp.path().join(format!("qemu-{FOREIGN}-static"));
+    std::fs::copy(emulator(FOREIGN), &copy).unwrap();
+    let copy = copy.to_str().unwrap().to_string();
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--emulator", &copy]), 0);
+    let before = sb.snapshot();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "unchanged", "{v}");
+    assert_eq!(v["entries"][0]["interpreter"], copy.as_str());
+    assert!(
+        v["entries"][0]["equivalent"]
+            .as_str()
+            .unwrap()
+            .contains("same content"),
+        "{v}"
+    );
+    assert_eq!(sb.snapshot(), before);
+    // Another build (different bytes) that runs the test program: it serves too.
+    let build = sb.tmp.path().join("other-build");
+    let mut bytes = std::fs::read(emulator(FOREIGN)).unwrap();
+    bytes.extend_from_slice(b"another build");
+    std::fs::write(&build, bytes).unwrap();
+    std::fs::set_permissions(&build, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let build = build.to_str().unwrap().to_string();
+    assert_code(
+        &sb.archctl(&["enable", FOREIGN, "--force", "--emulator", &build]),
+        0,
+    );
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert!(
+        v["entries"][0]["equivalent"]
+            .as_str()
+            .unwrap()
+            .contains("another static build"),
+        "{v}"
+    );
+    // Another architecture's emulator under this name: it fails the test program, so
+    // the entry does not serve: an error naming it, the fix, and nothing written.
+    let wrong = emulator("s390x");
+    let rule = archctl::arch::Table::builtin().get(FOREIGN).unwrap();
+    let esc = archctl::arch::escape_bytes;
+    assert!(
+        sb.sh(&format!("echo -1 > '{}/{name}'", sb.dir.display()))
+            .status
+            .success()
+    );
+    sb.register_raw(&format!(
+        ":{name}:M::{}:{}:{wrong}:F",
+        esc(&rule.magic),
+        esc(&rule.mask)
+    ));
     let before = sb.snapshot();
     let out = sb.archctl(&["enable", FOREIGN]);
     assert_code(&out, 1);
-    assert_error_line(&out, &format!("entry qemu-{FOREIGN} exists and differs"));
-    assert_error_line(&out, &other);
+    assert_error_line(&out, &format!("entry {name} exists and differs"));
+    assert_error_line(&out, &wrong);
+    assert_error_line(&out, "its test program failed");
     assert!(
-        stderr(&out).contains("hint: add --force"),
+        stderr(&out).contains(&format!(
+            "hint: add --force to replace it: archctl enable --force {FOREIGN}"
+        )),
         "{}",
         stderr(&out)
     );
@@ -183,7 +236,7 @@ fn different_entry_with_same_name_needs_force() {
     assert_eq!(v["entries"][0]["action"], "replaced");
     assert_eq!(v["entries"][0]["verified"], true);
     assert!(
-        sb.entry(&format!("qemu-{FOREIGN}"))
+        sb.entry(&name)
             .unwrap()
             .contains(&format!("interpreter {}\n", emulator(FOREIGN)))
     );

@@ -381,13 +381,83 @@ fn run_picks_native_first_and_emulates_only_when_needed() {
     );
 }
 
+/// Podman with its own storage (never the user's), and archctl using it.
+struct Podman {
+    tmp: tempfile::TempDir,
+}
+
+/// Podman's default NOFILE/NPROC limits exceed what this VM allows.
+const PODMAN_ULIMITS: [&str; 2] = ["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"];
+
+impl Podman {
+    fn new() -> Podman {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
+        Podman { tmp }
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env(
+            "CONTAINERS_STORAGE_CONF",
+            self.tmp.path().join("storage.conf"),
+        )
+        .env("ARCHCTL_CACHE_DIR", self.tmp.path().join("cache"))
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+        .env("DOCKER_CONFIG", self.tmp.path())
+        .env("REGISTRY_AUTH_FILE", self.tmp.path().join("auth.json"))
+        .env_remove("ARCHCTL_ENGINE");
+    }
+
+    /// `podman ARGS` on this storage.
+    fn podman(&self, args: &[&str]) -> support::Run {
+        let mut c = Command::new("podman");
+        c.args(args);
+        self.env(&mut c);
+        c.run()
+    }
+
+    /// `archctl ARGS` with this podman's storage.
+    fn archctl(&self, args: &[&str]) -> support::Run {
+        let mut c = Command::new(ARCHCTL);
+        c.args(args);
+        self.env(&mut c);
+        c.run()
+    }
+
+    /// `archctl run --engine podman --rm --network none ULIMITS EXTRA... IMAGE`.
+    fn run(&self, extra: &[&str], image: &str) -> support::Run {
+        let mut a = vec!["run", "--engine", "podman", "--rm", "--network", "none"];
+        a.extend(PODMAN_ULIMITS);
+        a.extend_from_slice(extra);
+        a.push(image);
+        self.archctl(&a)
+    }
+
+    /// The architecture of the image podman has under `image`.
+    fn cached_arch(&self, image: &str) -> String {
+        let out = self.podman(&["image", "inspect", "--format", "{{.Architecture}}", image]);
+        assert_code(&out, 0);
+        stdout(&out).trim().to_string()
+    }
+}
+
+fn podman_available() -> bool {
+    Command::new("podman").arg("--version").output().is_ok()
+}
+
 #[test]
 fn run_with_podman() {
     require_engine!();
-    skip_unless!(
-        Command::new("podman").arg("--version").output().is_ok(),
-        "podman not installed"
-    );
+    skip_unless!(podman_available(), "podman not installed");
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut binfmt = BinfmtGuard::new();
     let reg = Registry::start(RegistryAuth::None);
@@ -405,41 +475,8 @@ fn run_with_podman() {
         "v1",
         ImageSpec::oci_index(&[foreign_p, native_p]),
     );
-    // Podman's own storage for this test, never the user's.
-    let tmp = tempfile::tempdir().unwrap();
-    let conf = tmp.path().join("storage.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
-    let run = |image: &str| {
-        Command::new(ARCHCTL)
-            .args([
-                "run",
-                "--engine",
-                "podman",
-                "--rm",
-                "--network",
-                "none",
-                "--tls-verify=false",
-                // Podman's default NOFILE/NPROC limits exceed what this VM allows.
-                "--ulimit=nofile=1024:1024",
-                "--ulimit=nproc=1024:1024",
-                image,
-            ])
-            .env("CONTAINERS_STORAGE_CONF", &conf)
-            .env("ARCHCTL_CACHE_DIR", tmp.path().join("cache"))
-            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-            .env("DOCKER_CONFIG", tmp.path())
-            .env("REGISTRY_AUTH_FILE", tmp.path().join("auth.json"))
-            .run()
-    };
+    let podman = Podman::new();
+    let run = |image: &str| podman.run(&["--tls-verify=false"], image);
     let out = run(&multi.reference(&reg.addr()));
     assert_code(&out, 0);
     assert_eq!(
@@ -539,4 +576,246 @@ fn container_mode_registers_handlers_on_the_host() {
         .run();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), format!("archctl-test {foreign_q} ok\n"));
+}
+
+/// A registry address on 127.0.0.1 nothing listens on (connection refused).
+fn closed_registry() -> String {
+    format!("127.0.0.1:{}", support::registry::free_port())
+}
+
+/// `linux/arm64` → `arm64`: the architecture `image inspect` reports.
+fn oci_arch(platform: &str) -> &str {
+    platform.split('/').nth(1).unwrap()
+}
+
+#[test]
+fn run_and_pick_use_images_only_the_engine_has() {
+    require_engine!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut binfmt = BinfmtGuard::new();
+    let docker = Dockerd::start();
+    let reg = Registry::start(RegistryAuth::None);
+    let cache = tempfile::tempdir().unwrap();
+    let Some(((native_p, native_q), (foreign_p, foreign_q))) = platforms(&mut binfmt) else {
+        skip_unless!(
+            false,
+            "every candidate foreign architecture has a host handler that could not be put back"
+        );
+        return;
+    };
+    let src = push_image(
+        &reg,
+        "local/source",
+        "v1",
+        ImageSpec::oci_index(&[foreign_p, native_p]),
+    )
+    .reference(&reg.addr());
+    let d = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", docker.host())
+            .run()
+    };
+    // Names only docker has: under a registry nothing listens on (native), and a
+    // repository the reachable registry does not have (foreign).
+    let unreachable = format!("{}/local/native:1", closed_registry());
+    let unknown = format!("{}/local/never-pushed:1", reg.addr());
+    assert_code(&d(&["pull", "-q", "--platform", native_p, &src]), 0);
+    assert_code(&d(&["tag", &src, &unreachable]), 0);
+    assert_code(&d(&["pull", "-q", "--platform", foreign_p, &src]), 0);
+    assert_code(&d(&["tag", &src, &unknown]), 0);
+    let run = |image: &str| {
+        archctl(
+            &docker,
+            cache.path(),
+            &[
+                "run",
+                "--engine",
+                "docker",
+                "--rm",
+                "--network",
+                "none",
+                image,
+            ],
+        )
+    };
+
+    // The registry cannot be reached: docker's local image runs, and archctl says why.
+    let out = run(&unreachable);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+    assert!(
+        stderr(&out).contains("connection refused; using docker's local image"),
+        "{}",
+        out.shown()
+    );
+
+    // The registry does not know it: the local image's platform is the one offered, so
+    // a foreign local image runs emulated (registered on demand).
+    let out = run(&unknown);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {foreign_q} ok"));
+    let out = archctl(
+        &docker,
+        cache.path(),
+        &["--json", "pick", "--engine", "docker", &unknown],
+    );
+    assert_code(&out, 0);
+    let v = out.json();
+    assert_eq!(v["source"], "local", "{v}");
+    assert_eq!(v["platform"], foreign_p);
+    assert_eq!(v["mode"], "emulated");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["note"].as_str().unwrap().contains("not found"), "{v}");
+
+    // The registry knows the image: its index is the source of truth, whatever docker
+    // has cached under the name (foreign here). dockerd itself treats the cached image
+    // of another platform as missing and pulls the chosen one, so no --pull is added
+    // (and docker's store is not even asked).
+    let out = archctl(
+        &docker,
+        cache.path(),
+        &[
+            "--json",
+            "run",
+            "--dry-run",
+            "--engine",
+            "docker",
+            "--rm",
+            &src,
+        ],
+    );
+    assert_code(&out, 0);
+    let v = out.json();
+    assert_eq!(
+        v["command"],
+        serde_json::json!(["docker", "run", "--platform", native_p, "--rm", src])
+    );
+    assert_eq!(v["source"], "registry", "{v}");
+    assert_eq!(v["pull"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["local"], serde_json::Value::Null, "{v}");
+    let out = run(&src);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+    let v = archctl(
+        &docker,
+        cache.path(),
+        &["--json", "pick", "--engine", "docker", &src],
+    )
+    .json();
+    assert_eq!(v["source"], "registry", "{v}");
+
+    // Neither has it: the registry's error, and that docker has no such image either.
+    let out = run(&format!("{}/local/nowhere:1", reg.addr()));
+    assert_code(&out, 1);
+    assert_error_line(&out, "not found, and docker has no local image");
+}
+
+#[test]
+fn podman_runs_the_chosen_platform_not_a_cached_one() {
+    require_engine!();
+    skip_unless!(podman_available(), "podman not installed");
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut binfmt = BinfmtGuard::new();
+    let reg = Registry::start(RegistryAuth::None);
+    let Some(((native_p, native_q), (foreign_p, foreign_q))) = platforms(&mut binfmt) else {
+        skip_unless!(
+            false,
+            "every candidate foreign architecture has a host handler that could not be put back"
+        );
+        return;
+    };
+    let img = push_image(
+        &reg,
+        "cache/multi",
+        "v1",
+        ImageSpec::oci_index(&[native_p, foreign_p]),
+    )
+    .reference(&reg.addr());
+    let podman = Podman::new();
+    // The foreign handler is registered, so a cached foreign image would run (and say
+    // so) if podman were left to run it.
+    assert_code(&podman.archctl(&["enable", foreign_q]), 0);
+    let pull = podman.podman(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--platform",
+        foreign_p,
+        &img,
+    ]);
+    assert_code(&pull, 0);
+    assert_eq!(podman.cached_arch(&img), oci_arch(foreign_p));
+
+    // archctl makes podman fetch the chosen platform, and says why.
+    let dry = |extra: &[&str]| {
+        let mut a = vec!["run", "--dry-run", "--engine", "podman"];
+        a.extend_from_slice(extra);
+        a.extend(["--rm", img.as_str()]);
+        podman.archctl(&a)
+    };
+    let out = dry(&[]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("podman run --platform {native_p} --pull=always --rm {img}")
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "podman's cached {img} is {foreign_p}, not {native_p}: --pull=always"
+        )),
+        "{}",
+        out.shown()
+    );
+    let v = podman
+        .archctl(&["--json", "run", "--dry-run", "--engine", "podman", &img])
+        .json();
+    assert_eq!(v["pull"], "--pull=always", "{v}");
+    assert_eq!(v["local"]["platform"], foreign_p, "{v}");
+    assert_eq!(v["source"], "registry", "{v}");
+    // The user's own --pull is kept, nothing contradicting it added; archctl warns.
+    let out = dry(&["--pull=never"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("podman run --platform {native_p} --pull=never --rm {img}")
+    );
+    assert!(stderr(&out).contains("warning: "), "{}", out.shown());
+
+    // Podman's own pull fails here (without --tls-verify=false it wants TLS from
+    // 127.0.0.1). Left to itself, podman 4 then runs the cached foreign image after a
+    // WARNING; through archctl the failed pull is an error and nothing foreign runs.
+    let out = podman.run(&[], &img);
+    assert!(
+        !stdout(&out).contains(&format!("archctl-test {foreign_q}")),
+        "the cached {foreign_p} image ran instead of {native_p}\n{}",
+        out.shown()
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", out.shown());
+    assert_eq!(podman.cached_arch(&img), oci_arch(foreign_p));
+
+    // Where podman can pull, the chosen platform runs and replaces the cached one.
+    let out = podman.run(&["--tls-verify=false"], &img);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+    assert_eq!(podman.cached_arch(&img), oci_arch(native_p));
+    let out = dry(&[]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("podman run --platform {native_p} --rm {img}"),
+        "the cache matches: nothing added"
+    );
+
+    // An image only podman has (its registry unreachable) runs from podman's store.
+    let unreachable = format!("{}/local/x:1", closed_registry());
+    assert_code(&podman.podman(&["tag", &img, &unreachable]), 0);
+    let out = podman.run(&[], &unreachable);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), format!("archctl-test {native_q} ok"));
+    assert!(
+        stderr(&out).contains("using podman's local image"),
+        "{}",
+        out.shown()
+    );
 }

@@ -116,9 +116,21 @@ fn single_manifest_images_and_no_emulation() {
 }
 
 #[test]
-fn compose_platforms_writes_an_override_per_service() {
+fn compose_platforms_writes_an_override_per_service_and_registers_what_it_needs() {
+    // `web` offers the host's platform; `tool` only a foreign one, so it is emulated.
+    let (host, emulated, emulated_platform) = if cfg!(target_arch = "aarch64") {
+        ("linux/arm64", "x86_64", "linux/amd64")
+    } else {
+        ("linux/amd64", "aarch64", "linux/arm64")
+    };
     let reg = Registry::start(RegistryAuth::None);
     let f = push_fixtures(&reg);
+    let tool = push_image(
+        &reg,
+        "compose/tool",
+        "v1",
+        ImageSpec::oci(emulated_platform),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yml");
     std::fs::write(
@@ -126,32 +138,61 @@ fn compose_platforms_writes_an_override_per_service() {
         format!(
             "services:\n  web:\n    image: {}\n  tool:\n    image: {}\n  local:\n    build: .\n  pinned:\n    image: {}\n    platform: linux/s390x\n",
             f.attested.reference(&reg.addr()),
-            f.docker_single.reference(&reg.addr()),
+            tool.reference(&reg.addr()),
             f.oci_index.reference(&reg.addr()),
         ),
     )
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
+    // As root it registers what the emulated choices need: in a private binfmt_misc
+    // instance here, never the host's.
+    require_sandbox!();
+    let sb = support::Sandbox::new();
     let run = |extra: &[&str]| {
-        std::process::Command::new(ARCHCTL)
+        sb.command(ARCHCTL)
+            .arg("--binfmt-dir")
+            .arg(&sb.dir)
             .arg("compose-platforms")
-            .args(["--host-platform", "linux/amd64"])
+            .args(["--host-platform", host])
             .args(extra)
             .arg(&file)
+            .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
             .env("ARCHCTL_CACHE_DIR", cache.path())
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .run()
     };
+    // Without registering: the override says which command each emulated service needs.
+    let out = run(&["--no-enable"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!(
+            "    # before `up`, run: sudo archctl enable {emulated}\n"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!sb.is_mounted() || sb.entries().is_empty());
+    let out = run(&["--json"]);
+    assert_code(&out, 0);
+    assert_eq!(out.json()["registered"], serde_json::json!([emulated]));
+    assert!(
+        sb.entries().contains(&format!("qemu-{emulated}")),
+        "{:?}",
+        sb.entries()
+    );
     let out = run(&[]);
     assert_code(&out, 0);
     let y = stdout(&out);
+    assert!(!y.contains("before `up`"), "{y}");
     assert!(
-        y.contains("  web:\n    platform: linux/amd64  # native"),
+        y.contains(&format!("  web:\n    platform: {host}  # native")),
         "{y}"
     );
     assert!(
-        y.contains("  tool:\n    platform: linux/arm64  # emulated (aarch64)"),
+        y.contains(&format!(
+            "  tool:\n    platform: {emulated_platform}  # emulated ({emulated})"
+        )),
         "{y}"
     );
     assert!(y.contains("# local: no image"), "{y}");
@@ -177,11 +218,22 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
     let r = p.reference(&reg.addr());
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // run asks podman's store (its own here, never the user's) what it has cached.
+    let storage = dir.path().join("storage.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let base = |c: &mut std::process::Command| {
         c.env("ARCHCTL_CACHE_DIR", dir.path().join("cache"))
             .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
             .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
             .env("DOCKER_CONFIG", dir.path())
+            .env("CONTAINERS_STORAGE_CONF", &storage)
             .env("ARCHCTL_BINFMT_DIR", dir.path().join("no-binfmt"));
     };
     // ARCHCTL_ENGINE chooses the engine; --dry-run says what would be enabled and run.
@@ -489,4 +541,55 @@ fn the_detected_host_variant_chooses_natively() {
         assert_eq!(v["platform"], "linux/arm64");
         assert_eq!(v["mode"], "native");
     }
+}
+
+#[test]
+fn pick_without_an_engine_asks_only_the_registry() {
+    let reg = Registry::start(RegistryAuth::None);
+    let known = push_image(&reg, "noengine/app", "v1", ImageSpec::oci("linux/arm64"))
+        .reference(&reg.addr());
+    let missing = format!("{}/noengine/missing:1", reg.addr());
+    // No docker, podman or nerdctl on PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let pick = |args: &[&str]| {
+        std::process::Command::new(ARCHCTL)
+            .args(["--json", "pick", "--host-platform", "linux/arm64"])
+            .args(args)
+            .env("PATH", empty.path())
+            .env_remove("ARCHCTL_ENGINE")
+            .env("ARCHCTL_CACHE_DIR", empty.path().join("cache"))
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+            .env("DOCKER_CONFIG", empty.path())
+            .run()
+    };
+    let out = pick(&[&known]);
+    assert_code(&out, 0);
+    let v = out.json();
+    assert_eq!(v["platform"], "linux/arm64");
+    assert_eq!(v["source"], "registry", "{v}");
+    assert!(v.get("note").is_none(), "{v}");
+    // Unknown to the registry and no engine to ask: the registry's error, as before.
+    let out = pick(&[&missing]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "repository noengine/missing not found");
+    assert!(
+        !support::stderr(&out).contains("local image"),
+        "{}",
+        out.shown()
+    );
+    // A named engine that is not installed: the same error, and a hint saying so.
+    let out = pick(&["--engine", "podman", &missing]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "repository noengine/missing not found");
+    assert!(
+        support::stderr(&out)
+            .contains("hint: the local images could not be read: cannot run podman"),
+        "{}",
+        out.shown()
+    );
+    // An engine archctl does not know is a usage error.
+    let out = pick(&["--engine", "lxc", &known]);
+    assert_code(&out, 2);
+    assert_error_line(&out, "unknown engine \"lxc\"");
 }

@@ -7,7 +7,6 @@ use crate::{
     arch::{Rule, hex},
     binfmt::{Entry, Matcher, handlers_for},
     config::Config,
-    elf::ElfInfo,
     host::Native,
     ns,
     plan::{self, Action, EnableOptions, Plan, Selection},
@@ -15,6 +14,7 @@ use crate::{
         BinfmtReport, BootReport, ChangeReport, EntryReport, EntryStatus, ExportEntry,
         ExportReport, HostReport, Report, StatusReport, TestReport,
     },
+    serve,
     verify::{self, Job, Mode, TestResult},
 };
 
@@ -57,6 +57,7 @@ impl Context {
             mounted,
             entries: entry_reports(plan, dry_run),
             warnings: plan.warnings.clone(),
+            unserved: Vec::new(),
             error: None,
         }
     }
@@ -74,6 +75,7 @@ fn entry_reports(plan: &Plan, dry_run: bool) -> Vec<EntryReport> {
                 interpreter: shown.map(|(i, _)| i.to_string()),
                 flags: shown.map(|(_, f)| f.to_string()),
                 verified: None,
+                equivalent: s.equivalent().map(str::to_string),
                 note: s.note.clone(),
                 register: if dry_run && s.change().is_some() {
                     s.registration().map(|r| r.register_string())
@@ -85,8 +87,51 @@ fn entry_reports(plan: &Plan, dry_run: bool) -> Vec<EntryReport> {
         .collect()
 }
 
-/// `archctl enable`: plan, apply, verify; any failure or signal rolls the run back.
+/// `archctl enable`: plan, apply, verify; any failure or signal rolls the run back. An
+/// architecture left unserved (a conflict skipped under `--all`, a named one without
+/// emulator) fails the command after everything else was registered and verified.
 pub fn enable(
+    ctx: &Context,
+    opts: &EnableOptions,
+    verify_after: bool,
+    dry_run: bool,
+    timeout: Duration,
+) -> Result<ChangeReport, CommandError> {
+    let report = enable_all_served(ctx, opts, verify_after, dry_run, timeout)?;
+    if report.unserved.is_empty() {
+        Ok(report)
+    } else {
+        Err(CommandError::Failed(Box::new(Report::Change(report))))
+    }
+}
+
+/// Proof for the plan: each rule's test program through the table as it is now (the
+/// kernel picks the handler, as it will for real programs).
+fn prove(timeout: Duration) -> impl Fn(&[(&Rule, &Entry)]) -> Vec<Result<(), String>> {
+    move |pairs| {
+        let jobs: Vec<Job> = pairs
+            .iter()
+            .map(|(r, e)| Job {
+                arch: r.name.clone(),
+                mode: Mode::Emulated,
+                handlers: vec![e.name.clone()],
+            })
+            .collect();
+        verify::run(&jobs, timeout)
+            .into_iter()
+            .map(|r| {
+                if r.ok {
+                    Ok(())
+                } else {
+                    Err(r.error.unwrap_or_else(|| "failed".into()))
+                }
+            })
+            .collect()
+    }
+}
+
+/// [`enable`] without failing on unserved architectures: the report lists them.
+fn enable_all_served(
     ctx: &Context,
     opts: &EnableOptions,
     verify_after: bool,
@@ -107,8 +152,25 @@ pub fn enable(
         ctx.fs.entries()?
     };
     let native = ctx.native_for_selection(&opts.selection, &rules);
-    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &entries, opts)?;
+    let plan = plan::plan_enable(
+        ctx.table,
+        &ctx.host,
+        &native,
+        &entries,
+        opts,
+        &prove(timeout),
+    )?;
     let mut report = ctx.change_report(&plan, dry_run, mounted);
+    let named = !matches!(opts.selection, Selection::All);
+    report.unserved = plan
+        .steps
+        .iter()
+        .filter(|s| s.unserved(named))
+        .map(|s| s.arch.clone())
+        .collect();
+    if !report.unserved.is_empty() {
+        report.error = Some(unserved_summary(&plan, named));
+    }
     if !native.undecided.is_empty() {
         report.warnings.push(format!(
             "could not tell whether {} run natively (kernel without private binfmt_misc instances, and a handler claims them)",
@@ -164,6 +226,41 @@ pub fn enable(
     Err(CommandError::Failed(Box::new(Report::Change(report))))
 }
 
+/// The error line of a run that left architectures unserved: each with its reason.
+fn unserved_summary(plan: &Plan, named: bool) -> String {
+    let reasons: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.unserved(named))
+        .map(|s| match &s.note {
+            Some(n) => format!("{}: {n}", s.arch),
+            None => s.arch.clone(),
+        })
+        .collect();
+    format!(
+        "{} of the selected architectures not served (everything else is in place): {}",
+        reasons.len(),
+        reasons.join("; ")
+    )
+}
+
+/// Register, verified, the handlers containers of these architectures need (`run` and
+/// `compose-platforms`, as root, when no working handler is there).
+pub(super) fn register_for_containers(
+    ctx: &Context,
+    archs: &[String],
+) -> Result<ChangeReport, CommandError> {
+    let opts = EnableOptions {
+        selection: Selection::Archs(archs.to_vec()),
+        search: crate::emulator::Search::default(),
+        flags: crate::binfmt::Flags::FIX_BINARY,
+        force: false,
+        skip_missing: false,
+        skip_conflicts: false,
+    };
+    enable(ctx, &opts, true, false, verify::DEFAULT_TIMEOUT)
+}
+
 /// `archctl disable`.
 pub fn disable(
     ctx: &Context,
@@ -191,42 +288,88 @@ pub fn disable(
     Ok(ctx.change_report(&plan, dry_run, false))
 }
 
-pub(super) fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
-    let (magic, mask, offset, extension, arch) = match &e.matcher {
+/// Every entry's status. An enabled F entry whose interpreter is not visible in this
+/// mount namespace (registered from a container) is working when its test program runs:
+/// those are tried, all at once.
+pub(super) fn entry_statuses(
+    ctx: &Context,
+    native: &Native,
+    entries: &[Entry],
+) -> Vec<EntryStatus> {
+    let mut statuses: Vec<EntryStatus> = entries
+        .iter()
+        .map(|e| entry_status(ctx, native, e))
+        .collect();
+    let invisible: Vec<(usize, Job)> = entries
+        .iter()
+        .zip(&statuses)
+        .enumerate()
+        .filter(|(_, (e, st))| !st.interpreter_visible && e.enabled && e.flags.fix_binary)
+        .filter_map(|(i, (e, st))| {
+            ctx.table.get(&st.arch).map(|r| {
+                let job = Job {
+                    arch: r.name.clone(),
+                    mode: Mode::Emulated,
+                    handlers: vec![e.name.clone()],
+                };
+                (i, job)
+            })
+        })
+        .collect();
+    if invisible.is_empty() {
+        return statuses;
+    }
+    let jobs: Vec<Job> = invisible.iter().map(|(_, j)| j.clone()).collect();
+    for ((i, _), r) in invisible
+        .iter()
+        .zip(verify::run(&jobs, verify::DEFAULT_TIMEOUT))
+    {
+        let st = &mut statuses[*i];
+        st.interpreter_tested = true;
+        st.interpreter_ok = r.ok;
+        st.interpreter_problem = (!r.ok).then(|| {
+            format!(
+                "not visible here, and its test program failed: {}",
+                r.error.as_deref().unwrap_or("failed")
+            )
+        });
+    }
+    statuses
+}
+
+fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
+    let (magic, mask, offset, extension) = match &e.matcher {
         Matcher::Magic {
             offset,
             magic,
             mask,
-        } => {
-            let k = mask.clone().unwrap_or_else(|| vec![0xff; magic.len()]);
-            let arch = ctx
-                .table
-                .classify(*offset, magic, &k)
-                .map(|r| r.name.clone());
-            (
-                Some(hex(magic)),
-                mask.as_deref().map(hex),
-                Some(*offset),
-                None,
-                arch,
-            )
-        }
-        Matcher::Extension(x) => (None, None, None, Some(format!(".{x}")), None),
+        } => (
+            Some(hex(magic)),
+            mask.as_deref().map(hex),
+            Some(*offset),
+            None,
+        ),
+        Matcher::Extension(x) => (None, None, None, Some(format!(".{x}"))),
     };
+    let arch = serve::selected_rules(ctx.table, &e.matcher)
+        .first()
+        .map(|r| r.name.clone());
     let managed = e
         .name
         .strip_prefix("qemu-")
         .is_some_and(|a| ctx.table.get(a).is_some());
-    let problem = match ElfInfo::read(std::path::Path::new(&e.interpreter)) {
-        Err(err) => Some(err.to_string()),
-        Ok(info) if !native.runs(ctx.table, &info.header) => {
-            Some(format!("{} is not for this host", info.describe()))
+    let health = serve::interpreter_health(ctx.table, native, &e.interpreter);
+    let visible = !matches!(health, Ok(false));
+    let problem = match health {
+        Ok(true) => None,
+        Ok(false) if e.flags.fix_binary => {
+            Some("not visible here (registered from a container?), not tested".to_string())
         }
-        Ok(info) if !info.is_static() => Some(format!(
-            "dynamically linked ({}): fails inside containers",
-            info.interpreter.unwrap_or_default()
+        Ok(false) => Some(format!(
+            "{}: no such file, and without F the kernel looks it up at each exec",
+            e.interpreter
         )),
-        Ok(_) => None,
+        Err(why) => Some(why),
     };
     EntryStatus {
         name: e.name.clone(),
@@ -240,6 +383,8 @@ pub(super) fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntrySt
         extension,
         managed,
         interpreter_ok: problem.is_none(),
+        interpreter_visible: visible,
+        interpreter_tested: false,
         interpreter_problem: problem,
     }
 }
@@ -270,10 +415,7 @@ pub fn status(ctx: &Context) -> Result<StatusReport, CommandError> {
             mounted,
             enabled,
         },
-        entries: entries
-            .iter()
-            .map(|e| entry_status(ctx, &native, e))
-            .collect(),
+        entries: entry_statuses(ctx, &native, &entries),
         native: native.arches,
     })
 }
@@ -347,7 +489,7 @@ pub fn boot(ctx: &Context, config_path: &Path) -> Result<BootReport, CommandErro
     let start = std::time::Instant::now();
     let (config, found) = Config::load(config_path, ctx.table)?;
     let opts = config.enable_options(ctx.table);
-    let result = enable(
+    let result = enable_all_served(
         ctx,
         &opts,
         config.binfmt.verify,
@@ -370,13 +512,18 @@ pub fn boot(ctx: &Context, config_path: &Path) -> Result<BootReport, CommandErro
         if found { "" } else { " not found: defaults" },
         elapsed.as_secs_f64() * 1000.0
     );
-    Ok(BootReport {
+    let report = BootReport {
         config: config_path.display().to_string(),
         config_found: found,
         elapsed_ms: elapsed.as_secs_f64() * 1000.0,
         summary,
         result,
-    })
+    };
+    if report.result.unserved.is_empty() {
+        Ok(report)
+    } else {
+        Err(CommandError::Failed(Box::new(Report::Boot(report))))
+    }
 }
 
 /// `archctl export`: what `enable` would register, as binfmt.d lines or JSON, for
@@ -391,7 +538,7 @@ pub fn export(
     let rules = ctx.selected_rules(&opts.selection)?;
     let native = ctx.native_for_selection(&opts.selection, &rules);
     // As on a fresh boot: no entries yet.
-    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &[], opts)?;
+    let plan = plan::plan_enable(ctx.table, &ctx.host, &native, &[], opts, &|_| Vec::new())?;
     let mut report = ExportReport {
         format: if binfmt_d { "binfmt.d" } else { "json" }.into(),
         entries: Vec::new(),

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    CommandError, Context,
-    containers::{PickOptions, choose_for},
+    CommandError, Context, binfmt,
+    containers::{PickOptions, choose_for, emulation_state},
 };
 use crate::{
     platform::Mode,
@@ -13,11 +13,14 @@ use crate::{
     report::{ComposeReport, ComposeService, Report},
 };
 
-/// Read a compose file's services and choose a platform for each image.
+/// Read a compose file's services and choose a platform for each image. With `enable`
+/// and as root, register the handlers the emulated choices need (verified, as `run`
+/// does); otherwise each such service says which command does.
 pub fn compose_platforms(
     ctx: &Context,
     file: &Path,
     opts: &PickOptions,
+    enable: bool,
     registry: registry::Options,
 ) -> Result<ComposeReport, CommandError> {
     use yaml_rust2::{Yaml, YamlLoader};
@@ -41,6 +44,7 @@ pub fn compose_platforms(
             mode: None,
             emulator: None,
             note: None,
+            needs: None,
             error: None,
         };
         if let Some(p) = svc["platform"].as_str() {
@@ -62,6 +66,36 @@ pub fn compose_platforms(
         s.mode = c.mode;
         s.emulator = c.emulator;
     }
+    // Emulation the chosen platforms need and the table does not have yet.
+    let mut missing: Vec<String> = Vec::new();
+    let wanted: Vec<&String> = out
+        .iter()
+        .filter(|s| s.mode == Some(Mode::Emulated))
+        .filter_map(|s| s.emulator.as_ref())
+        .collect();
+    if !wanted.is_empty() {
+        let native = ctx.native_all();
+        let registered = emulation_state(ctx, &[], &native).registered;
+        for w in wanted {
+            // (Chosen for another --host-platform, it may be this host's own.)
+            if !registered.contains(w) && !native.contains(w) && !missing.contains(w) {
+                missing.push(w.clone());
+            }
+        }
+    }
+    let mut registered = Vec::new();
+    if !missing.is_empty() {
+        if enable && nix::unistd::geteuid().is_root() {
+            binfmt::register_for_containers(ctx, &missing)?;
+            registered = missing;
+        } else {
+            for s in out.iter_mut() {
+                if let Some(e) = s.emulator.as_ref().filter(|e| missing.contains(e)) {
+                    s.needs = Some(format!("sudo archctl enable {e}"));
+                }
+            }
+        }
+    }
     let mut yaml = format!(
         "# Written by `archctl compose-platforms {}`: use with\n#   docker compose -f {} -f THIS_FILE up\nservices:\n",
         file.display(),
@@ -78,6 +112,9 @@ pub fn compose_platforms(
                     "  {}:\n    platform: {p}  # {how}\n",
                     yaml_key(&s.service)
                 ));
+                if let Some(n) = &s.needs {
+                    yaml.push_str(&format!("    # before `up`, run: {n}\n"));
+                }
             }
             (None, Some(n), _) => yaml.push_str(&format!("  # {}: {n}\n", s.service)),
             (None, None, Some(e)) => yaml.push_str(&format!("  # {}: {e}\n", s.service)),
@@ -87,6 +124,7 @@ pub fn compose_platforms(
     let report = ComposeReport {
         file: file.display().to_string(),
         services: out,
+        registered,
         r#override: yaml,
     };
     if report.services.iter().any(|s| s.error.is_some()) {

@@ -6,18 +6,16 @@ use std::ffi::OsString;
 use super::{CommandError, Context, binfmt, block_on};
 use crate::{
     arch::Rule,
-    binfmt::Flags,
     emulator::Search,
-    engine::{Engine, command_line, parse_run_args},
+    engine::{Engine, EngineError, command_line, parse_run_args},
     host::Native,
-    plan::{EnableOptions, Selection},
+    local::{LocalError, LocalImage, Lookup, Source},
     platform::{Choice, Emulation, HostPlatform, Mode, Platform, choose, qemu_target},
     registry::{
         self,
         inspect::{ImageReport, InspectReport, Inspector},
     },
     report::{PickReport, Report, RunPlan},
-    verify,
 };
 
 /// `archctl inspect`: the platforms each image offers. Fails (with the report) when any
@@ -40,6 +38,10 @@ pub struct PickOptions {
     pub no_aarch32: bool,
     /// `--no-emulation`.
     pub no_emulation: bool,
+    /// `--engine` (pick): whose local image store to consult when the registry does not
+    /// know the image or cannot be reached; else `ARCHCTL_ENGINE`, else the first engine
+    /// on PATH, else none (the local lookup is skipped).
+    pub engine: Option<String>,
 }
 
 /// What this host can emulate right now: enabled, healthy handlers, and installed
@@ -50,8 +52,8 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
     if let Ok(true) = ctx.fs.is_mounted()
         && let Ok(entries) = ctx.fs.entries()
     {
-        for entry in entries.iter().filter(|x| x.enabled) {
-            let st = super::binfmt::entry_status(ctx, native, entry);
+        let enabled: Vec<_> = entries.into_iter().filter(|x| x.enabled).collect();
+        for st in super::binfmt::entry_statuses(ctx, native, &enabled) {
             if st.interpreter_ok && st.arch != "unknown" {
                 if st.arch == "x86_64" && e.x86_64_emulator.is_none() {
                     e.x86_64_emulator = Some(st.interpreter.clone());
@@ -96,6 +98,16 @@ pub(super) fn choose_for(
     let host = host_platform(ctx, opts)?;
     let inspector = Inspector::new(registry)?;
     let reports = block_on(inspector.inspect_all(images))?.images;
+    Ok(choose_among(ctx, &host, opts, reports))
+}
+
+/// Choose for each inspected image (what the registry offers, or the local image).
+fn choose_among(
+    ctx: &Context,
+    host: &HostPlatform,
+    opts: &PickOptions,
+    reports: Vec<ImageReport>,
+) -> Vec<(ImageReport, Choice)> {
     let native = ctx.native_all();
     let wanted: Vec<&Rule> = reports
         .iter()
@@ -110,13 +122,106 @@ pub(super) fn choose_for(
     if !emu.refused && host_rule != Some("x86_64") && wanted.iter().any(|r| r.name == "x86_64") {
         emu.probe_x86_64();
     }
-    Ok(reports
+    reports
         .into_iter()
         .map(|r| {
-            let c = choose(ctx.table, &r.reference, &host, &r.platforms, &emu);
+            let c = choose(ctx.table, &r.reference, host, &r.platforms, &emu);
             (r, c)
         })
-        .collect())
+        .collect()
+}
+
+/// What `pick` decided, and from what.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub choice: Choice,
+    /// The registry's index, or (when the registry failed) the engine's local image.
+    pub source: Source,
+    /// Why the local image was used (the registry's failure).
+    pub note: Option<String>,
+}
+
+/// The engine's local image store, asked at most once: started early when its answer
+/// is needed anyway (`run`'s cache check, overlapping the registry query), else only
+/// when the registry fails.
+struct LocalStore {
+    /// None: the engine is detected when the store is asked (pick without --engine).
+    engine: Option<Engine>,
+    image: String,
+    state: Asked,
+}
+
+enum Asked {
+    Not,
+    Started(Result<Lookup, LocalError>),
+    Done(Answer),
+}
+
+/// What the store said about the image.
+#[derive(Clone)]
+enum Answer {
+    Found(LocalImage),
+    /// The engine has no image of that name.
+    Absent,
+    /// No engine is installed: nothing was asked.
+    NoEngine,
+    /// The engine could not be asked (not running, not installed, ...).
+    Unreadable(String),
+}
+
+impl LocalStore {
+    fn new(engine: Option<Engine>, image: &str) -> LocalStore {
+        LocalStore {
+            engine,
+            image: image.to_string(),
+            state: Asked::Not,
+        }
+    }
+
+    /// Start the lookup now (when the engine is known), to collect it later.
+    fn start(&mut self) {
+        if let (Asked::Not, Some(e)) = (&self.state, self.engine) {
+            self.state = Asked::Started(Lookup::start(e, &self.image));
+        }
+    }
+
+    /// The answer: asked now if it was not (detecting the engine when none was
+    /// named), waited for if the lookup runs.
+    fn get(&mut self) -> Answer {
+        if let Asked::Not = self.state {
+            if self.engine.is_none() {
+                match Engine::detect() {
+                    Ok(e) => self.engine = Some(e),
+                    Err(EngineError::NotFound) => self.state = Asked::Done(Answer::NoEngine),
+                    Err(e) => self.state = Asked::Done(Answer::Unreadable(e.to_string())),
+                }
+            }
+            self.start();
+        }
+        let state = std::mem::replace(&mut self.state, Asked::Not);
+        let answer = match state {
+            Asked::Done(a) => a,
+            Asked::Started(lookup) => match lookup.and_then(Lookup::finish) {
+                Ok(Some(img)) => Answer::Found(img),
+                Ok(None) => Answer::Absent,
+                Err(e) => Answer::Unreadable(e.to_string()),
+            },
+            Asked::Not => Answer::NoEngine,
+        };
+        self.state = Asked::Done(answer.clone());
+        answer
+    }
+
+    /// The image, if the store was asked and has it; never starts a lookup.
+    fn answered(&mut self) -> Option<LocalImage> {
+        match self.state {
+            Asked::Not => None,
+            _ => match self.get() {
+                Answer::Found(img) => Some(img),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// `archctl pick`: the platform an image should run as on this host.
@@ -125,11 +230,63 @@ pub fn pick(
     image: &str,
     opts: &PickOptions,
     registry: registry::Options,
-) -> Result<Choice, CommandError> {
-    let mut v = choose_for(ctx, &[image.to_string()], opts, registry)?;
-    let Some((report, choice)) = v.pop() else {
-        return Err(CommandError::Usage("no image".into()));
-    };
+) -> Result<Picked, CommandError> {
+    let engine = opts.engine.as_deref().map(Engine::parse).transpose()?;
+    pick_in(
+        ctx,
+        image,
+        opts,
+        registry,
+        &mut LocalStore::new(engine, image),
+    )
+}
+
+/// Pick from the registry's index; when the registry does not know the image or
+/// cannot be reached, from the engine's local image (its platform the one offered).
+fn pick_in(
+    ctx: &Context,
+    image: &str,
+    opts: &PickOptions,
+    registry: registry::Options,
+    store: &mut LocalStore,
+) -> Result<Picked, CommandError> {
+    let host = host_platform(ctx, opts)?;
+    let inspector = Inspector::new(registry)?;
+    let mut report = block_on(inspector.inspect(image))?;
+    let mut source = Source::Registry;
+    let mut note = None;
+    if let Some(err) = report.error.clone() {
+        match store.get() {
+            Answer::Found(local) => {
+                note = Some(format!(
+                    "{err}; using {}'s local image {image} ({})",
+                    local.engine, local.platform
+                ));
+                source = Source::Local;
+                report = ImageReport {
+                    reference: report.reference,
+                    digest: Some(local.id.clone()),
+                    media_type: None,
+                    platforms: vec![local.entry()],
+                    attestations: Vec::new(),
+                    error: None,
+                    hint: None,
+                };
+            }
+            Answer::Absent => {
+                let engine = store.engine.map_or("the engine", |e| e.program());
+                report.error = Some(format!("{err}, and {engine} has no local image {image}"));
+            }
+            Answer::Unreadable(why) => {
+                let local = format!("the local images could not be read: {why}");
+                report.hint = Some(match report.hint {
+                    Some(h) => format!("{h}; {local}"),
+                    None => local,
+                });
+            }
+            Answer::NoEngine => {}
+        }
+    }
     if report.error.is_some() {
         return Err(CommandError::Failed(Box::new(Report::Inspect(
             InspectReport {
@@ -137,13 +294,22 @@ pub fn pick(
             },
         ))));
     }
+    let Some((_, choice)) = choose_among(ctx, &host, opts, vec![report]).pop() else {
+        return Err(CommandError::Usage("no image".into()));
+    };
     if choice.platform.is_none() {
         return Err(CommandError::Failed(Box::new(Report::Pick(PickReport {
             choice,
+            source,
+            note,
             explain: true,
         }))));
     }
-    Ok(choice)
+    Ok(Picked {
+        choice,
+        source,
+        note,
+    })
 }
 
 /// Options of `archctl run`.
@@ -169,6 +335,16 @@ pub fn plan_run(
         Some(e) => Engine::parse(e)?,
         None => Engine::detect()?,
     };
+    // For podman and nerdctl the cached image decides the pull policy (or, with the
+    // user's own `--pull`, a warning), so their store is asked now, alongside the
+    // registry. docker fetches the chosen platform by itself: its store is asked only
+    // if the registry fails.
+    let mut store = LocalStore::new(Some(engine), &run.image);
+    if engine.pull_for_other_platform().is_some() {
+        store.start();
+    }
+    let mut source = None;
+    let mut note = None;
     let (platform, mode, emulator) = match &run.platform {
         Some(p) => {
             let host = host_platform(ctx, &PickOptions::default())?;
@@ -192,7 +368,7 @@ pub fn plan_run(
             }
         }
         None => {
-            let c = pick(
+            let picked = pick_in(
                 ctx,
                 &run.image,
                 &PickOptions {
@@ -200,17 +376,49 @@ pub fn plan_run(
                     ..Default::default()
                 },
                 registry,
+                &mut store,
             )?;
+            source = Some(picked.source);
+            note = picked.note;
+            let c = picked.choice;
             match (c.platform, c.mode) {
                 (Some(p), Some(m)) => (p, m, c.emulator),
                 _ => return Err(CommandError::Usage("no usable platform".into())),
             }
         }
     };
+    // The cache rule: an image cached under this name for another platform than the
+    // chosen one must not run in its place.
+    let local = store.answered();
+    let mut pull = None;
+    let mut warn = false;
+    if let Some(img) = &local
+        && !img.is_platform(&Platform::parse(&platform)?)
+    {
+        let cached = format!(
+            "{}'s cached {} is {}, not {platform}",
+            engine.program(),
+            run.image,
+            img.platform
+        );
+        match (&run.pull, engine.pull_for_other_platform()) {
+            (Some(p), _) => {
+                warn = true;
+                note = Some(format!(
+                    "{cached}; --pull {p} as given decides whether it fetches {platform}"
+                ));
+            }
+            (None, Some(opt)) => {
+                pull = Some(opt.to_string());
+                note = Some(format!("{cached}: {opt} makes it fetch {platform}"));
+            }
+            // The engine fetches the chosen platform by itself.
+            (None, None) => {}
+        }
+    }
     let mut enable = None;
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
         let native = ctx.native_all();
-        let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
         if !emulation_state(ctx, &[], &native).registered.contains(arch) {
             if !opts.dry_run && !nix::unistd::geteuid().is_root() {
                 return Err(CommandError::Refused(format!(
@@ -219,19 +427,11 @@ pub fn plan_run(
             }
             enable = Some(arch.clone());
             if !opts.dry_run {
-                let eo = EnableOptions {
-                    selection: Selection::Archs(rules.iter().map(|r| r.name.clone()).collect()),
-                    search: Search::default(),
-                    flags: Flags::FIX_BINARY,
-                    force: false,
-                    skip_missing: false,
-                    skip_conflicts: false,
-                };
-                binfmt::enable(ctx, &eo, true, false, verify::DEFAULT_TIMEOUT)?;
+                binfmt::register_for_containers(ctx, std::slice::from_ref(arch))?;
             }
         }
     }
-    let argv = command_line(engine, &platform, &run);
+    let argv = command_line(engine, &platform, pull.as_deref(), &run);
     Ok(RunPlan {
         command: argv
             .iter()
@@ -243,6 +443,11 @@ pub fn plan_run(
         emulator,
         user_platform: run.platform.is_some(),
         enable,
+        source,
+        local,
+        pull,
+        note,
+        warn,
     })
 }
 

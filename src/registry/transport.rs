@@ -200,16 +200,22 @@ pub fn classify(e: &reqwest::Error, registry: &str, timeout: Duration) -> Regist
 
 #[cfg(test)]
 mod tests {
-    use std::{io::Write, net::TcpListener};
+    use std::{
+        io::{Read, Write},
+        net::TcpListener,
+    };
 
     use super::*;
 
-    /// A server on loopback that answers each connection with `reply` (and closes).
+    /// A server on loopback that answers each connection with `reply` (and closes),
+    /// after the client's first bytes (a ClientHello, a request) have arrived: closing
+    /// before them races the client's write and can end in a reset instead.
     fn server(reply: &'static [u8]) -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             for mut c in l.incoming().flatten() {
+                let _ = c.read(&mut [0u8; 4096]);
                 let _ = c.write_all(reply);
             }
         });
