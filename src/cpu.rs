@@ -215,15 +215,32 @@ pub enum ProbeError {
 /// and return the level it reports. Checked: the exit status and the line must agree.
 pub fn probe_x86_64_level(emulator: &Path) -> Result<u32, ProbeError> {
     let image = ExecImage::new("x86_64-level", X86_64_LEVEL_PROBE)?;
-    let mut child = Command::new(emulator)
-        .arg(image.path())
+    let mut cmd = Command::new(emulator);
+    cmd.arg(image.path());
+    run_probe(cmd, emulator)
+}
+
+/// Execute the probe itself, so that the kernel hands it to the binfmt_misc handler for
+/// x86-64 (`handler`, for messages): for a handler whose interpreter this mount
+/// namespace cannot see (registered with F from a container). Only meaningful on a
+/// host that does not run x86-64 programs natively.
+pub fn probe_x86_64_level_through_binfmt(handler: &str) -> Result<u32, ProbeError> {
+    let image = ExecImage::new("x86_64-level", X86_64_LEVEL_PROBE)?;
+    run_probe(
+        Command::new(image.path()),
+        Path::new(&format!("the binfmt_misc handler {handler}")),
+    )
+}
+
+fn run_probe(mut cmd: Command, label: &Path) -> Result<u32, ProbeError> {
+    let mut child = cmd
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|source| ProbeError::Spawn {
-            path: emulator.to_path_buf(),
+            path: label.to_path_buf(),
             source,
         })?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
@@ -239,12 +256,12 @@ pub fn probe_x86_64_level(emulator: &Path) -> Result<u32, ProbeError> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(ProbeError::Timeout {
-                    path: emulator.to_path_buf(),
+                    path: label.to_path_buf(),
                 });
             }
             Err(source) => {
                 return Err(ProbeError::Spawn {
-                    path: emulator.to_path_buf(),
+                    path: label.to_path_buf(),
                     source,
                 });
             }
@@ -263,7 +280,7 @@ pub fn probe_x86_64_level(emulator: &Path) -> Result<u32, ProbeError> {
         None => format!("was killed ({status})"),
     };
     Err(ProbeError::Output {
-        path: emulator.to_path_buf(),
+        path: label.to_path_buf(),
         what,
     })
 }
@@ -529,6 +546,17 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("x86-64-v{level}\n")
+        );
+    }
+
+    /// Executed directly, the probe runs as the kernel runs any x86-64 program: natively
+    /// here (through a registered handler on a host that is not x86-64).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn probe_through_binfmt_runs_the_program_itself() {
+        assert_eq!(
+            probe_x86_64_level_through_binfmt("qemu-x86_64").unwrap(),
+            host_amd64_level().unwrap()
         );
     }
 

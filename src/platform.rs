@@ -461,6 +461,9 @@ pub struct Emulation {
     /// The file that would run x86_64 programs: the registered handler's interpreter,
     /// else the installed emulator.
     pub x86_64_emulator: Option<String>,
+    /// The registered x86_64 handler, when its interpreter is not visible here (an F
+    /// entry registered from a container): the probe then runs through it.
+    pub x86_64_handler: Option<String>,
     /// The x86-64 level emulated amd64 gets (from that file, [`Emulation::probe_x86_64`]);
     /// None when not probed, which counts as x86-64-v1.
     pub x86_64: Option<EmulatedCpu>,
@@ -470,13 +473,17 @@ impl Emulation {
     /// Find out which x86-64 level the x86_64 emulator provides (by running the probe
     /// under it; remembered per emulator file, see [`crate::cpu::x86_64_level`]).
     pub fn probe_x86_64(&mut self) {
-        if let Some(path) = &self.x86_64_emulator {
-            self.x86_64 = Some(EmulatedCpu {
-                emulator: path.clone(),
-                level: crate::cpu::x86_64_level(std::path::Path::new(path))
-                    .map_err(|e| e.to_string()),
-            });
-        }
+        let Some(path) = &self.x86_64_emulator else {
+            return;
+        };
+        let level = match &self.x86_64_handler {
+            Some(h) => crate::cpu::probe_x86_64_level_through_binfmt(h),
+            None => crate::cpu::x86_64_level(std::path::Path::new(path)),
+        };
+        self.x86_64 = Some(EmulatedCpu {
+            emulator: path.clone(),
+            level: level.map_err(|e| e.to_string()),
+        });
     }
 }
 
@@ -769,6 +776,7 @@ mod tests {
                 .collect(),
             refused: false,
             x86_64_emulator: None,
+            x86_64_handler: None,
             x86_64: None,
         }
     }
@@ -878,6 +886,7 @@ mod tests {
             ],
             refused: false,
             x86_64_emulator: None,
+            x86_64_handler: None,
             x86_64: None,
         };
         let offered = ["linux/ppc64le", "linux/arm64", "linux/s390x", "linux/amd64"];
@@ -1659,6 +1668,7 @@ mod tests {
             installed: vec!["x86_64".into(), "aarch64".into()],
             refused: false,
             x86_64_emulator: None,
+            x86_64_handler: None,
             x86_64: Some(EmulatedCpu {
                 emulator: "/usr/bin/qemu-x86_64-static".into(),
                 level,

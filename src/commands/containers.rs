@@ -57,6 +57,11 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
             if st.interpreter_ok && st.arch != "unknown" {
                 if st.arch == "x86_64" && e.x86_64_emulator.is_none() {
                     e.x86_64_emulator = Some(st.interpreter.clone());
+                    // Invisible here (registered from a container): probe through it,
+                    // which only a host that does not run x86-64 itself can.
+                    if !st.interpreter_visible && !native.contains("x86_64") {
+                        e.x86_64_handler = Some(st.name.clone());
+                    }
                 }
                 e.registered.push(st.arch);
             }
