@@ -126,12 +126,8 @@ struct CachedNative {
 
 impl NativeCache {
     fn locate(host: &Host, table: &Table) -> Option<NativeCache> {
-        let dir = match std::env::var_os("ARCHCTL_RUNTIME_DIR") {
-            Some(d) => std::path::PathBuf::from(d),
-            None if nix::unistd::geteuid().is_root() => std::path::PathBuf::from("/run/archctl"),
-            None => std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("archctl"),
-        };
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let dir = runtime_dir()?;
+        let boot_id = boot_id()?;
         let candidates: Vec<&str> = host
             .native_candidates(table)
             .iter()
@@ -141,7 +137,7 @@ impl NativeCache {
             path: dir.join("native.json"),
             key: format!(
                 "{} {} {} {} [{}]",
-                boot_id.trim(),
+                boot_id,
                 host.kernel,
                 host.machine,
                 env!("CARGO_PKG_VERSION"),
@@ -176,6 +172,24 @@ impl NativeCache {
             let _ = crate::fsutil::write_atomic(&self.path, &json, 0o600);
         }
     }
+}
+
+/// Where archctl keeps what holds until the next boot (the native set, emulators'
+/// x86-64 levels): `/run/archctl` (root) or `$XDG_RUNTIME_DIR/archctl`, both emptied at
+/// boot; `ARCHCTL_RUNTIME_DIR` overrides it.
+pub fn runtime_dir() -> Option<std::path::PathBuf> {
+    Some(match std::env::var_os("ARCHCTL_RUNTIME_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None if nix::unistd::geteuid().is_root() => std::path::PathBuf::from("/run/archctl"),
+        None => std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?).join("archctl"),
+    })
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), for keys of runtime caches.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Execute the candidates' test programs (see [`detect_native`]).

@@ -14,7 +14,8 @@
 //!   [`verify`] (proof by execution), [`host`] (host and native architectures),
 //!   [`emulator`] (finding and checking emulators), [`serve`] (whether an entry already
 //!   in the table serves an architecture: equivalent handlers), [`platform`] (OCI platforms and the
-//!   containerd-style choice), [`engine`] (docker/podman/nerdctl command lines),
+//!   containerd-style choice), [`cpu`] (x86-64 levels and ARM variants of the host and
+//!   of emulators), [`engine`] (docker/podman/nerdctl command lines),
 //!   [`local`] (the engine's local image store),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
@@ -30,6 +31,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cpu;
 pub mod elf;
 pub mod emulator;
 pub mod engine;

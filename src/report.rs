@@ -72,6 +72,10 @@ pub struct HostReport {
     pub kernel: String,
     /// Linux 6.7+: `archctl exec` and private instances work.
     pub private_binfmt_misc: bool,
+    /// The host's OCI platform with its variant, as `pick` uses it (`linux/amd64/v3`:
+    /// the x86-64 level from CPUID; `linux/arm64`: containerd's ARM variant), or null
+    /// when archctl has no OCI name for this architecture.
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -279,8 +283,13 @@ pub fn status(r: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "host:        {} (machine {}, kernel {}, private binfmt_misc instances: {})",
+        "host:        {} ({}machine {}, kernel {}, private binfmt_misc instances: {})",
         r.host.arch,
+        r.host
+            .platform
+            .as_ref()
+            .map(|p| format!("platform {p}, "))
+            .unwrap_or_default(),
         r.host.machine,
         r.host.kernel,
         yes(r.host.private_binfmt_misc)

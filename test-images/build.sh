@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Rebuild the archctl test images: one tiny static Linux executable per QEMU
-# linux-user target, each printing "archctl-test <target> ok" and exiting 0.
+# linux-user target, each printing "archctl-test <target> ok" and exiting 0, and the
+# probes in probe/ (probe/x86_64-level: the x86-64 level 1..4 of the CPU or emulator
+# running it, as its exit status; archctl embeds it to probe x86-64 emulators).
 #
-#   ./build.sh          rebuild bin/<target> from src/ and gen_elf.py, rewrite SHA256SUMS
+#   ./build.sh          rebuild bin/<target> and probe/<probe> from src/ and gen_elf.py,
+#                       rewrite SHA256SUMS
 #                       (src/*.s are shared per family; @TARGET@ is filled in here)
 #   ./build.sh --check  rebuild into a temp dir, compare with bin/ and SHA256SUMS
-#   ./build.sh --run    run every bin/<target> under /usr/bin/qemu-<target>-static
+#   ./build.sh --run    run every bin/<target> under /usr/bin/qemu-<target>-static, and
+#                       each probe (it prints the level it finds)
 #
 # Needs (Debian 12 "bookworm"; --run also needs qemu-user-static):
 #   apt-get install -y binutils-x86-64-linux-gnu binutils-i686-linux-gnu binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf binutils-powerpc-linux-gnu binutils-powerpc64-linux-gnu binutils-powerpc64le-linux-gnu binutils-s390x-linux-gnu binutils-riscv64-linux-gnu binutils-mips-linux-gnu binutils-mipsel-linux-gnu binutils-mips64-linux-gnuabi64 binutils-mips64el-linux-gnuabi64 binutils-mips64-linux-gnuabin32 binutils-mips64el-linux-gnuabin32 binutils-sparc64-linux-gnu binutils-m68k-linux-gnu binutils-sh4-linux-gnu binutils-alpha-linux-gnu binutils-hppa-linux-gnu binutils-or1k-elf binutils-xtensa-lx106 llvm-16 lld-16 python3 sed coreutils qemu-user-static
@@ -26,6 +30,10 @@ TARGETS=(
   sparc64 sparc sparc32plus m68k sh4 sh4eb alpha hppa i486
   xtensa xtensaeb microblaze microblazeel or1k hexagon cris
 )
+
+# The probes: probe/<name> from src/<name>.s, built with the recipe of the target
+# before the first '-' (x86_64-level: x86_64's toolchain and flags).
+PROBES=(x86_64-level)
 
 # Flags common to every GNU ld / lld link: static, stripped, no build-id,
 # non-executable stack.  Most links also get -n (NMAGIC): text is not
@@ -126,6 +134,17 @@ check_build_tools() {
   need_tools $(printf '%s\n' "${tools[@]}" | sort -u)
 }
 
+# build_probe PROBE OUTDIR WORKDIR
+build_probe() {
+  local p=$1 out=$2/$1 work=$3
+  recipe "${p%%-*}"
+  # shellcheck disable=SC2086
+  "$AS" $ASFLAGS -o "$work/$p.o" "src/$p.s"
+  # shellcheck disable=SC2086
+  "$LD" "${LD_COMMON[@]}" $NMAGIC $LDFLAGS -o "$out" "$work/$p.o"
+  chmod 755 "$out"
+}
+
 # build_one TARGET OUTDIR WORKDIR
 build_one() {
   local t=$1 out=$2/$1 work=$3 obj=$3/$1.o
@@ -153,16 +172,22 @@ build_one() {
   chmod 755 "$out"
 }
 
-# build_all DESTDIR  -> DESTDIR/bin/<target>, DESTDIR/SHA256SUMS
+# build_all DESTDIR  -> DESTDIR/bin/<target>, DESTDIR/probe/<probe>, DESTDIR/SHA256SUMS
 build_all() {
   local dest=$1 work t
   work=$(mktemp -d)
-  mkdir -p "$dest/bin"
+  mkdir -p "$dest/bin" "$dest/probe"
   for t in "${TARGETS[@]}"; do
     build_one "$t" "$dest/bin" "$work"
   done
+  for t in "${PROBES[@]}"; do
+    build_probe "$t" "$dest/probe" "$work"
+  done
   rm -rf "$work"
-  (cd "$dest" && for t in "${TARGETS[@]}"; do echo "bin/$t"; done | sort | xargs sha256sum) > "$dest/SHA256SUMS"
+  (cd "$dest" && {
+    for t in "${TARGETS[@]}"; do echo "bin/$t"; done
+    for t in "${PROBES[@]}"; do echo "probe/$t"; done
+  } | sort | xargs sha256sum) > "$dest/SHA256SUMS"
 }
 
 do_build() {
@@ -171,11 +196,12 @@ do_build() {
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   build_all "$tmp"
-  rm -rf bin
-  mkdir bin
+  rm -rf bin probe
+  mkdir bin probe
   cp -p "$tmp"/bin/* bin/
+  cp -p "$tmp"/probe/* probe/
   cp "$tmp/SHA256SUMS" SHA256SUMS
-  echo "built ${#TARGETS[@]} images into bin/ in $((SECONDS - start))s; SHA256SUMS updated"
+  echo "built ${#TARGETS[@]} images into bin/ and ${#PROBES[@]} into probe/ in $((SECONDS - start))s; SHA256SUMS updated"
 }
 
 do_check() {
@@ -197,11 +223,18 @@ do_check() {
       echo "check: bin/$t differs from the rebuild" >&2; bad=1
     fi
   done
+  for t in "${PROBES[@]}"; do
+    if ! cmp -s "probe/$t" "$tmp/probe/$t"; then
+      echo "check: probe/$t differs from the rebuild" >&2; bad=1
+    fi
+  done
   local extra
   extra=$(comm -23 <(ls bin | sort) <(printf '%s\n' "${TARGETS[@]}" | sort))
   if [[ -n $extra ]]; then echo "check: unexpected files in bin/: $extra" >&2; bad=1; fi
+  extra=$(comm -23 <(ls probe | sort) <(printf '%s\n' "${PROBES[@]}" | sort))
+  if [[ -n $extra ]]; then echo "check: unexpected files in probe/: $extra" >&2; bad=1; fi
   if ((bad)); then echo "check: FAILED" >&2; exit 1; fi
-  echo "check: all ${#TARGETS[@]} images rebuild bit-for-bit and match SHA256SUMS"
+  echo "check: all ${#TARGETS[@]} images and ${#PROBES[@]} probes rebuild bit-for-bit and match SHA256SUMS"
 }
 
 qemu_of() {
@@ -246,6 +279,19 @@ do_run() {
       echo "FAIL x86_64 (native): exit $rc"; fail=$((fail + 1))
     fi
   fi
+  # the probes: any level 1..4 passes (it is what the CPU or emulator provides)
+  for t in "${PROBES[@]}"; do
+    q=$(qemu_of "${t%%-*}")
+    rc=0
+    "$q" "probe/$t" </dev/null >"$tmp/out" 2>"$tmp/err" || rc=$?
+    printf 'x86-64-v%s\n' "$rc" >"$tmp/want"
+    if ((rc >= 1 && rc <= 4)) && cmp -s "$tmp/out" "$tmp/want" && [[ ! -s $tmp/err ]]; then
+      echo "PASS probe/$t: $(cat "$tmp/out") under $q"; pass=$((pass + 1))
+    else
+      echo "FAIL probe/$t: exit $rc, stdout $(printf %q "$(cat "$tmp/out")"), stderr $(printf %q "$(cat "$tmp/err")")"
+      fail=$((fail + 1))
+    fi
+  done
   echo "$pass passed, $fail failed"
   ((fail == 0))
 }

@@ -271,6 +271,278 @@ fn run_dry_run_engine_choice_and_unprivileged_emulation() {
     );
 }
 
+const QEMU_X86_64: &str = "/usr/bin/qemu-x86_64-static";
+
+/// `archctl --json pick ARGS` with the registry settings of [`pick`], no binfmt_misc
+/// table (so no registered handler is used: the installed emulator is) and `runtime` as
+/// the runtime directory (the emulator level cache).
+fn pick_in(runtime: &std::path::Path, args: &[&str]) -> (support::Run, Value) {
+    let out = std::process::Command::new(ARCHCTL)
+        .args(["--json", "pick"])
+        .args(args)
+        .env("ARCHCTL_CACHE_DIR", runtime.join("cache"))
+        .env("ARCHCTL_RUNTIME_DIR", runtime)
+        .env("ARCHCTL_BINFMT_DIR", runtime.join("no-binfmt"))
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+        .env("DOCKER_CONFIG", runtime)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .run();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, v)
+}
+
+/// The probe program as a file.
+fn probe_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("x86_64-level");
+    std::fs::write(&p, archctl::cpu::X86_64_LEVEL_PROBE).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The highest "x86-64-vN (supported" glibc's ld.so lists under the emulator (1 when
+/// none), where an x86-64 glibc is installed: an independent opinion on the level.
+fn glibc_level_under(emulator: &str) -> Option<u32> {
+    let ld = "/lib64/ld-linux-x86-64.so.2";
+    if !std::path::Path::new(ld).exists() {
+        return None;
+    }
+    let out = std::process::Command::new(emulator)
+        .args([ld, "--help"])
+        .env_clear()
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let levels: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains("(supported"))
+        .filter_map(|l| l.trim().strip_prefix("x86-64-v"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    Some(levels.into_iter().max().unwrap_or(1))
+}
+
+#[test]
+fn emulated_amd64_takes_the_highest_level_the_emulator_runs() {
+    skip_unless!(
+        std::path::Path::new(QEMU_X86_64).exists(),
+        "{QEMU_X86_64} missing (Debian package qemu-user-static)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // What the emulator provides, asked directly (no binfmt_misc involved).
+    let probe = probe_file(dir.path());
+    let out = std::process::Command::new(QEMU_X86_64)
+        .arg(&probe)
+        .env_clear()
+        .run();
+    let level = out.status.code().unwrap() as u32;
+    assert!(
+        (2..=4).contains(&level),
+        "qemu-x86_64 (Debian's 7.2 runs x86-64-v3) reports level {level}: {}",
+        out.shown()
+    );
+    assert_eq!(out.stdout(), format!("x86-64-v{level}\n"));
+    if let Some(glibc) = glibc_level_under(QEMU_X86_64) {
+        assert_eq!(level, glibc, "glibc's ld.so under qemu disagrees");
+    }
+    assert_eq!(
+        archctl::cpu::probe_x86_64_level(std::path::Path::new(QEMU_X86_64)).unwrap(),
+        level
+    );
+
+    // An image offering amd64 v2, v3, v4 on an arm64 host (given, so that on an x86_64
+    // host too amd64 is foreign): the highest level the emulator runs, emulated.
+    let reg = Registry::start(RegistryAuth::None);
+    let img = push_image(
+        &reg,
+        "levels/app",
+        "v1",
+        ImageSpec::oci_index(&["linux/amd64/v2", "linux/amd64/v3", "linux/amd64/v4"]),
+    );
+    let r = img.reference(&reg.addr());
+    let runtime = tempfile::tempdir().unwrap();
+    let args = ["--host-platform", "linux/arm64", "--explain", r.as_str()];
+    let (out, v) = pick_in(runtime.path(), &args);
+    assert_code(&out, 0);
+    let want = format!("linux/amd64/v{level}");
+    assert_eq!(v["platform"], want.as_str(), "{}", out.shown());
+    assert_eq!(v["mode"], "emulated");
+    assert_eq!(v["emulator"], "x86_64");
+    assert_eq!(v["digest"], img.digest_for(&want));
+    let provides = format!("qemu-x86_64-static provides x86-64-v{level}");
+    for c in v["candidates"].as_array().unwrap() {
+        let p = c["platform"].as_str().unwrap();
+        let n: u32 = p.trim_start_matches("linux/amd64/v").parse().unwrap();
+        let reason = c["reason"].as_str().unwrap();
+        assert!(reason.contains(&provides), "{c}");
+        if n == level {
+            assert!(reason.starts_with("chosen: emulated"), "{c}");
+        } else if n > level {
+            assert_eq!(c["usable"], false, "{c}");
+            assert!(reason.contains(&format!("needs x86-64-v{n}")), "{c}");
+        } else {
+            assert_eq!(c["usable"], true, "{c}");
+        }
+    }
+    // The human --explain says the same.
+    let human = std::process::Command::new(ARCHCTL)
+        .args(["pick"])
+        .args(args)
+        .env("ARCHCTL_CACHE_DIR", runtime.path().join("cache"))
+        .env("ARCHCTL_RUNTIME_DIR", runtime.path())
+        .env("ARCHCTL_BINFMT_DIR", runtime.path().join("no-binfmt"))
+        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+        .run();
+    assert_code(&human, 0);
+    assert!(
+        human
+            .stdout()
+            .starts_with(&format!("{want}  emulated (x86_64)")),
+        "{}",
+        human.shown()
+    );
+    assert!(human.stdout().contains(&provides), "{}", human.shown());
+
+    // The level is remembered per emulator file in the runtime directory, and used: a
+    // doctored entry changes the choice; a changed key (another file) does not match.
+    let cache = runtime.path().join("x86_64-levels.json");
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let entries = c["levels"].as_array_mut().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["emulator"], QEMU_X86_64);
+    assert_eq!(entries[0]["level"], level);
+    entries[0]["level"] = 2.into();
+    std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+    let (out, v) = pick_in(runtime.path(), &args);
+    assert_code(&out, 0);
+    assert_eq!(v["platform"], "linux/amd64/v2", "the cache was not used");
+    c["levels"][0]["key"] = "another file".into();
+    std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+    let (out, v) = pick_in(runtime.path(), &args);
+    assert_code(&out, 0);
+    assert_eq!(v["platform"], want.as_str(), "a stale entry was used");
+
+    // --no-emulation: no amd64 level runs on an arm64 host.
+    let (out, v) = pick_in(
+        runtime.path(),
+        &[
+            "--host-platform",
+            "linux/arm64",
+            "--no-emulation",
+            r.as_str(),
+        ],
+    );
+    assert_code(&out, 1);
+    assert_eq!(v["platform"], Value::Null);
+}
+
+/// Probing, not assuming: the same QEMU presenting other CPU models reports their
+/// levels, and something that is no x86-64 emulator is an error, not a level.
+#[test]
+fn the_probe_reports_what_the_emulator_presents() {
+    use std::os::unix::fs::PermissionsExt;
+    skip_unless!(
+        std::path::Path::new(QEMU_X86_64).exists(),
+        "{QEMU_X86_64} missing (Debian package qemu-user-static)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Haswell's v3 needs AVX2 from QEMU's TCG (7.2 has it): at most what the default
+    // model ("max") reports.
+    let max = archctl::cpu::probe_x86_64_level(std::path::Path::new(QEMU_X86_64)).unwrap();
+    for (model, level) in [("qemu64", 1), ("Nehalem", 2), ("Haswell", max.min(3))] {
+        let wrapper = dir.path().join(format!("qemu-{model}"));
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec {QEMU_X86_64} -cpu {model} \"$@\" 2>/dev/null\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            archctl::cpu::probe_x86_64_level(&wrapper).unwrap(),
+            level,
+            "-cpu {model}"
+        );
+    }
+    let err = archctl::cpu::probe_x86_64_level(std::path::Path::new("/bin/true")).unwrap_err();
+    assert!(
+        err.to_string().contains("exited 0 (not a level 1..4)"),
+        "{err}"
+    );
+    let err = archctl::cpu::probe_x86_64_level(&dir.path().join("absent")).unwrap_err();
+    assert!(err.to_string().starts_with("cannot run"), "{err}");
+}
+
+/// Without --host-platform the host's own variant counts: on x86-64 its CPUID level
+/// (amd64/vN natively, N from detection, never above it), on arm64 containerd's v8.
+#[test]
+fn the_detected_host_variant_chooses_natively() {
+    let reg = Registry::start(RegistryAuth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(ARCHCTL)
+        .args(["--json", "status"])
+        .env("ARCHCTL_RUNTIME_DIR", dir.path())
+        .env("ARCHCTL_BINFMT_DIR", dir.path().join("no-binfmt"))
+        .run();
+    assert_code(&status, 0);
+    let host = status.json()["host"]["platform"]
+        .as_str()
+        .map(str::to_string);
+    if cfg!(target_arch = "x86_64") {
+        let level = archctl::cpu::host_amd64_level().unwrap();
+        let want = if level == 1 {
+            "linux/amd64".to_string()
+        } else {
+            format!("linux/amd64/v{level}")
+        };
+        assert_eq!(host.as_deref(), Some(want.as_str()));
+        let img = push_image(
+            &reg,
+            "levels/native",
+            "v1",
+            ImageSpec::oci_index(&[
+                "linux/arm64",
+                "linux/amd64",
+                "linux/amd64/v2",
+                "linux/amd64/v3",
+                "linux/amd64/v4",
+            ]),
+        );
+        let r = img.reference(&reg.addr());
+        let (out, v) = pick_in(dir.path(), &[&r]);
+        assert_code(&out, 0);
+        assert_eq!(v["platform"], want.as_str());
+        assert_eq!(v["mode"], "native");
+        // Given, it is used as given: a v2 host takes v2 and rejects v3 with the reason.
+        let (out, v) = pick_in(dir.path(), &["--host-platform", "linux/amd64/v2", &r]);
+        assert_code(&out, 0);
+        assert_eq!(v["platform"], "linux/amd64/v2");
+        let v3 = &v["candidates"][3];
+        assert_eq!(v3["platform"], "linux/amd64/v3");
+        assert!(
+            v3["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("linux/amd64/v2 provides x86-64-v2; linux/amd64/v3 needs x86-64-v3"),
+            "{v3}"
+        );
+    } else if cfg!(target_arch = "aarch64") {
+        assert_eq!(host.as_deref(), Some("linux/arm64"));
+        let img = push_image(
+            &reg,
+            "levels/native",
+            "v1",
+            ImageSpec::oci_index(&["linux/arm64/v9", "linux/arm64/v8", "linux/amd64"]),
+        );
+        let (out, v) = pick_in(dir.path(), &[&img.reference(&reg.addr())]);
+        assert_code(&out, 0);
+        assert_eq!(v["platform"], "linux/arm64");
+        assert_eq!(v["mode"], "native");
+    }
+}
+
 #[test]
 fn pick_without_an_engine_asks_only_the_registry() {
     let reg = Registry::start(RegistryAuth::None);

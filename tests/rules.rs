@@ -146,10 +146,22 @@ fn sha256sums_match_committed_and_embedded_programs() {
     let root = Path::new(ROOT).join("test-images");
     let sums = std::fs::read_to_string(root.join("SHA256SUMS")).unwrap();
     let mut listed = Vec::new();
+    let mut probes = 0;
     for line in sums.lines().filter(|l| !l.trim().is_empty()) {
         let (hash, path) = line.split_once("  ").expect("sha256sum format");
         let bytes = std::fs::read(root.join(path)).unwrap();
         assert_eq!(sha256_hex(&bytes), hash, "{path}: checksum mismatch");
+        // The probes (probe/<name>) are embedded by src/cpu.rs, not as test programs.
+        if let Some(probe) = path.strip_prefix("probe/") {
+            assert_eq!(probe, "x86_64-level", "unknown probe {path}");
+            assert_eq!(
+                archctl::cpu::X86_64_LEVEL_PROBE,
+                &bytes[..],
+                "{path}: embedded copy differs"
+            );
+            probes += 1;
+            continue;
+        }
         let arch = path.strip_prefix("bin/").unwrap();
         let embedded = testprog::program(arch).unwrap_or_else(|| panic!("{arch} not embedded"));
         assert_eq!(embedded.bytes, &bytes[..], "{arch}: embedded copy differs");
@@ -162,6 +174,11 @@ fn sha256sums_match_committed_and_embedded_programs() {
     on_disk.sort();
     listed.sort();
     assert_eq!(listed, on_disk, "SHA256SUMS does not list exactly bin/*");
+    let in_probe_dir = std::fs::read_dir(root.join("probe")).unwrap().count();
+    assert_eq!(
+        probes, in_probe_dir,
+        "SHA256SUMS does not list exactly probe/*"
+    );
 }
 
 #[test]

@@ -398,12 +398,17 @@ pub fn status(ctx: &Context) -> Result<StatusReport, CommandError> {
         (false, Vec::new())
     };
     let native = ctx.native_all();
+    let platform =
+        crate::platform::HostPlatform::detect(ctx.table, ctx.host.arch.as_deref(), &native.arches)
+            .ok()
+            .map(|h| h.platform.spelling());
     Ok(StatusReport {
         host: HostReport {
             arch: ctx.host.name().to_string(),
             machine: ctx.host.machine.clone(),
             kernel: ctx.host.kernel.clone(),
             private_binfmt_misc: ns::kernel_at_least(&ctx.host.kernel, 6, 7),
+            platform,
         },
         binfmt_misc: BinfmtReport {
             path: ctx.fs.dir().display().to_string(),

@@ -45,7 +45,8 @@ pub struct PickOptions {
 }
 
 /// What this host can emulate right now: enabled, healthy handlers, and installed
-/// emulators (for the targets that run the offered platforms).
+/// emulators (for the targets that run the offered platforms), and which file would run
+/// x86_64 programs (the registered interpreter first).
 pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emulation {
     let mut e = Emulation::default();
     if let Ok(true) = ctx.fs.is_mounted()
@@ -54,12 +55,23 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
         let enabled: Vec<_> = entries.into_iter().filter(|x| x.enabled).collect();
         for st in super::binfmt::entry_statuses(ctx, native, &enabled) {
             if st.interpreter_ok && st.arch != "unknown" {
+                if st.arch == "x86_64" && e.x86_64_emulator.is_none() {
+                    e.x86_64_emulator = Some(st.interpreter.clone());
+                    // Invisible here (registered from a container): probe through it,
+                    // which only a host that does not run x86-64 itself can.
+                    if !st.interpreter_visible && !native.contains("x86_64") {
+                        e.x86_64_handler = Some(st.name.clone());
+                    }
+                }
                 e.registered.push(st.arch);
             }
         }
     }
     for r in wanted {
-        if Search::default().find(r, ctx.table, native, true).is_ok() {
+        if let Ok(found) = Search::default().find(r, ctx.table, native, true) {
+            if r.name == "x86_64" && e.x86_64_emulator.is_none() {
+                e.x86_64_emulator = Some(found.path.display().to_string());
+            }
             e.installed.push(r.name.clone());
         }
     }
@@ -109,6 +121,12 @@ fn choose_among(
         .collect();
     let mut emu = emulation_state(ctx, &wanted, &native);
     emu.refused = opts.no_emulation;
+    // Emulated amd64 runs the variants the x86_64 emulator provides: probe it, when
+    // amd64 is offered and this host does not run x86_64 itself.
+    let host_rule = qemu_target(ctx.table, &host.platform).map(|r| r.name.as_str());
+    if !emu.refused && host_rule != Some("x86_64") && wanted.iter().any(|r| r.name == "x86_64") {
+        emu.probe_x86_64();
+    }
     reports
         .into_iter()
         .map(|r| {
@@ -344,7 +362,13 @@ pub fn plan_run(
                             "--platform {p}: {why}, and no QEMU target runs it"
                         ))
                     })?;
-                    (p.clone(), Mode::Emulated, Some(rule.name.clone()))
+                    if qemu_target(ctx.table, &host.platform).is_some_and(|h| h.name == rule.name) {
+                        // The host's own architecture at a level this CPU lacks (amd64/v4
+                        // on a v3 CPU): never emulated; the engine runs it as asked.
+                        (p.clone(), Mode::Native, None)
+                    } else {
+                        (p.clone(), Mode::Emulated, Some(rule.name.clone()))
+                    }
                 }
             }
         }
