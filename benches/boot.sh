@@ -117,6 +117,31 @@ for k, v in r.items():
     print(f"{k:16} median {v*1e3:6.3f} ms  net {net[k]*1e3:6.3f}  net/floor {net[k]/net['floor']:5.2f}  net/systemd-binfmt {net[k]/net['systemd-binfmt']:5.2f}")
 PY
 
+# The same with Debian's own entries present (systemd-binfmt loads /usr/lib/binfmt.d
+# before every run): archctl keeps them (equivalent: same inode behind Debian's
+# symlinks, flags POF) and registers only the targets Debian leaves out.
+debian=$(ls /usr/lib/binfmt.d/qemu-*.conf 2>/dev/null | tr '\n' ' ')
+if [ -n "$debian" ]; then
+  echo
+  echo "one private instance holding Debian's entries before each run ($((runs * rounds)) runs):"
+  $ns "$mnt && hyperfine -N --warmup 5 --runs $((runs * rounds)) --export-json $out/debian.json \
+    --prepare 'sh -c \"$reset; rm -f $out/run/native.json; /usr/lib/systemd/systemd-binfmt $debian\"' \
+    -n noop '$out/noop' \
+    -n enable-debian 'env $warm $A -q enable --all --no-verify' \
+    -n boot-first-debian 'env $first $A -q --config /nonexistent/config.toml boot' >/dev/null"
+  python3 - "$out/reset.json" "$out/debian.json" <<'PY'
+import json, sys, statistics as st
+base = {x["command"]: st.median(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
+r = {x["command"]: st.median(x["times"]) for x in json.load(open(sys.argv[2]))["results"]}
+floor, sd = base["floor"] - base["noop"], base["systemd-binfmt"] - base["noop"]
+for k, v in r.items():
+    if k == "noop":
+        continue
+    n = v - r["noop"]
+    print(f"{k:18} median {v*1e3:6.3f} ms  net {n*1e3:6.3f}  net/floor {n/floor:5.2f}  net/systemd-binfmt {n/sd:5.2f}")
+PY
+fi
+
 # Page faults (stable, unlike time): one run each in a fresh instance (after a warm-up).
 if perf stat -e page-faults true >/dev/null 2>&1; then
   echo

@@ -281,6 +281,34 @@ impl Entry {
     }
 }
 
+/// An entry's text: the kernel prints it whole (at most a page) in one read, so one
+/// buffer and one read(2) do; `read_to_string` sized its buffer from a zero st_size and
+/// grew it read by read (a third of reading the table, on the boot path).
+fn read_entry_file(p: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = File::open(p)?;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            // The kernel's are one page; anything larger is not an entry.
+            if n >= 64 * 1024 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "larger than 64 KiB: not a binfmt_misc entry",
+                ));
+            }
+            buf.resize(n * 2, 0);
+        }
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Hex as the kernel prints magic and mask. (Digit by digit: `from_str_radix` per byte
 /// was a third of reading the table.)
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -572,7 +600,7 @@ impl BinfmtFs for KernelBinfmt {
 
     fn entry(&self, name: &str) -> Result<Option<Entry>, BinfmtError> {
         let p = self.dir.join(name);
-        match fs::read_to_string(&p) {
+        match read_entry_file(&p) {
             Ok(text) => Entry::parse(name, &text).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(BinfmtError::io(&p, e)),
