@@ -75,7 +75,9 @@ pub fn compose_platforms(
         .collect();
     if !wanted.is_empty() {
         let native = ctx.native_all();
-        let registered = emulation_state(ctx, &[], &native).registered;
+        let rules: Vec<&crate::arch::Rule> =
+            wanted.iter().filter_map(|w| ctx.table.get(w)).collect();
+        let registered = emulation_state(ctx, &rules, &native).registered;
         for w in wanted {
             // (Chosen for another --host-platform, it may be this host's own.)
             if !registered.contains(w) && !native.contains(w) && !missing.contains(w) {

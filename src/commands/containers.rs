@@ -44,15 +44,25 @@ pub struct PickOptions {
     pub engine: Option<String>,
 }
 
-/// What this host can emulate right now: enabled, healthy handlers, and installed
-/// emulators (for the targets that run the offered platforms), and which file would run
-/// x86_64 programs (the registered interpreter first).
+/// What this host can emulate right now, for the `wanted` targets (those that run the
+/// offered platforms): their enabled, working handlers and installed emulators, and
+/// which file would run x86_64 programs (the registered interpreter first).
 pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emulation {
     let mut e = Emulation::default();
     if let Ok(true) = ctx.fs.is_mounted()
         && let Ok(entries) = ctx.fs.entries()
     {
-        let enabled: Vec<_> = entries.into_iter().filter(|x| x.enabled).collect();
+        // Only the handlers of the wanted targets: one registered from a container is
+        // known to work only by running its test program (a QEMU start-up each).
+        let enabled: Vec<_> = entries
+            .into_iter()
+            .filter(|x| x.enabled)
+            .filter(|x| {
+                crate::serve::selected_rules(ctx.table, &x.matcher)
+                    .first()
+                    .is_some_and(|r| wanted.iter().any(|w| w.name == r.name))
+            })
+            .collect();
         for st in super::binfmt::entry_statuses(ctx, native, &enabled) {
             if st.interpreter_ok && st.arch != "unknown" {
                 if st.arch == "x86_64" && e.x86_64_emulator.is_none() {
@@ -424,7 +434,8 @@ pub fn plan_run(
     let mut enable = None;
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
         let native = ctx.native_all();
-        if !emulation_state(ctx, &[], &native).registered.contains(arch) {
+        let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
+        if !emulation_state(ctx, &rules, &native).registered.contains(arch) {
             if !opts.dry_run && !nix::unistd::geteuid().is_root() {
                 return Err(CommandError::Refused(format!(
                     "{platform} needs emulation, and no handler for {arch} is registered; run `sudo archctl enable {arch}` once"
