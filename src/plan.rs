@@ -994,6 +994,26 @@ mod tests {
         assert!(e.to_string().contains("without F"), "{e}");
         // Only the invisible interpreter needed a test run.
         assert_eq!(*asked.lock().unwrap(), ["s390x"]);
+        // When its test run fails too, both conflicts are listed in one error.
+        let fails_all = |pairs: &[(&Rule, &Entry)]| {
+            pairs
+                .iter()
+                .map(|_| Err("exec format error".into()))
+                .collect()
+        };
+        let e = plan_proven(&f, &fs, &opts(&f, &archs, false), &fails_all).unwrap_err();
+        let PlanError::Conflicts(c) = &e else {
+            panic!("{e}")
+        };
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["qemu-s390x", "qemu-riscv64"], "{e}");
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("archctl enable --force s390x riscv64"),
+            "{:?}",
+            e.hint()
+        );
         // --all style: the conflict is skipped, the others are served.
         let mut o = opts(&f, &archs, false);
         o.skip_conflicts = true;

@@ -435,7 +435,10 @@ pub fn plan_run(
     if let (Mode::Emulated, Some(arch)) = (mode, &emulator) {
         let native = ctx.native_all();
         let rules: Vec<&Rule> = ctx.table.get(arch).into_iter().collect();
-        if !emulation_state(ctx, &rules, &native).registered.contains(arch) {
+        if !emulation_state(ctx, &rules, &native)
+            .registered
+            .contains(arch)
+        {
             if !opts.dry_run && !nix::unistd::geteuid().is_root() {
                 return Err(CommandError::Refused(format!(
                     "{platform} needs emulation, and no handler for {arch} is registered; run `sudo archctl enable {arch}` once"
