@@ -47,6 +47,14 @@ pub enum BinfmtError {
     CannotRestore { name: String },
     #[error("invalid flags \"{0}\": use a subset of P, O, C, F (e.g. F or OCF)")]
     BadFlags(String),
+    #[error(
+        "binfmt_misc is switched off at {path}: its status file says disabled, so the kernel ignores every entry"
+    )]
+    SwitchedOff { path: PathBuf },
+    #[error(
+        "{path} is neither a binfmt_misc mount nor an empty directory: archctl does not mount over files"
+    )]
+    NotEmpty { path: PathBuf },
     #[error("invalid entry field {field} \"{value}\": {why}")]
     BadField {
         field: &'static str,
@@ -72,6 +80,13 @@ impl BinfmtError {
     pub fn hint(&self) -> Option<String> {
         match self {
             BinfmtError::Unavailable { .. } => Some("modprobe binfmt_misc".into()),
+            BinfmtError::SwitchedOff { path } => {
+                Some(format!("switch it on: echo 1 > {}", path.join("status").display()))
+            }
+            BinfmtError::NotEmpty { .. } => Some(
+                "point --binfmt-dir at binfmt_misc's mount (/proc/sys/fs/binfmt_misc) or at an empty directory"
+                    .into(),
+            ),
             BinfmtError::PermissionDenied { .. } => Some(
                 "run it as root (sudo archctl ...), or use `archctl exec --arch ARCH -- CMD` for rootless emulation"
                     .into(),
@@ -551,6 +566,17 @@ impl BinfmtFs for KernelBinfmt {
                 path: self.dir.clone(),
             });
         }
+        // Mounting over files would hide them (and whatever archctl then wrote would not
+        // be where the user looks).
+        let has_files = fs::read_dir(&self.dir)
+            .map_err(|e| BinfmtError::io(&self.dir, e))?
+            .next()
+            .is_some();
+        if has_files {
+            return Err(BinfmtError::NotEmpty {
+                path: self.dir.clone(),
+            });
+        }
         mount(
             Some("binfmt_misc"),
             &self.dir,
@@ -574,7 +600,7 @@ impl BinfmtFs for KernelBinfmt {
 
     fn status_enabled(&self) -> Result<bool, BinfmtError> {
         let p = self.dir.join("status");
-        let s = fs::read_to_string(&p).map_err(|e| BinfmtError::io(&p, e))?;
+        let s = read_entry_file(&p).map_err(|e| BinfmtError::io(&p, e))?;
         Ok(s.trim() == "enabled")
     }
 

@@ -822,3 +822,61 @@ fn a_signal_never_leaves_a_half_registered_table() {
         "no run was interrupted mid-way and rolled back: {outcomes:?}"
     );
 }
+
+#[test]
+fn binfmt_misc_switched_off_fails_enable_and_boot_and_changes_nothing() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    assert!(
+        sb.sh(&format!("echo 0 > '{}/status'", sb.dir.display()))
+            .status
+            .success()
+    );
+    let before = sb.snapshot();
+    for args in [
+        &["enable", FOREIGN][..],
+        &["--config", "/nonexistent/config.toml", "boot"],
+    ] {
+        let out = sb.archctl(args);
+        assert_code(&out, 1);
+        assert_error_line(&out, "binfmt_misc is switched off");
+        assert!(
+            stderr(&out).contains(&format!(
+                "hint: switch it on: echo 1 > {}/status",
+                sb.dir.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(sb.snapshot(), before);
+    }
+    // --dry-run still plans, and says so.
+    let out = sb.archctl(&["enable", FOREIGN, "--dry-run"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("switched off"), "{}", stderr(&out));
+    assert!(
+        sb.sh(&format!("echo 1 > '{}/status'", sb.dir.display()))
+            .status
+            .success()
+    );
+    assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
+}
+
+#[test]
+fn a_binfmt_dir_holding_files_is_never_mounted_over() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    std::fs::write(sb.dir.join("keep-me"), "user data").unwrap();
+    let out = sb.archctl(&["enable", FOREIGN]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "neither a binfmt_misc mount nor an empty directory");
+    assert!(!sb.is_mounted());
+    assert_eq!(
+        std::fs::read_to_string(sb.dir.join("keep-me")).unwrap(),
+        "user data"
+    );
+    // An empty one is mounted (as before).
+    std::fs::remove_file(sb.dir.join("keep-me")).unwrap();
+    assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
+    assert!(sb.is_mounted());
+}

@@ -105,6 +105,10 @@ pub fn enable(
     }
 }
 
+fn mounted_now(ctx: &Context) -> bool {
+    ctx.fs.is_mounted().unwrap_or(false)
+}
+
 /// Proof for the plan: each rule's test program through the table as it is now (the
 /// kernel picks the handler, as it will for real programs).
 fn prove(timeout: Duration) -> impl Fn(&[(&Rule, &Entry)]) -> Vec<Result<(), String>> {
@@ -145,6 +149,13 @@ fn enable_all_served(
         ctx.ensure_mounted()?
     };
     let _lock = if dry_run { None } else { Some(ctx.fs.lock()?) };
+    // Registering while the kernel ignores every entry would report success for nothing.
+    if !dry_run && !ctx.fs.status_enabled()? {
+        return Err(crate::binfmt::BinfmtError::SwitchedOff {
+            path: ctx.fs.dir().to_path_buf(),
+        }
+        .into());
+    }
     // Mounted by now unless this is a dry run.
     let entries = if dry_run {
         ctx.entries_if_mounted()?
@@ -178,6 +189,12 @@ fn enable_all_served(
         ));
     }
     if dry_run {
+        if mounted_now(ctx) && !ctx.fs.status_enabled().unwrap_or(true) {
+            report.warnings.push(format!(
+                "binfmt_misc is switched off at {} (status: disabled): nothing registered would be used",
+                ctx.fs.dir().display()
+            ));
+        }
         return Ok(report);
     }
     // From the first write until the result is final, signals only set a flag: an
