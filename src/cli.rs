@@ -150,6 +150,7 @@ impl EmulatorArgs {
             force,
             skip_missing: false,
             skip_conflicts: all,
+            isolate_failures: false,
         })
     }
 

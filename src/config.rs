@@ -224,6 +224,7 @@ impl Config {
             force: self.binfmt.force,
             skip_missing: true,
             skip_conflicts: true,
+            isolate_failures: true,
         }
     }
 }

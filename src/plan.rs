@@ -87,6 +87,10 @@ pub struct EnableOptions {
     /// Report a differing entry of the same name as `skipped-conflict` instead of
     /// failing (`archctl boot`: one conflict must not cost a guest every other entry).
     pub skip_conflicts: bool,
+    /// A registration whose verification fails is rolled back alone (`rolled-back`),
+    /// the verified ones kept (`archctl boot`: one bad emulator must not cost a guest
+    /// every other entry). Without it, any failure rolls the whole run back.
+    pub isolate_failures: bool,
 }
 
 /// What happens to one entry. The names are part of the JSON contract.
@@ -107,6 +111,8 @@ pub enum Action {
     SkippedConflict,
     Removed,
     NotRegistered,
+    /// `boot` only: registered, failed its verification, and taken back out alone.
+    RolledBack,
 }
 
 impl Action {
@@ -122,6 +128,7 @@ impl Action {
             Action::SkippedConflict => "skipped-conflict",
             Action::Removed => "removed",
             Action::NotRegistered => "not-registered",
+            Action::RolledBack => "rolled-back",
         }
     }
 }
@@ -499,10 +506,26 @@ fn decide(
             return Ok(serve_or(serving(&assessed, None, warnings), || otherwise));
         }
     };
-    reg.validate().map_err(|source| PlanError::Entry {
-        arch: rule.name.clone(),
-        source,
-    })?;
+    if let Err(source) = reg.validate() {
+        // A path the register syntax cannot carry (`:`, a newline): that architecture
+        // alone, when one missing emulator must not cost the others (boot).
+        let lenient = matches!(opts.selection, Selection::All) || opts.skip_missing;
+        let key = match opts.search.per_arch.get(&rule.name) {
+            Some(p) => format!("[emulators] {} = \"{}\": ", rule.name, p.display()),
+            None => String::new(),
+        };
+        if lenient {
+            let note = format!("{key}{source}");
+            return Ok(Decision::Step(step(
+                Outcome::Skip(Skip::Missing),
+                Some(note),
+            )));
+        }
+        return Err(PlanError::Entry {
+            arch: rule.name.clone(),
+            source,
+        });
+    }
     let foreign: Vec<&Entry> = handlers_for(entries, rule)
         .filter(|e| e.name != name)
         .collect();
@@ -698,6 +721,7 @@ mod tests {
             force,
             skip_missing: false,
             skip_conflicts: false,
+            isolate_failures: false,
         }
     }
 

@@ -264,3 +264,63 @@ fn boot_keeps_an_equivalent_distribution_entry_and_lists_a_conflict() {
     assert_eq!(v["result"]["entries"][0]["action"], "replaced");
     assert_eq!(v["result"]["entries"][1]["action"], "replaced");
 }
+
+#[test]
+fn boot_rolls_back_only_the_entry_that_fails_verification() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    // An emulator that is a static program for this host but no emulator: it passes
+    // the checks, registers, and fails its test program.
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let fake = support::write_program(sb.tmp.path(), host.arch.as_deref().unwrap());
+    let cfg = sb.tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\"]\nverify = true\n[emulators]\ns390x = \"{}\"\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "verification failed: s390x");
+    let e = v["result"]["entries"].as_array().unwrap();
+    assert_eq!(e[0]["action"], "registered", "{}", e[0]);
+    assert_eq!(e[0]["verified"], true);
+    assert_eq!(e[1]["action"], "rolled-back", "{}", e[1]);
+    assert_eq!(e[1]["verified"], false);
+    assert_eq!(v["result"]["unserved"], serde_json::json!(["s390x"]));
+    // The good one stays, the bad one is gone.
+    assert_eq!(sb.entries(), [format!("qemu-{FOREIGN}")]);
+    // `enable` keeps its contract: any failure rolls the whole run back.
+    let out = sb.archctl(&["enable", "riscv32", "--emulator", fake.to_str().unwrap()]);
+    assert_code(&out, 1);
+    assert_eq!(sb.entries(), [format!("qemu-{FOREIGN}")]);
+}
+
+#[test]
+fn a_configured_emulator_path_the_register_syntax_cannot_carry_fails_that_architecture_alone() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let dir = sb.tmp.path().join("with:colon");
+    std::fs::create_dir(&dir).unwrap();
+    let bad = dir.join("qemu-s390x-static");
+    std::fs::copy("/usr/bin/qemu-s390x-static", &bad).unwrap();
+    let cfg = sb.tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[binfmt]\narchitectures = [\"{FOREIGN}\", \"s390x\"]\n[emulators]\ns390x = \"{}\"\n",
+            bad.display()
+        ),
+    )
+    .unwrap();
+    let (out, v) = sb.archctl_json(&["--config", cfg.to_str().unwrap(), "boot"]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "[emulators] s390x = ");
+    assert_error_line(&out, "must not contain ':'");
+    assert_eq!(v["result"]["entries"][0]["action"], "registered");
+    assert_eq!(v["result"]["entries"][1]["action"], "skipped-missing");
+    assert_eq!(sb.entries(), [format!("qemu-{FOREIGN}")]);
+}

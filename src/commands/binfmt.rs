@@ -231,6 +231,41 @@ fn enable_all_served(
             ));
         }
     }
+    // boot: the entries that failed go back out alone; the verified ones stay.
+    if opts.isolate_failures && !failures.is_empty() && !crate::interrupt::interrupted() {
+        let mut failed: Vec<&str> = Vec::new();
+        for (i, r) in indices.iter().zip(&results) {
+            if !r.ok {
+                failed.push(plan.steps[*i].name.as_str());
+            }
+        }
+        let mut applied = applied;
+        let rolled = applied.roll_back_entries(&failed);
+        applied.keep();
+        for (i, r) in indices.iter().zip(&results) {
+            if r.ok {
+                continue;
+            }
+            let e = &mut report.entries[*i];
+            e.action = Action::RolledBack;
+            e.note = Some(format!(
+                "verification failed: {}; this entry was {}",
+                r.error.as_deref().unwrap_or("failed"),
+                if rolled.errors.is_empty() {
+                    "taken back out, the others kept".to_string()
+                } else {
+                    format!("not fully taken back out ({rolled})")
+                }
+            ));
+            report.unserved.push(e.arch.clone());
+        }
+        let summary = format!("verification failed: {}", failures.join("; "));
+        report.error = Some(match report.error.take() {
+            Some(before) => format!("{before}; {summary}"),
+            None => format!("{summary} (rolled back alone; everything else is in place)"),
+        });
+        return Ok(report);
+    }
     let why = if crate::interrupt::interrupted() {
         "interrupted by a signal during verification".to_string()
     } else if !failures.is_empty() {
@@ -274,6 +309,7 @@ pub(super) fn register_for_containers(
         force: false,
         skip_missing: false,
         skip_conflicts: false,
+        isolate_failures: false,
     };
     enable(ctx, &opts, true, false, verify::DEFAULT_TIMEOUT)
 }

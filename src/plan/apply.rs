@@ -23,6 +23,14 @@ enum Undo {
 }
 
 impl Undo {
+    /// The entry this undoes a change of.
+    fn entry_name(&self) -> &str {
+        match self {
+            Undo::Remove(n) | Undo::Disable(n) | Undo::Lost(n) => n,
+            Undo::Restore { reg, .. } => &reg.name,
+        }
+    }
+
     fn restore(e: &Entry) -> Undo {
         match e.to_registration() {
             Some(reg) => Undo::Restore {
@@ -58,6 +66,18 @@ impl Applied<'_> {
     /// Undo the changes, newest first.
     pub fn roll_back(mut self) -> RolledBack {
         self.undo_all()
+    }
+
+    /// Undo the changes to these entries only (newest first); the others stay in the
+    /// log, to be kept or rolled back later.
+    pub fn roll_back_entries(&mut self, names: &[&str]) -> RolledBack {
+        let (these, others): (Vec<Undo>, Vec<Undo>) = std::mem::take(&mut self.undo)
+            .into_iter()
+            .partition(|u| names.contains(&u.entry_name()));
+        self.undo = these;
+        let rolled = self.undo_all();
+        self.undo = others;
+        rolled
     }
 
     fn undo_all(&mut self) -> RolledBack {
