@@ -296,6 +296,19 @@ impl Entry {
     }
 }
 
+/// Printable ASCII as itself, every other byte as `\xNN`.
+fn escape_name(raw: &[u8]) -> String {
+    raw.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() && b != b'\\' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
 /// An entry's text: the kernel prints it whole (at most a page) in one read, so one
 /// buffer and one read(2) do; `read_to_string` sized its buffer from a zero st_size and
 /// grew it read by read (a third of reading the table, on the boot path).
@@ -609,15 +622,21 @@ impl BinfmtFs for KernelBinfmt {
         let mut out = Vec::new();
         for de in rd {
             let de = de.map_err(|e| BinfmtError::io(&self.dir, e))?;
-            let Ok(name) = de.file_name().into_string() else {
-                continue;
+            // A name that is not UTF-8 is listed with its odd bytes as \xNN (archctl
+            // never registers such names; listing them beats hiding them).
+            let name = match de.file_name().into_string() {
+                Ok(n) => n,
+                Err(raw) => escape_name(raw.as_encoded_bytes()),
             };
             if name == "register" || name == "status" {
                 continue;
             }
             // An entry removed between readdir and read is simply gone.
-            if let Some(e) = self.entry(&name)? {
-                out.push(e);
+            let p = de.path();
+            match read_entry_file(&p) {
+                Ok(text) => out.push(Entry::parse(&name, &text)?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BinfmtError::io(&p, e)),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use archctl::{
     cli::{self, Cli},
-    report::Report,
+    report::{Report, terminal_safe},
 };
 
 fn main() -> ExitCode {
@@ -42,9 +42,10 @@ fn main() -> ExitCode {
             if let Some(r) = e.report() {
                 print(r, json, quiet);
             }
-            eprintln!("archctl: error: {e}");
+            // Messages may carry what a registry or the table said: terminal-safe.
+            eprintln!("archctl: error: {}", terminal_safe(&e.to_string()));
             for h in e.hints() {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", terminal_safe(&h));
             }
             ExitCode::from(e.exit_code())
         }
@@ -79,7 +80,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
                 .next()
                 .unwrap_or("invalid arguments")
                 .trim_start_matches("error: ");
-            eprintln!("archctl: error: {first}");
+            eprintln!("archctl: error: {}", terminal_safe(first));
             eprintln!("hint: see `archctl --help` or `archctl <command> --help`");
             ExitCode::from(2)
         }

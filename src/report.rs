@@ -521,15 +521,42 @@ pub enum Notice {
 impl std::fmt::Display for Notice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Notice::Info(m) => write!(f, "archctl: {m}"),
-            Notice::Warning(m) => write!(f, "archctl: warning: {m}"),
+            Notice::Info(m) => write!(f, "archctl: {}", terminal_safe(m)),
+            Notice::Warning(m) => write!(f, "archctl: warning: {}", terminal_safe(m)),
         }
     }
 }
 
+/// Text for a terminal: control characters (escape sequences, carriage returns,
+/// backspaces, C1 controls, DEL) from entry names, interpreters, registry messages and
+/// the like are shown as `\xNN` / `\u{NNNN}` instead of acting on the terminal. Newlines
+/// and tabs, which archctl's own layout uses, stay.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl Report {
-    /// The human rendering (stdout).
+    /// The human rendering (stdout), safe for a terminal ([`terminal_safe`]).
     pub fn human(&self) -> String {
+        let text = self.human_raw();
+        terminal_safe(&text).into_owned()
+    }
+
+    fn human_raw(&self) -> String {
         match self {
             Report::Change(r) => change(r),
             Report::Status(r) => status(r),

@@ -880,3 +880,36 @@ fn a_binfmt_dir_holding_files_is_never_mounted_over() {
     assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
     assert!(sb.is_mounted());
 }
+
+#[test]
+fn control_characters_and_odd_bytes_in_entries_never_reach_the_terminal_raw() {
+    require_sandbox!();
+    let sb = Sandbox::mounted();
+    // Names and interpreters are whatever whoever registered them wrote.
+    let out = sb.sh(&format!(
+        "printf ':evil\\033[2J:E::xyz::/bin/tr\\033]0;ue:' > '{0}/register' && printf ':odd\\377name:E::abc::/bin/true:' > '{0}/register'",
+        sb.dir.display()
+    ));
+    assert!(out.status.success(), "{}", out.shown());
+    let out = sb.archctl(&["status"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(!text.contains('\u{1b}'), "raw escape in: {text:?}");
+    assert!(text.contains("evil\\x1b[2J"), "{text}");
+    assert!(text.contains("/bin/tr\\x1b]0;ue"), "{text}");
+    // Not UTF-8: listed, its odd byte escaped.
+    assert!(text.contains("odd\\xffname"), "{text}");
+    // JSON carries them too (escaped by JSON itself).
+    let (out, v) = sb.archctl_json(&["status"]);
+    assert_code(&out, 0);
+    let names: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"evil\u{1b}[2J") && names.contains(&"odd\\xffname"),
+        "{names:?}"
+    );
+}
