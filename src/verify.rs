@@ -179,3 +179,97 @@ fn execute(image: &ExecImage, timeout: Duration) -> Result<Outcome, String> {
     }
     Ok((status, out, err))
 }
+
+/// Registrations archctl made that no test program has proven yet — it was killed
+/// during verification, or ran with `--no-verify` (`boot` with `verify = false`) — per
+/// binfmt_misc instance, until the next boot (the runtime directory,
+/// `unproven.json`). The next `enable` that verifies proves them too, so such an entry
+/// is never reported as verified without having been. Best effort: a store that cannot
+/// be read or written only costs that memory.
+#[derive(Debug)]
+pub struct Unproven {
+    path: Option<std::path::PathBuf>,
+    /// This instance: boot id, the directory's device and path.
+    key: String,
+    names: std::collections::BTreeSet<String>,
+    /// Other instances' lists, kept as they were.
+    others: Vec<UnprovenList>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct UnprovenList {
+    key: String,
+    names: Vec<String>,
+}
+
+impl Unproven {
+    /// Instances remembered at most (the oldest go first).
+    const MAX: usize = 16;
+
+    /// The list for the binfmt_misc instance at `dir`.
+    pub fn load(dir: &std::path::Path) -> Unproven {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir).map(|m| m.dev()).unwrap_or(0);
+        let key = format!(
+            "{} {dev} {}",
+            crate::host::boot_id().unwrap_or_default(),
+            dir.display()
+        );
+        let path = crate::host::runtime_dir().map(|d| d.join("unproven.json"));
+        let mut lists: Vec<UnprovenList> = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mine = lists
+            .iter()
+            .position(|l| l.key == key)
+            .map(|i| lists.remove(i));
+        Unproven {
+            path,
+            names: mine
+                .map(|l| l.names.into_iter().collect())
+                .unwrap_or_default(),
+            key,
+            others: lists,
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    pub fn add<'n>(&mut self, names: impl IntoIterator<Item = &'n str>) {
+        self.names.extend(names.into_iter().map(str::to_string));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.names.remove(name);
+    }
+
+    /// Write it back (atomically, 0600), or remove the file when nothing is left.
+    pub fn store(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let mut lists = self.others.clone();
+        if !self.names.is_empty() {
+            lists.push(UnprovenList {
+                key: self.key.clone(),
+                names: self.names.iter().cloned().collect(),
+            });
+        }
+        let excess = lists.len().saturating_sub(Self::MAX);
+        lists.drain(..excess);
+        if lists.is_empty() {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let (Some(dir), Ok(json)) = (path.parent(), serde_json::to_vec(&lists)) else {
+            return;
+        };
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = crate::fsutil::write_atomic(path, &json, 0o600);
+        }
+    }
+}

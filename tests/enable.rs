@@ -913,3 +913,36 @@ fn control_characters_and_odd_bytes_in_entries_never_reach_the_terminal_raw() {
         "{names:?}"
     );
 }
+
+#[test]
+fn an_entry_never_proven_is_proven_by_the_next_verifying_enable() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN, "--no-verify"]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["verified"], serde_json::Value::Null);
+    // The next enable that verifies proves it, once.
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["action"], "unchanged");
+    assert_eq!(v["entries"][0]["verified"], true, "{v}");
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN]);
+    assert_code(&out, 0);
+    assert_eq!(v["entries"][0]["verified"], serde_json::Value::Null, "{v}");
+    // One that never worked (a static program for this host, but no emulator) is not
+    // reported fine later: its proof fails, it is unserved, and it stays (not this
+    // run's to take back).
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let fake = support::write_program(sb.tmp.path(), host.arch.as_deref().unwrap());
+    let fake = fake.to_str().unwrap();
+    assert_code(
+        &sb.archctl(&["enable", FOREIGN2, "--emulator", fake, "--no-verify"]),
+        0,
+    );
+    let (out, v) = sb.archctl_json(&["enable", FOREIGN2, "--emulator", fake]);
+    assert_code(&out, 1);
+    assert_eq!(v["entries"][0]["action"], "unchanged");
+    assert_eq!(v["entries"][0]["verified"], false);
+    assert_error_line(&out, "registered earlier and never proven");
+    assert!(sb.entries().contains(&format!("qemu-{FOREIGN2}")));
+}

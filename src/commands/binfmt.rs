@@ -200,10 +200,73 @@ fn enable_all_served(
     // From the first write until the result is final, signals only set a flag: an
     // interrupted run rolls back instead of dying half-way.
     let _signals = crate::interrupt::Guard::install();
+    // What this run registers is unproven until its test program has run: remembered
+    // before the first write, so a run killed during verification leaves it on record.
+    let mut unproven = verify::Unproven::load(ctx.fs.dir());
+    let changed: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.change(),
+                Some(
+                    plan::Change::Register(_)
+                        | plan::Change::Replace { .. }
+                        | plan::Change::Enable(_)
+                )
+            )
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    let was_unproven = |s: &plan::Step| {
+        s.action() == Action::Unchanged && s.equivalent().is_none() && unproven.contains(&s.name)
+    };
+    let earlier: Vec<usize> = if verify_after {
+        (0..plan.steps.len())
+            .filter(|&i| was_unproven(&plan.steps[i]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !changed.is_empty() {
+        unproven.add(changed.iter().copied());
+        unproven.store();
+    }
     let applied = plan::apply(&plan, ctx.fs.as_ref())?;
     if !verify_after {
         applied.keep();
         return Ok(report);
+    }
+    // Entries registered earlier and never proven are proven now (they are not this
+    // run's to roll back: a failure leaves them unserved).
+    if !earlier.is_empty() {
+        let jobs: Vec<Job> = earlier
+            .iter()
+            .map(|&i| Job {
+                arch: plan.steps[i].arch.clone(),
+                mode: Mode::Emulated,
+                handlers: vec![plan.steps[i].name.clone()],
+            })
+            .collect();
+        for (&i, r) in earlier.iter().zip(verify::run(&jobs, timeout)) {
+            let e = &mut report.entries[i];
+            e.verified = Some(r.ok);
+            if r.ok {
+                unproven.remove(&e.name);
+            } else {
+                let why = format!(
+                    "registered earlier and never proven: its test program failed: {}",
+                    r.error.as_deref().unwrap_or("failed")
+                );
+                report.unserved.push(e.arch.clone());
+                let line = format!("{}: {why}", e.arch);
+                report.error = Some(match report.error.take() {
+                    Some(before) => format!("{before}; {line}"),
+                    None => line,
+                });
+                e.note = Some(why);
+            }
+        }
     }
     let (indices, jobs): (Vec<usize>, Vec<Job>) = plan
         .steps
@@ -223,6 +286,10 @@ fn enable_all_served(
     let mut failures = Vec::new();
     for (i, r) in indices.iter().zip(&results) {
         report.entries[*i].verified = Some(r.ok);
+        // Proven, or about to be rolled back: either way no longer unproven.
+        if r.ok || !crate::interrupt::interrupted() {
+            unproven.remove(&plan.steps[*i].name);
+        }
         if !r.ok {
             failures.push(format!(
                 "{}: {}",
@@ -264,8 +331,10 @@ fn enable_all_served(
             Some(before) => format!("{before}; {summary}"),
             None => format!("{summary} (rolled back alone; everything else is in place)"),
         });
+        unproven.store();
         return Ok(report);
     }
+    unproven.store();
     let why = if crate::interrupt::interrupted() {
         "interrupted by a signal during verification".to_string()
     } else if !failures.is_empty() {
