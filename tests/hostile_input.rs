@@ -6,11 +6,16 @@
 mod support;
 
 use std::{
+    io::Read,
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use support::{ARCHCTL, RunExt, assert_code, assert_error_line};
+use support::{
+    ARCHCTL, RunExt, assert_code, assert_error_line,
+    registry::{Hostile, HostileServer},
+};
 
 /// archctl under `prlimit` (`limits`, e.g. `--as=536870912`) and `timeout`, with the
 /// registry settings of the machine out of the way; returns the run and how long it took.
@@ -70,4 +75,199 @@ fn compose_alias_bomb_is_refused_quickly_within_512_mib() {
     );
     assert_code(&out, 2);
     assert_error_line(&out, "larger than 4 MiB");
+}
+
+/// An endless body: 'a' forever.
+fn endless(head: &str) -> Hostile {
+    Hostile::Endless(head.to_string(), b"a".to_vec())
+}
+
+#[test]
+fn endless_token_reply_is_cut_at_the_cap_within_512_mib() {
+    let tokens =
+        HostileServer::start(|_| endless("HTTP/1.1 200 OK\r\nContent-Type: application/json"));
+    let realm = tokens.url("/token");
+    let registry = support::FakeServer::start(move |_, _| {
+        (
+            401,
+            vec![(
+                "WWW-Authenticate".into(),
+                format!("Bearer realm=\"{realm}\",service=\"hostile\""),
+            )],
+            b"{}".to_vec(),
+        )
+    });
+    let image = format!("{}/x/y:t", registry.addr);
+    let (out, took) = limited(&[MEM_512M], &["inspect", "--timeout", "30", &image], &[]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "token reply larger than 1024 KiB");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(tokens.requests.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn endless_error_bodies_are_read_only_in_part_within_512_mib() {
+    // 400 (what a TLS server says to plain HTTP, read to tell that apart) and 404
+    // (read for the registry's error code), both never ending.
+    for (status, needle) in [
+        ("400 Bad Request", "400 Bad Request"),
+        ("404 Not Found", "not found"),
+    ] {
+        let head = format!("HTTP/1.1 {status}\r\nContent-Type: application/json");
+        let registry = HostileServer::start(move |_| endless(&head));
+        let image = format!("{}/x/y:t", registry.addr);
+        let (out, took) = limited(&[MEM_512M], &["inspect", "--timeout", "30", &image], &[]);
+        assert_code(&out, 1);
+        assert_error_line(&out, needle);
+        assert!(took < Duration::from_secs(20), "{status}: took {took:?}");
+    }
+}
+
+/// `archctl emulators install --from FROM --sha256 SHA --dest DEST --timeout SECS`.
+fn install(
+    limits: &[&str],
+    from: &str,
+    sha: &str,
+    dest: &Path,
+    secs: u64,
+) -> (support::Run, Duration) {
+    let secs = secs.to_string();
+    limited(
+        limits,
+        &[
+            "emulators",
+            "install",
+            "--from",
+            from,
+            "--sha256",
+            sha,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--timeout",
+            &secs,
+        ],
+        &[],
+    )
+}
+
+const ANY_SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[test]
+fn a_trickling_download_stalls_within_its_timeout() {
+    // One byte every 2 s: no read ever waits --timeout, yet it would never end.
+    let srv = HostileServer::start(|_| {
+        Hostile::Trickle(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000000".into(),
+            b"x".to_vec(),
+            Duration::from_secs(2),
+        )
+    });
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("emulators");
+    let (out, took) = install(&[], &srv.url("/b.tar.gz"), ANY_SHA, &dest, 3);
+    assert_code(&out, 1);
+    assert_error_line(&out, "stalled: ");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_download_that_never_ends_meets_its_deadline() {
+    // 80 KiB every half second never stalls, and never ends: --timeout 1 allows 30 s.
+    let srv = HostileServer::start(|_| {
+        Hostile::Drip(
+            "HTTP/1.1 200 OK".into(),
+            vec![b'x'; 80 << 10],
+            Duration::from_millis(500),
+        )
+    });
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("emulators");
+    let (out, took) = install(&[], &srv.url("/b.tar.gz"), ANY_SHA, &dest, 1);
+    assert_code(&out, 1);
+    assert_error_line(&out, "not finished after 30 s");
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn downloads_are_capped_in_size_declared_or_not() {
+    // Declared too large: refused before the body. Endless: cut at 512 MiB, which a
+    // file-size limit just above it proves is all that is written.
+    let srv = HostileServer::start(|path| {
+        if path == "/declared.tar.gz" {
+            Hostile::Answer(
+                "HTTP/1.1 200 OK\r\nContent-Length: 4294967296".into(),
+                vec![],
+            )
+        } else {
+            endless("HTTP/1.1 200 OK")
+        }
+    });
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("emulators");
+    let (out, took) = install(&[], &srv.url("/declared.tar.gz"), ANY_SHA, &dest, 10);
+    assert_code(&out, 1);
+    assert_error_line(
+        &out,
+        "4294967296 bytes, more than the 512 MiB archctl downloads",
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let fsize = format!("--fsize={}", 520u64 << 20);
+    let (out, took) = install(&[&fsize], &srv.url("/endless.tar.gz"), ANY_SHA, &dest, 10);
+    assert_code(&out, 1);
+    assert_error_line(&out, "more than the 512 MiB archctl downloads");
+    assert!(took < Duration::from_secs(50), "took {took:?}");
+    assert!(!dest.exists());
+}
+
+/// A tar.gz of `entries` (raw name, type, size), each entry's content zeros.
+fn zeros_tarball(entries: &[(&str, tar::EntryType, u64)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, kind, size) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(*size);
+        h.set_mode(0o755);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, std::io::repeat(0).take(*size)).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn gzip_bombs_are_refused_before_they_fill_disk_or_memory() {
+    use tar::EntryType::{GNULongName, Regular};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("emulators");
+    // Three 100 MiB files of zeros, about 300 KB packed: refused from the first header,
+    // under a file-size limit of 64 MiB that any write of one would break.
+    let files = zeros_tarball(&[
+        ("qemu-a-static", Regular, 100 << 20),
+        ("qemu-b-static", Regular, 100 << 20),
+        ("qemu-c-static", Regular, 100 << 20),
+    ]);
+    // A GNU long name of 600 MiB (tar reads those into memory), under 512 MiB.
+    let long_name = zeros_tarball(&[
+        ("././@LongLink", GNULongName, 600 << 20),
+        ("qemu-a-static", Regular, 1),
+    ]);
+    for (what, bytes, limit) in [
+        ("files", files, format!("--fsize={}", 64u64 << 20)),
+        ("long name", long_name, MEM_512M.to_string()),
+    ] {
+        assert!(bytes.len() < 4 << 20, "{what}: {} bytes", bytes.len());
+        let file = dir.path().join("bomb.tar.gz");
+        std::fs::write(&file, &bytes).unwrap();
+        let sha = support::registry::sha256_hex(&bytes);
+        let (out, took) = install(&[&limit], file.to_str().unwrap(), &sha, &dest, 10);
+        assert_code(&out, 1);
+        assert_error_line(&out, "unpacks to more than");
+        assert!(took < Duration::from_secs(20), "{what}: took {took:?}");
+        assert!(!dest.exists(), "{what}");
+    }
 }

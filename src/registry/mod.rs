@@ -19,6 +19,11 @@ use std::{
 
 /// Largest manifest (or config) archctl accepts.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest token endpoint reply archctl accepts (Docker Hub's are about 4 KiB).
+pub const MAX_TOKEN_BYTES: usize = 1024 * 1024;
+/// How much of an error reply's body archctl reads (for the registry's error code and
+/// message); the rest is never read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
