@@ -19,8 +19,8 @@ use crate::{
 
 /// Default destination of `emulators install` (searched by `enable` too).
 pub const DEFAULT_DEST: &str = "/usr/local/lib/archctl/emulators";
-/// Largest bundle archctl downloads or reads (Debian 12's 35 emulators pack to about
-/// 120 MiB).
+/// Largest bundle archctl downloads or reads (Debian 12's static emulators pack to
+/// 86 MB, 371 MB unpacked).
 pub const MAX_BUNDLE: u64 = 512 << 20;
 /// Largest file in a bundle (Debian 12's largest emulator is 14 MB).
 pub const MAX_FILE: u64 = 128 << 20;

@@ -271,3 +271,44 @@ fn gzip_bombs_are_refused_before_they_fill_disk_or_memory() {
         assert!(!dest.exists(), "{what}");
     }
 }
+
+#[test]
+fn an_index_listing_thousands_of_entries_is_refused_before_any_is_fetched() {
+    // 1025 entries fit in 200 KB; --verify-platforms would fetch two documents each.
+    let entry = |i: usize| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{i:064x}"),
+            "size": 1,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": (0..1025).map(entry).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let registry = support::FakeServer::start(move |_, _| {
+        (
+            200,
+            vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.index.v1+json".into(),
+            )],
+            index.clone(),
+        )
+    });
+    let image = format!("{}/x/y:t", registry.addr);
+    let (out, _) = limited(&[], &["inspect", "--verify-platforms", &image], &[]);
+    assert_code(&out, 1);
+    assert_error_line(
+        &out,
+        "lists 1025 entries, more than the 1024 archctl accepts",
+    );
+    assert_eq!(
+        registry.seen.lock().unwrap().len(),
+        1,
+        "only the index was fetched"
+    );
+}
