@@ -312,3 +312,21 @@ fn an_index_listing_thousands_of_entries_is_refused_before_any_is_fetched() {
         "only the index was fetched"
     );
 }
+
+#[test]
+fn a_trickling_registry_reply_ends_within_the_timeout() {
+    // A manifest of 1000 bytes, one byte a second: the request's --timeout covers the
+    // body too.
+    let registry = HostileServer::start(|_| {
+        Hostile::Trickle(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: 1000".into(),
+            b"{".to_vec(),
+            Duration::from_secs(1),
+        )
+    });
+    let image = format!("{}/x/y:t", registry.addr);
+    let (out, took) = limited(&[], &["inspect", "--timeout", "2", &image], &[]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "timed out after 2 s");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
