@@ -19,9 +19,23 @@ use crate::{
 
 /// Default destination of `emulators install` (searched by `enable` too).
 pub const DEFAULT_DEST: &str = "/usr/local/lib/archctl/emulators";
-/// Largest bundle archctl downloads, and largest file in it.
-const MAX_BUNDLE: u64 = 2 << 30;
-const MAX_FILE: u64 = 512 << 20;
+/// Largest bundle archctl downloads or reads (Debian 12's static emulators pack to
+/// 86 MB, 371 MB unpacked).
+pub const MAX_BUNDLE: u64 = 512 << 20;
+/// Largest file in a bundle (Debian 12's largest emulator is 14 MB).
+pub const MAX_FILE: u64 = 128 << 20;
+/// Most bytes a bundle unpacks to, headers included: at most [`UNPACK_RATIO`] times its
+/// own size plus [`UNPACK_SLACK`], and never more than this (a gzip of 1.5 MB can
+/// stand for 1.5 GiB).
+pub const MAX_UNPACKED: u64 = 1 << 30;
+pub const UNPACK_RATIO: u64 = 16;
+pub const UNPACK_SLACK: u64 = 64 << 20;
+/// Most entries in a bundle (there are 35 QEMU linux-user targets).
+pub const MAX_ENTRIES: usize = 256;
+/// A download stalls when less than this arrives within `--timeout` seconds.
+pub const MIN_PROGRESS: u64 = 64 << 10;
+/// The whole download (connecting included) may take `--timeout` times this.
+pub const DEADLINE_FACTOR: u32 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -284,13 +298,36 @@ fn install_into(
         source_name: source.to_string(),
         why,
     };
-    let unpacked = staging.path().join("files");
-    std::fs::create_dir(&unpacked).map_err(io(&unpacked))?;
+    let unpacked_dir = staging.path().join("files");
+    std::fs::create_dir(&unpacked_dir).map_err(io(&unpacked_dir))?;
     let f = std::fs::File::open(&archive).map_err(io(&archive))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let packed = f.metadata().map_err(io(&archive))?.len();
+    let limit = unpack_limit(packed);
+    let over = || {
+        bad(format!(
+            "unpacks to more than {limit} bytes, more than archctl accepts for a bundle of {packed} bytes (at most {UNPACK_RATIO} times its size plus {} MiB, never more than {} MiB)",
+            UNPACK_SLACK >> 20,
+            MAX_UNPACKED >> 20
+        ))
+    };
+    let capped = Capped::new(flate2::read::GzDecoder::new(f), limit);
+    let hit = capped.hit.clone();
+    let mut tar = tar::Archive::new(capped);
     let mut names = Vec::new();
+    let mut unpacked = 0u64;
     for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(format!("broken archive: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            if hit.get() {
+                over()
+            } else {
+                bad(format!("broken archive: {e}"))
+            }
+        })?;
+        if names.len() >= MAX_ENTRIES {
+            return Err(bad(format!(
+                "more than {MAX_ENTRIES} entries, more than archctl accepts"
+            )));
+        }
         let raw = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
         let shown = raw.display().to_string();
         let mut comps = raw
@@ -317,12 +354,25 @@ fn install_into(
         }
         let size = entry.header().size().map_err(|e| bad(e.to_string()))?;
         if size > MAX_FILE {
-            return Err(bad(format!("entry \"{shown}\" is {size} bytes")));
+            return Err(bad(format!(
+                "entry \"{shown}\" is {size} bytes, more than the {} MiB archctl accepts for one file",
+                MAX_FILE >> 20
+            )));
         }
-        let path = unpacked.join(&name);
+        // Refused from the header, before anything is written.
+        unpacked += size;
+        if unpacked > limit {
+            return Err(over());
+        }
+        let path = unpacked_dir.join(&name);
         let mut out = std::fs::File::create(&path).map_err(io(&path))?;
-        std::io::copy(&mut (&mut entry).take(size), &mut out)
-            .map_err(|e| bad(format!("entry \"{shown}\": {e}")))?;
+        std::io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| {
+            if hit.get() {
+                over()
+            } else {
+                bad(format!("entry \"{shown}\": {e}"))
+            }
+        })?;
         names.push(name);
     }
     names.sort();
@@ -344,14 +394,14 @@ fn install_into(
     }
     for n in &wanted {
         use std::os::unix::fs::PermissionsExt;
-        let p = unpacked.join(n);
+        let p = unpacked_dir.join(n);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(&p))?;
         emulator::check(&p, table, native, true).map_err(|e| bad(format!("{n}: {e}")))?;
     }
     let mut installed = Vec::new();
     for n in &wanted {
         let to = dest.join(n);
-        std::fs::rename(unpacked.join(n), &to).map_err(io(&to))?;
+        std::fs::rename(unpacked_dir.join(n), &to).map_err(io(&to))?;
         installed.push(to.display().to_string());
     }
     Ok(InstallReport {
@@ -360,6 +410,52 @@ fn install_into(
         dest: dest.display().to_string(),
         installed,
     })
+}
+
+/// How many bytes a bundle of `packed` bytes may unpack to.
+pub fn unpack_limit(packed: u64) -> u64 {
+    packed
+        .saturating_mul(UNPACK_RATIO)
+        .saturating_add(UNPACK_SLACK)
+        .min(MAX_UNPACKED)
+}
+
+/// A reader that fails after `left` bytes (and says so in `hit`): whatever reads the
+/// decompressed stream, tar's own GNU long-name and PAX buffers included, gets no more.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Capped<R> {
+    fn new(inner: R, limit: u64) -> Capped<R> {
+        Capped {
+            inner,
+            left: limit,
+            hit: Default::default(),
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // At the cap: fine if the stream ends here, an error if there is more.
+            let n = self.inner.read(&mut [0u8; 1])?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.hit.set(true);
+            return Err(std::io::Error::other("unpacked-size cap reached"));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Copy up to `limit` bytes, returning the sha256 of what was copied.
@@ -374,7 +470,10 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write, limit: u64) -> Result<Str
         }
         total += n as u64;
         if total > limit {
-            return Err(format!("larger than {limit} bytes"));
+            return Err(format!(
+                "larger than {} MiB, more than archctl accepts",
+                limit >> 20
+            ));
         }
         hasher.update(&buf[..n]);
         w.write_all(&buf[..n]).map_err(|e| e.to_string())?;
@@ -382,9 +481,13 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write, limit: u64) -> Result<Str
     Ok(hex(&hasher.finalize()))
 }
 
-/// Download to `to`, hashing as it comes, with a progress line on a terminal.
+/// Download to `to`, hashing as it comes, with a progress line on a terminal. Bounded
+/// three ways: at most [`MAX_BUNDLE`] bytes; at least [`MIN_PROGRESS`] bytes (or the
+/// rest) every `timeout` (the answer's head within `timeout`); and the whole download
+/// within `timeout` × [`DEADLINE_FACTOR`].
 fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String, BundleError> {
     use std::io::IsTerminal;
+    use tokio::time::{Instant, timeout_at};
     let err = |why: String| BundleError::Download {
         url: url.to_string(),
         why,
@@ -401,8 +504,20 @@ fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String
         .build()
         .map_err(|e| err(e.to_string()))?;
     let progress = std::io::stderr().is_terminal();
+    let secs = timeout.as_secs();
     runtime.block_on(async {
-        let mut resp = client.get(url).send().await.map_err(|e| {
+        let start = Instant::now();
+        let deadline = start + timeout * DEADLINE_FACTOR;
+        let late = |got: u64| {
+            err(format!(
+                "not finished after {} s ({got} bytes so far): the whole download may take {DEADLINE_FACTOR} times --timeout",
+                secs * u64::from(DEADLINE_FACTOR)
+            ))
+        };
+        let sent = timeout_at(start + timeout, client.get(url).send())
+            .await
+            .map_err(|_| err(format!("no answer within {secs} s (--timeout)")))?;
+        let mut resp = sent.map_err(|e| {
             let mut s = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(x) = src {
@@ -414,21 +529,50 @@ fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String
         if !resp.status().is_success() {
             return Err(err(format!("server answered {}", resp.status())));
         }
+        let too_large = |size: String| {
+            err(format!(
+                "{size} bytes, more than the {} MiB archctl downloads",
+                MAX_BUNDLE >> 20
+            ))
+        };
         let total = resp.content_length();
-        if total.is_some_and(|t| t > MAX_BUNDLE) {
-            return Err(err(format!("{} bytes is too large", total.unwrap_or(0))));
+        if let Some(t) = total.filter(|t| *t > MAX_BUNDLE) {
+            return Err(too_large(t.to_string()));
         }
         let mut out = std::fs::File::create(to).map_err(io(to))?;
         let mut hasher = Sha256::new();
         let mut got = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| err(format!("interrupted after {got} bytes: {e}")))?
-        {
+        // The current progress window: when it ends and what arrived in it.
+        let mut window_end = Instant::now() + timeout;
+        let mut window_got = 0u64;
+        loop {
+            let next = timeout_at(window_end.min(deadline), resp.chunk()).await;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(late(got));
+            }
+            if now >= window_end {
+                // 64 KiB, or what is left of a body of known length.
+                let rest = total.map_or(u64::MAX, |t| t.saturating_sub(got - window_got));
+                if window_got < MIN_PROGRESS.min(rest) {
+                    return Err(err(format!(
+                        "stalled: {window_got} bytes in the last {secs} s ({got} in all), less than the {} KiB archctl waits --timeout seconds for",
+                        MIN_PROGRESS >> 10
+                    )));
+                }
+                window_end = now + timeout;
+                window_got = 0;
+            }
+            let chunk = match next {
+                Err(_) => continue,
+                Ok(Err(e)) => return Err(err(format!("interrupted after {got} bytes: {e}"))),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
             got += chunk.len() as u64;
+            window_got += chunk.len() as u64;
             if got > MAX_BUNDLE {
-                return Err(err("too large".into()));
+                return Err(too_large(format!("more than {got}")));
             }
             hasher.update(&chunk);
             out.write_all(&chunk).map_err(io(to))?;

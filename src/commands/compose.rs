@@ -25,7 +25,8 @@ pub fn compose_platforms(
 ) -> Result<ComposeReport, CommandError> {
     use yaml_rust2::{Yaml, YamlLoader};
     let bad = |why: String| CommandError::Usage(format!("{}: {why}", file.display()));
-    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    let text = read_bounded(file).map_err(bad)?;
+    check_yaml_size(&text).map_err(bad)?;
     let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(e.to_string()))?;
     let services = docs
         .first()
@@ -144,5 +145,108 @@ fn yaml_key(k: &str) -> String {
         k.to_string()
     } else {
         format!("{k:?}")
+    }
+}
+
+/// Largest compose file archctl reads.
+pub const MAX_COMPOSE_BYTES: u64 = 4 << 20;
+/// Most YAML nodes a compose file may stand for once its aliases are expanded (what
+/// the loader builds): a "billion laughs" file of 1 KB stands for billions.
+pub const MAX_YAML_NODES: u64 = 100_000;
+/// Deepest nesting of sequences and mappings accepted.
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// The file's text, at most [`MAX_COMPOSE_BYTES`] (a FIFO or `/dev/zero` included).
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_COMPOSE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_COMPOSE_BYTES {
+        return Err(format!(
+            "larger than {} MiB, more than a compose file archctl accepts",
+            MAX_COMPOSE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// Walk the YAML's events (linear in the text: aliases are not expanded here) and
+/// refuse a document that would expand into more than [`MAX_YAML_NODES`] nodes or nest
+/// deeper than [`MAX_YAML_DEPTH`], before the loader builds it (the loader copies the
+/// anchored node at every alias). Syntax errors are left to the loader.
+fn check_yaml_size(text: &str) -> Result<(), String> {
+    use std::collections::HashMap;
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    // Expanded node count of each anchor, and of the whole stream so far.
+    let mut sizes: HashMap<usize, u64> = HashMap::new();
+    // Open collections: (anchor id, nodes counted before it).
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut nodes = 0u64;
+    loop {
+        let Ok((event, _)) = parser.next_token() else {
+            return Ok(());
+        };
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Scalar(_, _, anchor, _) => {
+                nodes += 1;
+                if anchor > 0 {
+                    sizes.insert(anchor, 1);
+                }
+            }
+            Event::Alias(anchor) => {
+                nodes = nodes.saturating_add(sizes.get(&anchor).copied().unwrap_or(1));
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, nodes));
+                nodes += 1;
+                if open.len() > MAX_YAML_DEPTH {
+                    return Err(format!(
+                        "nested more than {MAX_YAML_DEPTH} levels deep, more than archctl accepts"
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((anchor, before)) = open.pop()
+                    && anchor > 0
+                {
+                    sizes.insert(anchor, nodes - before);
+                }
+            }
+            _ => {}
+        }
+        if nodes > MAX_YAML_NODES {
+            return Err(format!(
+                "stands for more than {MAX_YAML_NODES} YAML nodes once its aliases are expanded (an alias bomb?), more than archctl accepts"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_size_counts_aliases_expanded() {
+        let ok = "x: &a [1, 2, 3]\nservices:\n  web: {image: a, extra: *a}\n";
+        assert_eq!(check_yaml_size(ok), Ok(()));
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let e = check_yaml_size(&bomb).unwrap_err();
+        assert!(e.contains("alias bomb"), "{e}");
+        let deep = format!("{}x{}", "[".repeat(200), "]".repeat(200));
+        assert!(check_yaml_size(&deep).unwrap_err().contains("nested"));
+        let deep_block: String = (0..300).map(|i| format!("{}k:\n", " ".repeat(i))).collect();
+        assert!(check_yaml_size(&deep_block).unwrap_err().contains("nested"));
     }
 }

@@ -8,13 +8,13 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use reqwest::{StatusCode, header};
 
 use super::{
-    Options, RegistryError,
+    MAX_ERROR_BODY_BYTES, MAX_TOKEN_BYTES, Options, RegistryError,
     auth::{Challenge, TokenCache, TokenReply, parse_challenge},
     credentials::{CredentialStore, Credentials},
     lock,
     reference::is_loopback_host,
     settings::DaemonConfig,
-    transport::{HttpClients, Transport, Transports, classify, is_reset},
+    transport::{HttpClients, Transport, Transports, chain_text, classify, is_reset},
 };
 
 /// One GET against a registry's API.
@@ -286,7 +286,16 @@ impl Client {
             }
             s => return Err(auth_err(format!("{realm} answered {s}"))),
         }
-        let body = resp.bytes().await.map_err(|e| auth_err(e.to_string()))?;
+        let body = match read_capped(resp, MAX_TOKEN_BYTES).await {
+            Ok(Body::Whole(b)) => b,
+            Ok(Body::Cut(_)) => {
+                return Err(auth_err(format!(
+                    "{realm}: token reply larger than {} KiB, more than archctl accepts",
+                    MAX_TOKEN_BYTES / 1024
+                )));
+            }
+            Err(e) => return Err(auth_err(format!("{realm}: {}", chain_text(&e)))),
+        };
         let reply: TokenReply =
             serde_json::from_slice(&body).map_err(|e| auth_err(format!("bad token reply: {e}")))?;
         let tok = reply
@@ -390,7 +399,10 @@ impl Client {
         if status == StatusCode::BAD_REQUEST && resp.url().scheme() == "http" {
             // Go's TLS servers answer plain HTTP with this 400: try the next transport.
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = read_capped(resp, MAX_ERROR_BODY_BYTES)
+                .await
+                .map(Body::into_bytes)
+                .unwrap_or_default();
             if String::from_utf8_lossy(&body).contains("HTTP request to an HTTPS server") {
                 return Err(RegistryError::Http {
                     registry: registry.to_string(),
@@ -400,7 +412,21 @@ impl Client {
             return Ok(Fetched {
                 status,
                 headers,
-                body: body.to_vec(),
+                body,
+            });
+        }
+        if !status.is_success() {
+            // An error reply: only its first bytes matter (the error code and message);
+            // a body cut short simply does not parse, and the status speaks.
+            let headers = resp.headers().clone();
+            let body = read_capped(resp, MAX_ERROR_BODY_BYTES)
+                .await
+                .map(Body::into_bytes)
+                .map_err(|e| classify(&e, registry, self.opts.timeout))?;
+            return Ok(Fetched {
+                status,
+                headers,
+                body,
             });
         }
         if let Some(len) = resp.content_length()
@@ -434,6 +460,39 @@ impl Client {
             body,
         })
     }
+}
+
+/// A body read up to a cap: all of it, or the first `cap` bytes of a longer one (the
+/// rest is never read: the connection is dropped).
+enum Body {
+    Whole(Vec<u8>),
+    Cut(Vec<u8>),
+}
+
+impl Body {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Body::Whole(b) | Body::Cut(b) => b,
+        }
+    }
+}
+
+/// Read at most `cap` bytes of `resp`'s body; a declared length over the cap is not
+/// read at all.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Body, reqwest::Error> {
+    if resp.content_length().is_some_and(|l| l > cap as u64) {
+        return Ok(Body::Cut(Vec::new()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Body::Cut(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Whole(body))
 }
 
 fn url_hostport(u: &reqwest::Url) -> String {

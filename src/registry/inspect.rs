@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde::Serialize;
 
 use super::{
-    DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_MANIFEST_BYTES,
-    OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
+    DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_INDEX_ENTRIES,
+    MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST, Options, RegistryError,
     cache::{Cache, sha256_digest},
     client::{Client, Fetched, Get},
     credentials::CredentialStore,
@@ -356,6 +356,13 @@ impl Inspector {
         match media_type {
             OCI_INDEX | DOCKER_LIST => {
                 let idx: ImageIndex = parse_json(bytes, "image index")?;
+                if idx.manifests().len() > MAX_INDEX_ENTRIES {
+                    return Err(RegistryError::TooMany {
+                        what: format!("image index {r}"),
+                        count: idx.manifests().len(),
+                        limit: MAX_INDEX_ENTRIES,
+                    });
+                }
                 for d in idx.manifests() {
                     let ann = d.annotations().as_ref();
                     let kind = ann.and_then(|a| a.get("vnd.docker.reference.type"));

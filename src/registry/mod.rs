@@ -19,6 +19,14 @@ use std::{
 
 /// Largest manifest (or config) archctl accepts.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Most entries an image index may list (platforms and attestations; real ones list
+/// a few dozen): `--verify-platforms` fetches two documents per entry.
+pub const MAX_INDEX_ENTRIES: usize = 1024;
+/// Largest token endpoint reply archctl accepts (Docker Hub's are about 4 KiB).
+pub const MAX_TOKEN_BYTES: usize = 1024 * 1024;
+/// How much of an error reply's body archctl reads (for the registry's error code and
+/// message); the rest is never read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -64,6 +72,12 @@ pub enum RegistryError {
     TooLarge {
         what: String,
         size: usize,
+        limit: usize,
+    },
+    #[error("{what} lists {count} entries, more than the {limit} archctl accepts")]
+    TooMany {
+        what: String,
+        count: usize,
         limit: usize,
     },
     #[error("unsupported manifest: {0}")]

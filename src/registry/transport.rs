@@ -167,7 +167,8 @@ pub fn is_reset(e: &reqwest::Error) -> bool {
     }) || chain_text(e).contains("connection closed before message completed")
 }
 
-fn chain_text(e: &reqwest::Error) -> String {
+/// The error and its sources, `: `-joined.
+pub fn chain_text(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

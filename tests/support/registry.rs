@@ -2287,3 +2287,133 @@ pub fn skopeo(args: &[&str]) -> Output {
         .output()
         .expect("run skopeo")
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile servers
+// ---------------------------------------------------------------------------------------
+
+/// How long a hostile server keeps any one connection busy at most: every test against
+/// one ends well before.
+const HOSTILE_LIMIT: Duration = Duration::from_secs(90);
+
+/// What a [`HostileServer`] sends after a response head.
+#[derive(Clone, Debug)]
+pub enum Hostile {
+    /// A whole response: status line and headers as given, then `body`.
+    Answer(String, Vec<u8>),
+    /// The head, then `fill` repeated as fast as the client takes it, never ending
+    /// (until the client hangs up or [`HOSTILE_LIMIT`] passes).
+    Endless(String, Vec<u8>),
+    /// The head, then `fill` one byte at a time, one every `every`.
+    Trickle(String, Vec<u8>, Duration),
+    /// The head, then `chunk` every `every`, forever: fast enough never to stall, too
+    /// slow ever to end.
+    Drip(String, Vec<u8>, Duration),
+}
+
+/// A raw HTTP/1.1 server on 127.0.0.1 for what a well-behaved server never does: each
+/// request's target is passed to `plan`, and the answer written as it says, one
+/// connection per request (`Connection: close`). Every connection is bounded by
+/// [`HOSTILE_LIMIT`] and socket timeouts; dropping the server stops the writers.
+pub struct HostileServer {
+    pub addr: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostileServer {
+    pub fn start(plan: impl Fn(&str) -> Hostile + Send + Sync + 'static) -> HostileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let plan = Arc::new(plan);
+        {
+            let (stop, requests) = (stop.clone(), requests.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let (plan, stop, requests) = (plan.clone(), stop.clone(), requests.clone());
+                    std::thread::spawn(move || {
+                        let _ = hostile_conn(stream, &*plan, &stop, &requests);
+                    });
+                }
+            });
+        }
+        HostileServer {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for HostileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn hostile_conn(
+    stream: TcpStream,
+    plan: &(dyn Fn(&str) -> Hostile + Send + Sync),
+    stop: &AtomicBool,
+    requests: &Mutex<Vec<String>>,
+) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut r = BufReader::new(stream.try_clone()?);
+    let Some((start, _headers)) = read_head(&mut r)? else {
+        return Ok(());
+    };
+    let target = start.split_whitespace().nth(1).unwrap_or("/").to_string();
+    requests.lock().unwrap().push(target.clone());
+    let mut w = stream;
+    let started = Instant::now();
+    let going = || !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT;
+    let head = |h: &str| format!("{}\r\nConnection: close\r\n\r\n", h.trim_end());
+    match plan(&target) {
+        Hostile::Answer(h, body) => {
+            w.write_all(head(&h).as_bytes())?;
+            w.write_all(&body)?;
+        }
+        Hostile::Endless(h, fill) => {
+            w.write_all(head(&h).as_bytes())?;
+            let block = fill.repeat((64 * 1024 / fill.len().max(1)).max(1));
+            while going() {
+                w.write_all(&block)?;
+            }
+        }
+        Hostile::Trickle(h, fill, every) => {
+            w.write_all(head(&h).as_bytes())?;
+            for b in fill.iter().cycle() {
+                if !going() {
+                    break;
+                }
+                w.write_all(&[*b])?;
+                w.flush()?;
+                std::thread::sleep(every);
+            }
+        }
+        Hostile::Drip(h, chunk, every) => {
+            w.write_all(head(&h).as_bytes())?;
+            while going() {
+                w.write_all(&chunk)?;
+                w.flush()?;
+                std::thread::sleep(every);
+            }
+        }
+    }
+    let _ = w.shutdown(Shutdown::Both);
+    Ok(())
+}
