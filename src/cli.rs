@@ -724,6 +724,46 @@ mod tests {
         }
     }
 
+    /// Every `--timeout` is 1..=MAX_TIMEOUT_SECS, on the fast path and the full tree.
+    #[test]
+    fn timeouts_are_range_checked_when_parsed() {
+        let parse = |v: &[&str]| Cli::parse_args(v.iter().map(OsString::from));
+        let huge = "9223372036854775807";
+        for cmd in [
+            &["archctl", "enable", "x86_64", "--timeout"][..],
+            &["archctl", "test", "--timeout"],
+            &["archctl", "inspect", "alpine", "--timeout"],
+            &["archctl", "pick", "alpine", "--timeout"],
+            &[
+                "archctl",
+                "emulators",
+                "install",
+                "--from",
+                "f",
+                "--sha256",
+                "0",
+                "--timeout",
+            ],
+        ] {
+            for bad in ["0", "3601", huge] {
+                let args = [cmd, &[bad]].concat();
+                let kind = parse(&args).err().map(|e| e.kind());
+                assert_eq!(
+                    kind,
+                    Some(clap::error::ErrorKind::ValueValidation),
+                    "{args:?}"
+                );
+                // The full tree (help, unusual argv) says the same.
+                let full = Cli::try_parse_from(&args).err().map(|e| e.kind());
+                assert_eq!(full, kind, "{args:?}");
+            }
+            for good in ["1", "3600"] {
+                let args = [cmd, &[good]].concat();
+                assert!(parse(&args).is_ok(), "{args:?}");
+            }
+        }
+    }
+
     #[test]
     fn the_subcommand_word_skips_global_options() {
         let w = |v: &[&str]| {
