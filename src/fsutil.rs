@@ -65,13 +65,34 @@ fn describe(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Open `path` for reading only if it is a regular file (symlinks followed). Opened with
-/// `O_NONBLOCK|O_NOCTTY|O_CLOEXEC`, so a FIFO without a writer, a terminal or a device
-/// cannot block the open or become the controlling terminal, then checked with fstat(2)
-/// on the opened descriptor (no stat-then-open race): FIFOs, devices, sockets and
-/// directories are [`OpenError::NotRegular`]. O_NONBLOCK has no effect on reading a
-/// regular file.
+/// Open `path` for reading only if it is a regular file (symlinks followed).
+///
+/// What decides is fstat(2) on the opened descriptor, so a path swapped between a check
+/// and the open is still caught (no stat-then-open race): FIFOs, devices, sockets and
+/// directories are [`OpenError::NotRegular`]. The open itself is
+/// `O_NONBLOCK|O_NOCTTY|O_CLOEXEC`, so a FIFO without a writer cannot block it and a
+/// terminal cannot become the controlling one; O_NONBLOCK has no effect on reading a
+/// regular file. A stat(2) first keeps a path that already names something else from
+/// being opened at all (opening some devices acts: a watchdog arms, a tape rewinds), and
+/// answers "absent" without an open.
 pub fn open_regular(path: &Path) -> Result<File, OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_regular = |t: std::fs::FileType| OpenError::NotRegular {
+        path: path.to_path_buf(),
+        what: describe(t),
+    };
+    let t = std::fs::metadata(path).map_err(io_err)?.file_type();
+    if !t.is_file() {
+        return Err(not_regular(t));
+    }
+    open_checked(path)
+}
+
+/// The open and the fstat of [`open_regular`], which alone decide (and never block).
+fn open_checked(path: &Path) -> Result<File, OpenError> {
     let io_err = |source| OpenError::Io {
         path: path.to_path_buf(),
         source,
@@ -175,6 +196,15 @@ mod tests {
             let e = read_bounded(p, 10).unwrap_err().to_string();
             assert_eq!(e, format!("{}: is {what}, not a regular file", p.display()));
         }
+        // A path that became a FIFO after the stat is caught by the open and fstat alone,
+        // which do not block either.
+        assert!(matches!(
+            open_checked(&fifo),
+            Err(OpenError::NotRegular {
+                what: "a FIFO (named pipe)",
+                ..
+            })
+        ));
         let missing = open_regular(&dir.path().join("missing")).unwrap_err();
         assert_eq!(
             missing.io().map(io::Error::kind),

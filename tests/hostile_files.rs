@@ -269,6 +269,13 @@ fn status_reports_an_interpreter_that_is_a_fifo_and_finishes() {
     let out = run_with_deadline(&mut in_sandbox(&sb, &["status"]));
     assert_code(&out, 0);
     assert!(out.stdout().contains("is a FIFO"), "{}", out.shown());
+    // `enable` looks at the same entry (is it equivalent?): a conflict that names the
+    // interpreter, found without blocking, and nothing written.
+    let before = sb.snapshot();
+    let out = run_with_deadline(&mut in_sandbox(&sb, &["enable", FOREIGN]));
+    assert_code(&out, 1);
+    assert_error_line(&out, &format!("interpreter {}", fifo.display()));
+    assert_eq!(sb.snapshot(), before, "{}", out.shown());
 }
 
 #[test]
@@ -360,4 +367,41 @@ fn out_of_range_numbers_are_usage_errors_before_anything_is_touched() {
     assert_code(&out, 0);
     let out = run_with_deadline(&mut in_sandbox(&sb, &["test", FOREIGN, "--timeout", "1"]));
     assert_code(&out, 0);
+}
+
+#[test]
+fn an_f_entry_whose_interpreter_path_became_a_fifo_is_reported_not_opened() {
+    require_sandbox!();
+    let emulator = format!("/usr/bin/qemu-{FOREIGN}-static");
+    skip_unless!(Path::new(&emulator).exists(), "{emulator} not installed");
+    let sb = Sandbox::mounted();
+    // With F the kernel holds the file open; the path is then replaced by a FIFO.
+    let interp = sb.tmp.path().join("qemu-copy");
+    std::fs::copy(&emulator, &interp).unwrap();
+    sb.register_rule(
+        &format!("qemu-{FOREIGN}"),
+        FOREIGN,
+        interp.to_str().unwrap(),
+    );
+    std::fs::remove_file(&interp).unwrap();
+    mkfifo(&interp);
+    let out = run_with_deadline(&mut in_sandbox(&sb, &["--json", "status"]));
+    assert_code(&out, 0);
+    let v = out.json();
+    let e = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == format!("qemu-{FOREIGN}"))
+        .unwrap_or_else(|| panic!("entry not listed\n{}", out.shown()));
+    assert_eq!(e["interpreter_ok"], false, "{e}");
+    let problem = e["interpreter_problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("is a FIFO (named pipe)"), "{e}");
+    // enable decides whether the entry is equivalent from the same file: not a hang, a
+    // conflict naming what the interpreter is, and nothing written.
+    let before = sb.snapshot();
+    let out = run_with_deadline(&mut in_sandbox(&sb, &["enable", FOREIGN]));
+    assert_code(&out, 1);
+    assert_error_line(&out, "is a FIFO (named pipe), not a regular file");
+    assert_eq!(sb.snapshot(), before, "{}", out.shown());
 }
