@@ -251,16 +251,26 @@ impl Config {
 
 /// Write the commented default configuration to `path` (`archctl config init`):
 /// atomically, readable by all (it holds no secrets, and `archctl config show` works for
-/// any user), never over an existing file unless `force`.
+/// any user), never over an existing file unless `force`, and never over anything but a
+/// regular file (the rename would put a file where a device, FIFO or socket was: `--output
+/// /dev/null --force` must not replace /dev/null).
 pub fn write_default(path: &Path, force: bool) -> Result<(), ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() && !force {
-        return Err(ConfigError::Exists {
-            path: path.to_path_buf(),
-        });
+    if let Ok(m) = std::fs::metadata(path) {
+        if let Some(what) = crate::fsutil::special_kind(m.file_type()) {
+            return Err(ConfigError::NotRegular {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
+        if !force {
+            return Err(ConfigError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
     }
     std::fs::create_dir_all(crate::fsutil::parent_dir(path)).map_err(io)?;
     crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(|e| io(e.source))

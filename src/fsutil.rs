@@ -48,9 +48,12 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
-/// What a file type is, for messages.
-fn describe(t: std::fs::FileType) -> &'static str {
-    if t.is_dir() {
+/// What a file type is when it is not a regular file, for messages (`a FIFO (named
+/// pipe)`, `a directory`...); None for a regular file.
+pub fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO (named pipe)"
@@ -62,7 +65,11 @@ fn describe(t: std::fs::FileType) -> &'static str {
         "a socket"
     } else {
         "a special file"
-    }
+    })
+}
+
+fn describe(t: std::fs::FileType) -> &'static str {
+    special_kind(t).unwrap_or("a regular file")
 }
 
 /// Open `path` for reading only if it is a regular file (symlinks followed).

@@ -405,3 +405,48 @@ fn an_f_entry_whose_interpreter_path_became_a_fifo_is_reported_not_opened() {
     assert_error_line(&out, "is a FIFO (named pipe), not a regular file");
     assert_eq!(sb.snapshot(), before, "{}", out.shown());
 }
+
+#[test]
+fn config_init_never_replaces_a_special_file_even_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = mkfifo(&dir.path().join("config.fifo"));
+    let sub = dir.path().join("config.d");
+    std::fs::create_dir(&sub).unwrap();
+    // A private null device node (as root), so a regression replaces only this node.
+    let dev = dir.path().join("null");
+    let made = nix::sys::stat::mknod(
+        &dev,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    );
+    let mut cases = vec![
+        (fifo.clone(), "a FIFO (named pipe)"),
+        (sub.clone(), "a directory"),
+    ];
+    match made {
+        Ok(()) => cases.push((dev.clone(), "a character device")),
+        Err(e) => eprintln!("not checked with a device node: mknod: {e} (not root?)"),
+    }
+    use std::os::unix::fs::FileTypeExt;
+    for (p, what) in cases {
+        let s = p.to_str().unwrap();
+        for force in [false, true] {
+            let mut args = vec!["config", "init", "--output", s];
+            if force {
+                args.push("--force");
+            }
+            let out = run_with_deadline(&mut on_host(&args));
+            assert_code(&out, 1);
+            assert_error_line(&out, &format!("config {s}: is {what}, not a regular file"));
+            let t = std::fs::metadata(&p).unwrap().file_type();
+            assert!(
+                t.is_fifo() || t.is_dir() || t.is_char_device(),
+                "{s} was replaced\n{}",
+                out.shown()
+            );
+        }
+    }
+    // Only the three are in the directory: no temporary file was left behind.
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() <= 3);
+}
