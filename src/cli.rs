@@ -19,6 +19,17 @@ use crate::{
     report::{Report, ServiceVerb},
 };
 
+/// Every `--timeout SECS` takes 1 to this many seconds (an hour), checked when parsed:
+/// a larger one would overflow the deadline arithmetic (`Instant + Duration`) after
+/// something was registered.
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// The parser of every `--timeout SECS`: 1..=[`MAX_TIMEOUT_SECS`], a usage error (exit 2,
+/// naming the flag and the range) otherwise, before anything is touched.
+fn secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS)
+}
+
 const ABOUT: &str = "Run foreign-architecture binaries and containers: qemu-user-static in binfmt_misc, registered right.";
 
 #[derive(Parser)]
@@ -198,8 +209,8 @@ pub struct EnableArgs {
     /// Print the register strings; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Seconds each verification may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds each verification may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -223,8 +234,8 @@ pub struct StatusArgs {}
 pub struct TestArgs {
     #[arg(value_name = "ARCH")]
     pub archs: Vec<String>,
-    /// Seconds each test program may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds each test program may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -297,11 +308,11 @@ pub struct InspectArgs {
     /// config contradicts the index (`config_platform`, `mismatch` in JSON).
     #[arg(long)]
     pub verify_platforms: bool,
-    /// Images inspected at once.
+    /// Images inspected at once (1-256).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
-    /// Seconds each request may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds each request may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
 }
 
@@ -318,8 +329,8 @@ pub struct PickArgs {
     /// Allow plain HTTP and unverified TLS for every registry.
     #[arg(long)]
     pub insecure: bool,
-    /// Seconds each registry request may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Seconds each registry request may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
     /// Whose local images to use when the registry does not know the image or cannot be
     /// reached: docker, podman or nerdctl [default: ARCHCTL_ENGINE, else the first on
@@ -402,8 +413,8 @@ pub enum EmulatorsAction {
         /// Where to install.
         #[arg(long, value_name = "DIR", default_value = crate::bundle::DEFAULT_DEST)]
         dest: PathBuf,
-        /// Seconds the download may stall.
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        /// Seconds the download may stall (1-3600).
+        #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
         timeout: u64,
     },
     /// Pack installed static emulators into a tar.gz for an offline guest.
@@ -710,6 +721,46 @@ mod tests {
                 f, l,
                 "{name}: the lone subcommand differs from the full tree's"
             );
+        }
+    }
+
+    /// Every `--timeout` is 1..=MAX_TIMEOUT_SECS, on the fast path and the full tree.
+    #[test]
+    fn timeouts_are_range_checked_when_parsed() {
+        let parse = |v: &[&str]| Cli::parse_args(v.iter().map(OsString::from));
+        let huge = "9223372036854775807";
+        for cmd in [
+            &["archctl", "enable", "x86_64", "--timeout"][..],
+            &["archctl", "test", "--timeout"],
+            &["archctl", "inspect", "alpine", "--timeout"],
+            &["archctl", "pick", "alpine", "--timeout"],
+            &[
+                "archctl",
+                "emulators",
+                "install",
+                "--from",
+                "f",
+                "--sha256",
+                "0",
+                "--timeout",
+            ],
+        ] {
+            for bad in ["0", "3601", huge] {
+                let args = [cmd, &[bad]].concat();
+                let kind = parse(&args).err().map(|e| e.kind());
+                assert_eq!(
+                    kind,
+                    Some(clap::error::ErrorKind::ValueValidation),
+                    "{args:?}"
+                );
+                // The full tree (help, unusual argv) says the same.
+                let full = Cli::try_parse_from(&args).err().map(|e| e.kind());
+                assert_eq!(full, kind, "{args:?}");
+            }
+            for good in ["1", "3600"] {
+                let args = [cmd, &[good]].concat();
+                assert!(parse(&args).is_ok(), "{args:?}");
+            }
         }
     }
 

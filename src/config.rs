@@ -17,6 +17,9 @@ use crate::{
 /// Default location (`--config` / `ARCHCTL_CONFIG` override it).
 pub const DEFAULT_PATH: &str = "/etc/archctl/config.toml";
 
+/// The most of a configuration file archctl reads: the commented default is under 2 KiB.
+pub const MAX_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path}: {why}")]
@@ -29,6 +32,11 @@ pub enum ConfigError {
     },
     #[error("config {path} exists already")]
     Exists { path: PathBuf },
+    /// A FIFO, device, socket or directory: never read.
+    #[error("config {}: is {what}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("config {}: larger than {}, the most archctl reads of it", path.display(), crate::fsutil::human_size(MAX_BYTES))]
+    TooLarge { path: PathBuf },
 }
 
 impl ConfigError {
@@ -38,6 +46,12 @@ impl ConfigError {
             ConfigError::Invalid { .. } => {
                 Some("`archctl config init --output FILE` writes a commented example".into())
             }
+            ConfigError::NotRegular { .. } => Some(
+                "point --config (or ARCHCTL_CONFIG) at a regular file; `archctl config init --output FILE` writes one".into(),
+            ),
+            ConfigError::TooLarge { .. } => Some(
+                "a configuration is a few lines: point --config (or ARCHCTL_CONFIG) at archctl's config.toml".into(),
+            ),
             ConfigError::Io { .. } => None,
         }
     }
@@ -141,20 +155,26 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     }
 
-    /// Parse and validate; a missing file is the default configuration.
+    /// Parse and validate; a missing file is the default configuration. Only a regular
+    /// file is read, and at most [`MAX_BYTES`] of it (see [`crate::fsutil::read_bounded`]):
+    /// a FIFO, `/dev/zero` or a directory is an error, never a hang or a flood.
     pub fn load(path: &Path, table: &Table) -> Result<(Config, bool), ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        use crate::fsutil::OpenError;
+        let bytes = match crate::fsutil::read_bounded(path, MAX_BYTES) {
+            Ok(b) => b,
+            Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Config::default(), false));
             }
-            Err(source) => {
-                return Err(ConfigError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
+            Err(OpenError::Io { path, source }) => return Err(ConfigError::Io { path, source }),
+            Err(OpenError::NotRegular { path, what }) => {
+                return Err(ConfigError::NotRegular { path, what });
             }
+            Err(OpenError::TooLarge { path, .. }) => return Err(ConfigError::TooLarge { path }),
         };
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            why: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        })?;
         let c = Config::parse(&text, table).map_err(|why| ConfigError::Invalid {
             path: path.to_path_buf(),
             why,
@@ -231,16 +251,26 @@ impl Config {
 
 /// Write the commented default configuration to `path` (`archctl config init`):
 /// atomically, readable by all (it holds no secrets, and `archctl config show` works for
-/// any user), never over an existing file unless `force`.
+/// any user), never over an existing file unless `force`, and never over anything but a
+/// regular file (the rename would put a file where a device, FIFO or socket was: `--output
+/// /dev/null --force` must not replace /dev/null).
 pub fn write_default(path: &Path, force: bool) -> Result<(), ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if path.exists() && !force {
-        return Err(ConfigError::Exists {
-            path: path.to_path_buf(),
-        });
+    if let Ok(m) = std::fs::metadata(path) {
+        if let Some(what) = crate::fsutil::special_kind(m.file_type()) {
+            return Err(ConfigError::NotRegular {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
+        if !force {
+            return Err(ConfigError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
     }
     std::fs::create_dir_all(crate::fsutil::parent_dir(path)).map_err(io)?;
     crate::fsutil::write_atomic(path, DEFAULT_TEXT.as_bytes(), 0o644).map_err(|e| io(e.source))

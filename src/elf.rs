@@ -2,7 +2,6 @@
 //! ELF header and program headers are read, never the whole file (emulators are MBs).
 
 use std::{
-    fs::File,
     io::{self, Read},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -13,6 +12,8 @@ use goblin::{
     elf::{Elf, header, program_header},
 };
 use serde::Serialize;
+
+use crate::fsutil::{OpenError, open_regular};
 
 /// Bytes kept from the start of the file: enough for every binfmt magic.
 pub const HEADER_BYTES: usize = 128;
@@ -30,6 +31,23 @@ pub enum ElfError {
     },
     #[error("{path} is not an ELF executable: {why}")]
     NotElf { path: PathBuf, why: String },
+    /// A FIFO, device, socket or directory: never opened in a way that could block.
+    #[error("{}: is {what}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
+}
+
+impl From<OpenError> for ElfError {
+    fn from(e: OpenError) -> ElfError {
+        match e {
+            OpenError::Io { path, source } => ElfError::Io { path, source },
+            OpenError::NotRegular { path, what } => ElfError::NotRegular { path, what },
+            // open_regular never says this; kept an I/O error rather than a panic.
+            OpenError::TooLarge { path, .. } => ElfError::Io {
+                path,
+                source: io::Error::other("too large"),
+            },
+        }
+    }
 }
 
 /// What archctl needs to know about an ELF file.
@@ -88,13 +106,15 @@ impl ElfInfo {
         })
     }
 
-    /// Read and parse a file's headers.
+    /// Read and parse a file's headers. Only a regular file is read ([`open_regular`]:
+    /// a FIFO or a device is an error, never a hang), and only its headers: at most
+    /// 4 KiB from the start, 64 KiB of program headers and 4 KiB of PT_INTERP.
     pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
         let io_err = |source| ElfError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = File::open(path).map_err(io_err)?;
+        let mut f = open_regular(path)?;
         let mut buf = [0u8; FIRST_READ];
         let mut n = 0;
         while n < buf.len() {
@@ -177,5 +197,14 @@ mod tests {
             ElfInfo::read(&dir.path().join("missing")),
             Err(ElfError::Io { .. })
         ));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            assert!(
+                matches!(ElfInfo::read(p), Err(ElfError::NotRegular { .. })),
+                "{}",
+                p.display()
+            );
+        }
     }
 }

@@ -53,6 +53,9 @@ impl EmulatorError {
             EmulatorError::WrongMachine { .. } => {
                 Some("use the emulator built for this machine (qemu-user-static for this host's architecture)".into())
             }
+            EmulatorError::Elf(ElfError::NotRegular { .. }) => Some(
+                "an emulator must be a regular file (a qemu-user-static binary): point --emulator, --emulator-dir or the configuration's [emulators] at one".into(),
+            ),
             EmulatorError::Elf(_) => Some("point --emulator at a qemu-user-static binary".into()),
         }
     }
@@ -144,7 +147,9 @@ impl Search {
     }
 }
 
-/// Check that a file is an ELF this host runs and (if required) statically linked.
+/// Check that a file is an ELF this host runs and (if required) statically linked. Only
+/// a regular file's headers are read ([`ElfInfo::read`]): a FIFO or device named as an
+/// emulator is an error, never a hang.
 pub fn check(
     path: &Path,
     table: &Table,

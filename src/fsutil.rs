@@ -1,10 +1,144 @@
-//! File-system helpers shared by the modules that write files.
+//! File-system helpers shared by the modules that read and write files: [`open_regular`]
+//! and [`read_bounded`] for every path a user or the table names (they never block on a
+//! FIFO, never stream a device, never read more than a cap), [`write_atomic`] for writes.
 
 use std::{
-    io::{self, Write},
-    os::unix::fs::PermissionsExt,
+    fs::File,
+    io::{self, Read, Write},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
+
+/// Why [`open_regular`] or [`read_bounded`] failed. Displays as `PATH: why`.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// open(2), fstat(2) or read(2) failed (`NotFound` when the path does not exist).
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The path names something that is not a regular file.
+    #[error("{}: is {what}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
+    /// The file holds more than the caller's cap.
+    #[error("{}: larger than {}, the most archctl reads of it", path.display(), human_size(*limit))]
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
+impl OpenError {
+    /// The I/O error, when that is what it is (to tell "absent" from the rest).
+    pub fn io(&self) -> Option<&io::Error> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// `1 MiB`, `100 bytes`: caps in messages.
+pub fn human_size(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// What a file type is when it is not a regular file, for messages (`a FIFO (named
+/// pipe)`, `a directory`...); None for a regular file.
+pub fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    })
+}
+
+fn describe(t: std::fs::FileType) -> &'static str {
+    special_kind(t).unwrap_or("a regular file")
+}
+
+/// Open `path` for reading only if it is a regular file (symlinks followed).
+///
+/// What decides is fstat(2) on the opened descriptor, so a path swapped between a check
+/// and the open is still caught (no stat-then-open race): FIFOs, devices, sockets and
+/// directories are [`OpenError::NotRegular`]. The open itself is
+/// `O_NONBLOCK|O_NOCTTY|O_CLOEXEC`, so a FIFO without a writer cannot block it and a
+/// terminal cannot become the controlling one; O_NONBLOCK has no effect on reading a
+/// regular file. A stat(2) first keeps a path that already names something else from
+/// being opened at all (opening some devices acts: a watchdog arms, a tape rewinds), and
+/// answers "absent" without an open.
+pub fn open_regular(path: &Path) -> Result<File, OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_regular = |t: std::fs::FileType| OpenError::NotRegular {
+        path: path.to_path_buf(),
+        what: describe(t),
+    };
+    let t = std::fs::metadata(path).map_err(io_err)?.file_type();
+    if !t.is_file() {
+        return Err(not_regular(t));
+    }
+    open_checked(path)
+}
+
+/// The open and the fstat of [`open_regular`], which alone decide (and never block).
+fn open_checked(path: &Path) -> Result<File, OpenError> {
+    let io_err = |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err)?;
+    let t = f.metadata().map_err(io_err)?.file_type();
+    if !t.is_file() {
+        return Err(OpenError::NotRegular {
+            path: path.to_path_buf(),
+            what: describe(t),
+        });
+    }
+    Ok(f)
+}
+
+/// The whole of the regular file `path` ([`open_regular`]), at most `limit` bytes: a
+/// longer file (or one that keeps growing while read, as some /proc files do) is
+/// [`OpenError::TooLarge`], never read further than `limit + 1` bytes.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, OpenError> {
+    let f = open_regular(path)?;
+    let mut buf = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(OpenError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
 
 /// The directory a file is in: `.` for a bare file name.
 pub fn parent_dir(path: &Path) -> &Path {
@@ -48,6 +182,59 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opens_regular_files_only_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a plain open(2) would block here forever.
+        for (p, what) in [
+            (fifo.as_path(), "a FIFO (named pipe)"),
+            (Path::new("/dev/zero"), "a character device"),
+            (dir.path(), "a directory"),
+        ] {
+            match open_regular(p) {
+                Err(OpenError::NotRegular { path, what: w }) => {
+                    assert_eq!((path.as_path(), w), (p, what));
+                }
+                other => panic!("{}: {other:?}", p.display()),
+            }
+            let e = read_bounded(p, 10).unwrap_err().to_string();
+            assert_eq!(e, format!("{}: is {what}, not a regular file", p.display()));
+        }
+        // A path that became a FIFO after the stat is caught by the open and fstat alone,
+        // which do not block either.
+        assert!(matches!(
+            open_checked(&fifo),
+            Err(OpenError::NotRegular {
+                what: "a FIFO (named pipe)",
+                ..
+            })
+        ));
+        let missing = open_regular(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(
+            missing.io().map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
+        );
+    }
+
+    #[test]
+    fn reads_up_to_the_cap_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&p, 10).unwrap(), b"0123456789");
+        let e = read_bounded(&p, 9).unwrap_err();
+        assert!(matches!(e, OpenError::TooLarge { limit: 9, .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("larger than 9 bytes, the most archctl reads of it")
+        );
+        std::fs::write(&p, vec![b'x'; 2 << 20]).unwrap();
+        let e = read_bounded(&p, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+    }
 
     #[test]
     fn replaces_the_file_with_the_given_mode() {
