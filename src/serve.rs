@@ -187,11 +187,7 @@ fn is_absent(e: &io::Error) -> bool {
 /// Byte for byte, in chunks (both files are regular files of equal length).
 fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
     let open = |p: &Path| -> io::Result<File> {
-        let f = File::open(p)?;
-        if !f.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        Ok(f)
+        crate::fsutil::open_regular(p).map_err(|e| io::Error::other(e.to_string()))
     };
     let (mut fa, mut fb) = (open(a)?, open(b)?);
     let mut ba = vec![0u8; 64 * 1024];

@@ -67,10 +67,30 @@ fn compose_alias_bomb_is_refused_quickly_within_512_mib() {
     assert_code(&out, 2);
     assert_error_line(&out, "alias bomb");
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    // A file that never ends (a FIFO, a device) is cut at the size cap.
+    // A file that never ends (a device) or never begins (a FIFO without a writer) is
+    // refused before it is read; a regular file is cut at the size cap.
     let (out, _) = limited(
         &[MEM_512M],
         &["compose-platforms", "--no-enable", "/dev/zero"],
+        &[],
+    );
+    assert_code(&out, 2);
+    assert_error_line(&out, "/dev/zero: is a character device, not a regular file");
+    let fifo = dir.path().join("fifo.yml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (out, took) = limited(
+        &[MEM_512M],
+        &["compose-platforms", "--no-enable", fifo.to_str().unwrap()],
+        &[],
+    );
+    assert_code(&out, 2);
+    assert_error_line(&out, "is a FIFO (named pipe), not a regular file");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let big = dir.path().join("big.yml");
+    std::fs::write(&big, vec![b'#'; (4 << 20) + 1]).unwrap();
+    let (out, _) = limited(
+        &[MEM_512M],
+        &["compose-platforms", "--no-enable", big.to_str().unwrap()],
         &[],
     );
     assert_code(&out, 2);

@@ -25,7 +25,7 @@ pub fn compose_platforms(
 ) -> Result<ComposeReport, CommandError> {
     use yaml_rust2::{Yaml, YamlLoader};
     let bad = |why: String| CommandError::Usage(format!("{}: {why}", file.display()));
-    let text = read_bounded(file).map_err(bad)?;
+    let text = read_compose(file)?;
     check_yaml_size(&text).map_err(bad)?;
     let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(e.to_string()))?;
     let services = docs
@@ -156,21 +156,13 @@ pub const MAX_YAML_NODES: u64 = 100_000;
 /// Deepest nesting of sequences and mappings accepted.
 pub const MAX_YAML_DEPTH: usize = 128;
 
-/// The file's text, at most [`MAX_COMPOSE_BYTES`] (a FIFO or `/dev/zero` included).
-fn read_bounded(file: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(MAX_COMPOSE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_COMPOSE_BYTES {
-        return Err(format!(
-            "larger than {} MiB, more than a compose file archctl accepts",
-            MAX_COMPOSE_BYTES >> 20
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+/// The file's text, at most [`MAX_COMPOSE_BYTES`], from a regular file only (a FIFO
+/// cannot block it, `/dev/zero` cannot flood it: [`crate::fsutil::read_bounded`]).
+fn read_compose(file: &Path) -> Result<String, CommandError> {
+    let bytes = crate::fsutil::read_bounded(file, MAX_COMPOSE_BYTES)
+        .map_err(|e| CommandError::Usage(format!("compose file {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| CommandError::Usage(format!("{}: not UTF-8: {e}", file.display())))
 }
 
 /// Walk the YAML's events (linear in the text: aliases are not expanded here) and
