@@ -476,6 +476,8 @@ pub trait BinfmtFs: Send + Sync {
     /// Is binfmt_misc mounted at `dir`?
     fn is_mounted(&self) -> Result<bool, BinfmtError>;
     fn mount(&self) -> Result<(), BinfmtError>;
+    /// Take back a mount this process made (lazily: open files on it may remain).
+    fn unmount(&self) -> Result<(), BinfmtError>;
     /// The global `status` switch (`enabled`/`disabled`).
     fn status_enabled(&self) -> Result<bool, BinfmtError>;
     /// Every entry, sorted by name.
@@ -608,6 +610,15 @@ impl BinfmtFs for KernelBinfmt {
                 path: self.dir.clone(),
                 source,
             },
+        })
+    }
+
+    fn unmount(&self) -> Result<(), BinfmtError> {
+        nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH).map_err(|source| {
+            BinfmtError::Mount {
+                path: self.dir.clone(),
+                source,
+            }
         })
     }
 
@@ -757,6 +768,11 @@ impl BinfmtFs for MemoryBinfmt {
         self.with(|s| s.mounted = true);
         Ok(())
     }
+    fn unmount(&self) -> Result<(), BinfmtError> {
+        self.with(|s| s.mounted = false);
+        Ok(())
+    }
+
     fn status_enabled(&self) -> Result<bool, BinfmtError> {
         Ok(true)
     }

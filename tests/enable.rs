@@ -946,3 +946,24 @@ fn an_entry_never_proven_is_proven_by_the_next_verifying_enable() {
     assert_error_line(&out, "registered earlier and never proven");
     assert!(sb.entries().contains(&format!("qemu-{FOREIGN2}")));
 }
+
+#[test]
+fn a_failed_enable_takes_back_the_mount_it_made() {
+    require_sandbox!();
+    let sb = Sandbox::new();
+    assert!(!sb.is_mounted());
+    // Bad input found after mounting (the emulator is checked against the table).
+    let out = sb.archctl(&["enable", FOREIGN, "--emulator", "/nonexistent/qemu"]);
+    assert_code(&out, 1);
+    assert!(!sb.is_mounted(), "a failed enable left binfmt_misc mounted");
+    // A verification failure that rolls the run back, likewise.
+    let host = archctl::host::Host::detect(archctl::arch::Table::builtin());
+    let fake = support::write_program(sb.tmp.path(), host.arch.as_deref().unwrap());
+    let out = sb.archctl(&["enable", FOREIGN2, "--emulator", fake.to_str().unwrap()]);
+    assert_code(&out, 1);
+    assert_error_line(&out, "verification failed");
+    assert!(!sb.is_mounted());
+    // A run that succeeds keeps it.
+    assert_code(&sb.archctl(&["enable", FOREIGN]), 0);
+    assert!(sb.is_mounted());
+}

@@ -105,6 +105,26 @@ pub fn enable(
     }
 }
 
+/// A mount made by this run, taken back when the run fails (dropped without `keep`).
+struct MountGuard<'a> {
+    fs: &'a dyn crate::binfmt::BinfmtFs,
+    armed: bool,
+}
+
+impl MountGuard<'_> {
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for MountGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.fs.unmount();
+        }
+    }
+}
+
 fn mounted_now(ctx: &Context) -> bool {
     ctx.fs.is_mounted().unwrap_or(false)
 }
@@ -147,6 +167,11 @@ fn enable_all_served(
         false
     } else {
         ctx.ensure_mounted()?
+    };
+    // A run that fails takes back the mount it made, leaving the system as it was.
+    let mount = MountGuard {
+        fs: ctx.fs.as_ref(),
+        armed: mounted,
     };
     let _lock = if dry_run { None } else { Some(ctx.fs.lock()?) };
     // Registering while the kernel ignores every entry would report success for nothing.
@@ -235,6 +260,7 @@ fn enable_all_served(
     let applied = plan::apply(&plan, ctx.fs.as_ref())?;
     if !verify_after {
         applied.keep();
+        mount.keep();
         return Ok(report);
     }
     // Entries registered earlier and never proven are proven now (they are not this
@@ -332,6 +358,7 @@ fn enable_all_served(
             None => format!("{summary} (rolled back alone; everything else is in place)"),
         });
         unproven.store();
+        mount.keep();
         return Ok(report);
     }
     unproven.store();
@@ -341,6 +368,7 @@ fn enable_all_served(
         format!("verification failed: {}", failures.join("; "))
     } else {
         applied.keep();
+        mount.keep();
         return Ok(report);
     };
     report.error = Some(format!("{why} ({})", applied.roll_back()));
