@@ -413,7 +413,8 @@ pub enum EmulatorsAction {
         /// Where to install.
         #[arg(long, value_name = "DIR", default_value = crate::bundle::DEFAULT_DEST)]
         dest: PathBuf,
-        /// Seconds the download may stall (1-3600).
+        /// Seconds (1-3600) for the answer to start and for each 64 KiB to arrive; the
+        /// whole download must end within 30 times this.
         #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
         timeout: u64,
     },
