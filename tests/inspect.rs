@@ -870,3 +870,39 @@ fn verify_platforms_reports_configs_that_contradict_the_index() {
     let (_, v) = env.inspect(&[&f.mismatched.reference(&reg.addr())]);
     assert!(v["images"][0]["platforms"][0].get("mismatch").is_none());
 }
+
+#[test]
+fn one_registrys_wrong_media_type_never_poisons_another_images_cached_manifest() {
+    let env = Env::new();
+    let reg = Registry::start(RegistryAuth::None);
+    let f = push_fixtures(&reg);
+    let index = f.oci_index.clone();
+    // A registry that serves the same index bytes (so the same digest) labelled as an
+    // image manifest.
+    let raw = index.raw.clone();
+    let evil = FakeServer::start(move |target, _| {
+        if target.starts_with("/v2/") && target.contains("/manifests/") {
+            (
+                200,
+                vec![(
+                    "Content-Type".into(),
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                raw.clone(),
+            )
+        } else {
+            (
+                200,
+                vec![("Content-Type".into(), "application/json".into())],
+                b"{}".to_vec(),
+            )
+        }
+    });
+    let (_, _) = env.inspect(&[&format!("{}/evil/x@{}", evil.addr, index.digest)]);
+    // The real image by the same digest, through the same cache: its platforms.
+    let (out, v) = env.inspect(&[&index
+        .reference(&reg.addr())
+        .replace(&format!(":{}", index.tag), &format!("@{}", index.digest))]);
+    assert_code(&out, 0);
+    assert_eq!(platforms(&v["images"][0]), expected(&index), "{v}");
+}
