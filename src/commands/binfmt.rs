@@ -445,13 +445,27 @@ pub(super) fn entry_statuses(
     ctx: &Context,
     native: &Native,
     entries: &[Entry],
+    keep: &dyn Fn(&str) -> bool,
 ) -> Vec<EntryStatus> {
-    let mut statuses: Vec<EntryStatus> = entries
+    // Classified once; only the kept ones are looked at further (their interpreters
+    // read, and tested when not visible).
+    let kept: Vec<(&Entry, String)> = entries
         .iter()
-        .map(|e| entry_status(ctx, native, e))
+        .map(|e| {
+            let arch = serve::selected_rules(ctx.table, &e.matcher)
+                .first()
+                .map_or_else(|| "unknown".to_string(), |r| r.name.clone());
+            (e, arch)
+        })
+        .filter(|(_, arch)| keep(arch))
         .collect();
-    let invisible: Vec<(usize, Job)> = entries
+    let mut statuses: Vec<EntryStatus> = kept
         .iter()
+        .map(|(e, arch)| entry_status(ctx, native, e, arch.clone()))
+        .collect();
+    let invisible: Vec<(usize, Job)> = kept
+        .iter()
+        .map(|(e, _)| *e)
         .zip(&statuses)
         .enumerate()
         .filter(|(_, (e, st))| !st.interpreter_visible && e.enabled && e.flags.fix_binary)
@@ -487,7 +501,7 @@ pub(super) fn entry_statuses(
     statuses
 }
 
-fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
+fn entry_status(ctx: &Context, native: &Native, e: &Entry, arch: String) -> EntryStatus {
     let (magic, mask, offset, extension) = match &e.matcher {
         Matcher::Magic {
             offset,
@@ -501,9 +515,6 @@ fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
         ),
         Matcher::Extension(x) => (None, None, None, Some(format!(".{x}"))),
     };
-    let arch = serve::selected_rules(ctx.table, &e.matcher)
-        .first()
-        .map(|r| r.name.clone());
     let managed = e
         .name
         .strip_prefix("qemu-")
@@ -523,7 +534,7 @@ fn entry_status(ctx: &Context, native: &Native, e: &Entry) -> EntryStatus {
     };
     EntryStatus {
         name: e.name.clone(),
-        arch: arch.unwrap_or_else(|| "unknown".into()),
+        arch,
         enabled: e.enabled,
         interpreter: e.interpreter.clone(),
         flags: e.flags.to_string(),
@@ -565,7 +576,7 @@ pub fn status(ctx: &Context) -> Result<StatusReport, CommandError> {
             mounted,
             enabled,
         },
-        entries: entry_statuses(ctx, &native, &entries),
+        entries: entry_statuses(ctx, &native, &entries, &|_| true),
         native: native.arches,
     })
 }

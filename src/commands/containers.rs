@@ -54,16 +54,9 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
     {
         // Only the handlers of the wanted targets: one registered from a container is
         // known to work only by running its test program (a QEMU start-up each).
-        let enabled: Vec<_> = entries
-            .into_iter()
-            .filter(|x| x.enabled)
-            .filter(|x| {
-                crate::serve::selected_rules(ctx.table, &x.matcher)
-                    .first()
-                    .is_some_and(|r| wanted.iter().any(|w| w.name == r.name))
-            })
-            .collect();
-        for st in super::binfmt::entry_statuses(ctx, native, &enabled) {
+        let enabled: Vec<_> = entries.into_iter().filter(|x| x.enabled).collect();
+        let wanted_arch = |arch: &str| wanted.iter().any(|w| w.name == arch);
+        for st in super::binfmt::entry_statuses(ctx, native, &enabled, &wanted_arch) {
             if st.interpreter_ok && st.arch != "unknown" {
                 if st.arch == "x86_64" && e.x86_64_emulator.is_none() {
                     e.x86_64_emulator = Some(st.interpreter.clone());
