@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::RegistryIsolated;
+
 use support::RunExt;
 
 use std::{
@@ -226,10 +228,7 @@ fn archctl(docker: &Dockerd, cache: &Path, args: &[&str]) -> support::Run {
     Command::new(ARCHCTL)
         .args(args)
         .env("DOCKER_HOST", docker.host())
-        .env("ARCHCTL_CACHE_DIR", cache)
-        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-        .env("DOCKER_CONFIG", cache)
+        .registry_isolated(cache, cache)
         .env_remove("ARCHCTL_ENGINE")
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
@@ -409,10 +408,7 @@ impl Podman {
             "CONTAINERS_STORAGE_CONF",
             self.tmp.path().join("storage.conf"),
         )
-        .env("ARCHCTL_CACHE_DIR", self.tmp.path().join("cache"))
-        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-        .env("DOCKER_CONFIG", self.tmp.path())
+        .registry_isolated(self.tmp.path().join("cache"), self.tmp.path())
         .env("REGISTRY_AUTH_FILE", self.tmp.path().join("auth.json"))
         .env_remove("ARCHCTL_ENGINE");
     }

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::RegistryIsolated;
+
 use std::{
     io::Read,
     path::Path,
@@ -27,10 +29,7 @@ fn limited(limits: &[&str], args: &[&str], env: &[(&str, &str)]) -> (support::Ru
         .arg("--")
         .arg(ARCHCTL)
         .args(args)
-        .env("ARCHCTL_CACHE_DIR", cache.path())
-        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-        .env("DOCKER_CONFIG", cache.path())
+        .registry_isolated(cache.path(), cache.path())
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
         .env_remove("HTTPS_PROXY")

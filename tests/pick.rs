@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::RegistryIsolated;
+
 use support::RunExt;
 
 use serde_json::Value;
@@ -14,10 +16,7 @@ fn pick(args: &[&str]) -> (support::Run, Value) {
     let out = std::process::Command::new(ARCHCTL)
         .args(["--json", "pick"])
         .args(args)
-        .env("ARCHCTL_CACHE_DIR", cache.path())
-        .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-        .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-        .env("DOCKER_CONFIG", cache.path())
+        .registry_isolated(cache.path(), cache.path())
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
         .run();
@@ -557,10 +556,7 @@ fn pick_without_an_engine_asks_only_the_registry() {
             .args(args)
             .env("PATH", empty.path())
             .env_remove("ARCHCTL_ENGINE")
-            .env("ARCHCTL_CACHE_DIR", empty.path().join("cache"))
-            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-            .env("DOCKER_CONFIG", empty.path())
+            .registry_isolated(empty.path().join("cache"), empty.path())
             .run()
     };
     let out = pick(&[&known]);

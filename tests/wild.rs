@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::RegistryIsolated;
+
 use std::{collections::BTreeMap, path::Path};
 
 use serde::Deserialize;
@@ -402,10 +404,7 @@ fn pick_and_run_use_a_handler_registered_from_a_container() {
             .arg(&sb.dir)
             .args(args)
             .env("ARCHCTL_RUNTIME_DIR", sb.runtime_dir())
-            .env("ARCHCTL_CACHE_DIR", &cache)
-            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
-            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
-            .env("DOCKER_CONFIG", &cache)
+            .registry_isolated(&cache, &cache)
             .env("ARCHCTL_ENGINE", "podman")
             .output()
             .unwrap()

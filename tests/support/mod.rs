@@ -455,3 +455,31 @@ pub fn tree_snapshot(
     }
     m
 }
+
+/// A command talking to registries with nothing of the user's: archctl's cache in
+/// `cache`, Docker's config.json read from `docker_config`, no daemon.json or
+/// registries.conf, no proxy.
+pub trait RegistryIsolated {
+    fn registry_isolated(
+        &mut self,
+        cache: impl AsRef<Path>,
+        docker_config: impl AsRef<Path>,
+    ) -> &mut Self;
+}
+
+impl RegistryIsolated for Command {
+    fn registry_isolated(
+        &mut self,
+        cache: impl AsRef<Path>,
+        docker_config: impl AsRef<Path>,
+    ) -> &mut Self {
+        self.env("ARCHCTL_CACHE_DIR", cache.as_ref())
+            .env("ARCHCTL_DOCKER_DAEMON_JSON", "/nonexistent")
+            .env("ARCHCTL_REGISTRIES_CONF", "/nonexistent")
+            .env("DOCKER_CONFIG", docker_config.as_ref());
+        for k in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"] {
+            self.env_remove(k);
+        }
+        self
+    }
+}
