@@ -265,7 +265,15 @@ fn debian_entries_loaded_by_systemd_binfmt_serve() {
     let before = sb.snapshot();
     let (out, by_arch) = enable_all(&sb, &[]);
     assert_code(&out, 0);
-    for name in &loaded {
+    // (Debian ships no entry for the host's own family; should one be loaded, archctl
+    // reports it skipped-native, whatever it is: only the foreign ones are compared.)
+    let native = native(&sb);
+    let foreign: Vec<&String> = loaded
+        .iter()
+        .filter(|n| !native.iter().any(|a| a == target(n)))
+        .collect();
+    assert!(foreign.len() >= 20, "{foreign:?}");
+    for name in &foreign {
         let e = &by_arch[target(name)];
         assert_eq!(e["action"], "unchanged", "{e}");
         let why = e["equivalent"].as_str().unwrap();
@@ -282,7 +290,7 @@ fn debian_entries_loaded_by_systemd_binfmt_serve() {
     };
     unchanged(&sb);
     // One architecture by name, and boot, the same.
-    let one = target(&loaded[0]).to_string();
+    let one = target(foreign[0]).to_string();
     let (out, v) = sb.archctl_json(&["enable", &one]);
     assert_code(&out, 0);
     assert_eq!(v["entries"][0]["action"], "unchanged");
