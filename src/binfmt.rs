@@ -43,7 +43,7 @@ pub enum BinfmtError {
     Parse { name: String, why: String },
     #[error("interrupted by a signal before the change was complete")]
     Interrupted,
-    #[error("entry {name} (matched by extension) cannot be registered again by archctl")]
+    #[error("entry {name} (matched by extension) stays removed: archctl cannot register it again")]
     CannotRestore { name: String },
     #[error("invalid flags \"{0}\": use a subset of P, O, C, F (e.g. F or OCF)")]
     BadFlags(String),

@@ -59,6 +59,20 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted by a signal; nothing was installed")]
+    Interrupted,
+    #[error("{}: {source}; {undone}", path.display())]
+    Commit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        undone: Undone,
+    },
+    #[error(
+        "{} exists and is {what}: archctl replaces only files and symbolic links there; nothing was installed",
+        path.display()
+    )]
+    InTheWay { path: PathBuf, what: &'static str },
     #[error(
         "no emulators to pack: none of the selected architectures has a static emulator installed"
     )]
@@ -74,8 +88,21 @@ impl BundleError {
             BundleError::NothingToPack => {
                 Some("apt-get install qemu-user-static, or pass --emulator-dir".into())
             }
+            BundleError::InTheWay { .. } => {
+                Some("move it out of the way, or choose another --dest".into())
+            }
             _ => None,
         }
+    }
+}
+
+/// `e`, unless a signal has arrived: then what failed was the signal's doing.
+fn or_interrupted(e: BundleError) -> BundleError {
+    // A failed commit says itself what it took back.
+    if crate::interrupt::interrupted() && !matches!(e, BundleError::Commit { .. }) {
+        BundleError::Interrupted
+    } else {
+        e
     }
 }
 
@@ -237,7 +264,10 @@ pub struct InstallReport {
 }
 
 /// Fetch (file or http(s) URL), verify the checksum, check every entry and binary,
-/// then move the emulators into `dest` (each with an atomic rename).
+/// then move the emulators into `dest`: all of them or none. Everything is staged in a
+/// directory inside `dest`, which is removed on every error and on SIGINT, SIGTERM,
+/// SIGHUP or SIGQUIT (recorded while this runs, and answered within a fraction of a
+/// second); directories it had to create for `dest` are removed again too.
 pub fn install(
     table: &Table,
     native: &Native,
@@ -251,14 +281,51 @@ pub fn install(
     if expected.len() != 64 || !expected.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(BundleError::BadSha(sha256.to_string()));
     }
-    let created_dest = !dest.exists();
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
-    let result = install_into(table, native, source, &expected, dest, only, timeout);
-    if result.is_err() && created_dest {
-        // Leave the system as it was: no empty destination either.
-        let _ = std::fs::remove_dir(dest);
+    let _signals = crate::interrupt::Guard::install();
+    let created = create_dirs(dest)?;
+    let result =
+        install_into(table, native, source, &expected, dest, only, timeout).map_err(or_interrupted);
+    if result.is_err() {
+        // Leave the system as it was: no empty destination (or parents of it) either.
+        for d in created.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
     }
     result
+}
+
+/// `create_dir_all`, returning the directories it created, outermost first.
+fn create_dirs(dest: &Path) -> Result<Vec<PathBuf>, BundleError> {
+    let mut missing = Vec::new();
+    let mut d = Some(dest);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(p).is_ok() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    missing.reverse();
+    let mut created = Vec::new();
+    for p in missing {
+        match std::fs::create_dir(&p) {
+            Ok(()) => created.push(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for d in created.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
+                }
+                return Err(io(&p)(e));
+            }
+        }
+    }
+    if !dest.is_dir() {
+        return Err(io(dest)(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    Ok(created)
 }
 
 fn install_into(
@@ -280,7 +347,11 @@ fn install_into(
     let actual = if source.starts_with("http://") || source.starts_with("https://") {
         download(source, &archive, timeout)?
     } else {
-        let mut f = std::fs::File::open(source).map_err(io(Path::new(source)))?;
+        let mut f =
+            crate::fsutil::open_regular(Path::new(source)).map_err(|e| BundleError::Bad {
+                source_name: source.to_string(),
+                why: e.to_string(),
+            })?;
         let mut out = std::fs::File::create(&archive).map_err(io(&archive))?;
         copy_hashing(&mut f, &mut out, MAX_BUNDLE).map_err(|why| BundleError::Bad {
             source_name: source.to_string(),
@@ -398,18 +469,145 @@ fn install_into(
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).map_err(io(&p))?;
         emulator::check(&p, table, native, true).map_err(|e| bad(format!("{n}: {e}")))?;
     }
-    let mut installed = Vec::new();
-    for n in &wanted {
-        let to = dest.join(n);
-        std::fs::rename(unpacked_dir.join(n), &to).map_err(io(&to))?;
-        installed.push(to.display().to_string());
+    if crate::interrupt::interrupted() {
+        return Err(BundleError::Interrupted);
     }
+    let installed = commit(&unpacked_dir, dest, &wanted)?;
     Ok(InstallReport {
         source: source.to_string(),
         sha256: actual,
         dest: dest.display().to_string(),
         installed,
     })
+}
+
+/// One emulator moved into the destination, and how to take it back.
+enum Moved {
+    /// Nothing was there: remove it.
+    Created(PathBuf),
+    /// It replaced a file, which now waits at `old` (in staging): move that back.
+    Replaced { to: PathBuf, old: PathBuf },
+}
+
+/// What a failed commit took back, or could not.
+#[derive(Debug)]
+pub struct Undone {
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for Undone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.errors.is_empty() {
+            f.write_str("nothing was installed (the files already moved are back as they were)")
+        } else {
+            write!(f, "rollback incomplete: {}", self.errors.join("; "))
+        }
+    }
+}
+
+fn undo(moved: Vec<Moved>) -> Undone {
+    let mut errors = Vec::new();
+    for m in moved.into_iter().rev() {
+        let (r, what) = match &m {
+            Moved::Created(to) => (std::fs::remove_file(to), to),
+            Moved::Replaced { to, old } => (std::fs::rename(old, to), to),
+        };
+        if let Err(e) = r {
+            let state = match m {
+                Moved::Created(_) => "stays installed",
+                Moved::Replaced { .. } => "stays replaced",
+            };
+            errors.push(format!("{} {state}: {e}", what.display()));
+        }
+    }
+    Undone { errors }
+}
+
+/// Move `names` from `staging` into `dest`, all or none: each with one rename, a file
+/// already there exchanged with the new one in one step (`RENAME_EXCHANGE`, so the old
+/// one is never missing and waits in staging until the last has landed). A failure or
+/// a signal on the way moves every one back.
+fn commit(staging: &Path, dest: &Path, names: &[String]) -> Result<Vec<String>, BundleError> {
+    // Refused before anything moves: a directory (or stranger) where an emulator goes.
+    for n in names {
+        let to = dest.join(n);
+        if let Ok(m) = std::fs::symlink_metadata(&to) {
+            let t = m.file_type();
+            if !t.is_file() && !t.is_symlink() {
+                return Err(BundleError::InTheWay {
+                    path: to,
+                    what: crate::fsutil::special_kind(t).unwrap_or("a directory"),
+                });
+            }
+        }
+    }
+    let mut moved = Vec::new();
+    for n in names {
+        let from = staging.join(n);
+        let to = dest.join(n);
+        let r = if crate::interrupt::interrupted() {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted by a signal",
+            ))
+        } else {
+            move_in(&from, &to, staging)
+        };
+        match r {
+            Ok(m) => moved.push(m),
+            Err(source) => {
+                return Err(BundleError::Commit {
+                    path: to,
+                    source,
+                    undone: undo(moved),
+                });
+            }
+        }
+    }
+    Ok(names
+        .iter()
+        .map(|n| dest.join(n).display().to_string())
+        .collect())
+}
+
+fn move_in(from: &Path, to: &Path, staging: &Path) -> std::io::Result<Moved> {
+    use crate::fsutil::{rename_exchange, rename_noreplace};
+    match rename_noreplace(from, to) {
+        Ok(()) => return Ok(Moved::Created(to.to_path_buf())),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // A file system without renameat2 flags: a plain rename over nothing.
+            if std::fs::symlink_metadata(to).is_err() {
+                std::fs::rename(from, to)?;
+                return Ok(Moved::Created(to.to_path_buf()));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    match rename_exchange(from, to) {
+        // The old file is now where the new one was.
+        Ok(()) => Ok(Moved::Replaced {
+            to: to.to_path_buf(),
+            old: from.to_path_buf(),
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // No exchange here: move the old one aside first, then the new one in.
+            let mut old = staging.as_os_str().to_owned();
+            old.push("/.old-");
+            old.push(to.file_name().unwrap_or_default());
+            let old = PathBuf::from(old);
+            std::fs::rename(to, &old)?;
+            if let Err(e) = std::fs::rename(from, to) {
+                let _ = std::fs::rename(&old, to);
+                return Err(e);
+            }
+            Ok(Moved::Replaced {
+                to: to.to_path_buf(),
+                old,
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How many bytes a bundle of `packed` bytes may unpack to.
@@ -440,6 +638,9 @@ impl<R: Read> Capped<R> {
 
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if crate::interrupt::interrupted() {
+            return Err(std::io::Error::other("interrupted by a signal"));
+        }
         if self.left == 0 {
             // At the cap: fine if the stream ends here, an error if there is more.
             let n = self.inner.read(&mut [0u8; 1])?;
@@ -464,6 +665,9 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write, limit: u64) -> Result<Str
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
+        if crate::interrupt::interrupted() {
+            return Err("interrupted by a signal".into());
+        }
         let n = r.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             break;
@@ -479,6 +683,14 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write, limit: u64) -> Result<Str
         w.write_all(&buf[..n]).map_err(|e| e.to_string())?;
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// How often a download looks for a signal while it waits.
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `until`, or sooner: the next look for a signal.
+fn poll_until(until: tokio::time::Instant) -> tokio::time::Instant {
+    until.min(tokio::time::Instant::now() + SIGNAL_POLL)
 }
 
 /// Download to `to`, hashing as it comes, with a progress line on a terminal. Bounded
@@ -514,9 +726,17 @@ fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String
                 secs * u64::from(DEADLINE_FACTOR)
             ))
         };
-        let sent = timeout_at(start + timeout, client.get(url).send())
-            .await
-            .map_err(|_| err(format!("no answer within {secs} s (--timeout)")))?;
+        let mut send = std::pin::pin!(client.get(url).send());
+        let sent = loop {
+            match timeout_at(poll_until(start + timeout), &mut send).await {
+                Ok(sent) => break sent,
+                Err(_) if crate::interrupt::interrupted() => return Err(BundleError::Interrupted),
+                Err(_) if Instant::now() >= start + timeout => {
+                    return Err(err(format!("no answer within {secs} s (--timeout)")));
+                }
+                Err(_) => {}
+            }
+        };
         let mut resp = sent.map_err(|e| {
             let mut s = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -546,7 +766,10 @@ fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String
         let mut window_end = Instant::now() + timeout;
         let mut window_got = 0u64;
         loop {
-            let next = timeout_at(window_end.min(deadline), resp.chunk()).await;
+            let next = timeout_at(poll_until(window_end.min(deadline)), resp.chunk()).await;
+            if crate::interrupt::interrupted() {
+                return Err(BundleError::Interrupted);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(late(got));
@@ -564,6 +787,7 @@ fn download(url: &str, to: &Path, timeout: std::time::Duration) -> Result<String
                 window_got = 0;
             }
             let chunk = match next {
+                // A poll for signals, the end of a progress window: wait on.
                 Err(_) => continue,
                 Ok(Err(e)) => return Err(err(format!("interrupted after {got} bytes: {e}"))),
                 Ok(Ok(None)) => break,

@@ -179,6 +179,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
     Ok(())
 }
 
+/// How [`rename_exchange`] and [`rename_noreplace`] move a file.
+const RENAME_NOREPLACE: libc::c_uint = libc::RENAME_NOREPLACE;
+const RENAME_EXCHANGE: libc::c_uint = libc::RENAME_EXCHANGE;
+
+/// renameat2(2) through the raw system call: the C library's wrapper is missing from
+/// older musl, and nix offers it for glibc only.
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Swap `a` and `b` in one step (both must exist, on one file system). Fails with
+/// `EINVAL` where the file system cannot exchange.
+pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    renameat2(a, b, RENAME_EXCHANGE)
+}
+
+/// Move `from` to `to`, failing with `EEXIST` instead of replacing a file that is there.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    renameat2(from, to, RENAME_NOREPLACE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

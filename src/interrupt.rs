@@ -25,6 +25,12 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Forget a recorded signal, for a process that has answered one and goes on (a test
+/// that delivers real signals one after another).
+pub fn clear() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
 /// While alive, the signals above only set [`interrupted`]. Dropping it restores the
 /// previous handlers. Child processes get default handlers back when they exec.
 pub struct Guard {

@@ -224,3 +224,144 @@ fn install_over_http_and_every_bad_bundle_changes_nothing() {
     assert!(stdout(&out).contains(&format!("qemu-{FOREIGN}-static")));
     assert!(dest.join(format!("qemu-{FOREIGN}-static")).is_file());
 }
+
+/// A bundle of two emulators, FOREIGN's and s390x's, packed by archctl.
+fn bundle_of_two() -> &'static (tempfile::TempDir, std::path::PathBuf, String) {
+    static B: OnceLock<(tempfile::TempDir, std::path::PathBuf, String)> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("two.tar.gz");
+        let out = archctl(&[
+            "emulators",
+            "pack",
+            FOREIGN,
+            "s390x",
+            "--output",
+            file.to_str().unwrap(),
+        ]);
+        assert_code(&out, 0);
+        let sha = sha256_file(&file);
+        (dir, file, sha)
+    })
+}
+
+/// Every name in `dir` with its content (directories as `<dir>`), sorted.
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let p = e.path();
+            let body = if p.is_dir() {
+                b"<dir>".to_vec()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            (e.file_name().to_string_lossy().into_owned(), body)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `chattr +i` on a file for as long as it lives, so renames over it fail (EPERM) as
+/// on a read-only or failing file system.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(p: &Path) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(p.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn install_lands_every_file_or_none() {
+    let (_d, file, sha) = bundle_of_two();
+    let install = |dest: &Path| {
+        archctl(&[
+            "emulators",
+            "install",
+            "--from",
+            file.to_str().unwrap(),
+            "--sha256",
+            sha,
+            "--dest",
+            dest.to_str().unwrap(),
+        ])
+    };
+    let mut names = [
+        format!("qemu-{FOREIGN}-static"),
+        "qemu-s390x-static".to_string(),
+    ];
+    names.sort();
+    let (first, second) = (&names[0], &names[1]);
+    let new = |n: &str| std::fs::read(format!("/usr/bin/{n}")).unwrap();
+
+    // The second rename fails: the first emulator, already moved in, goes back out:
+    // over an old file (which comes back) and where there was none (which is gone).
+    for old_first in [Some(b"old first".as_slice()), None] {
+        let dest = tempfile::tempdir().unwrap();
+        if let Some(b) = old_first {
+            std::fs::write(dest.path().join(first), b).unwrap();
+        }
+        std::fs::write(dest.path().join(second), b"old second").unwrap();
+        let before = listing(dest.path());
+        let Some(_imm) = Immutable::set(&dest.path().join(second)) else {
+            skip_unless!(false, "chattr +i does not work under {:?}", dest.path());
+            return;
+        };
+        let out = install(dest.path());
+        assert_code(&out, 1);
+        assert_error_line(
+            &out,
+            "nothing was installed (the files already moved are back as they were)",
+        );
+        assert_eq!(
+            listing(dest.path()),
+            before,
+            "no file changed, no staging left"
+        );
+    }
+
+    // A directory where an emulator goes is refused before anything moves.
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dest.path().join(second)).unwrap();
+    std::fs::write(dest.path().join(second).join("keep"), b"mine").unwrap();
+    let before = listing(dest.path());
+    let out = install(dest.path());
+    assert_code(&out, 1);
+    assert_error_line(&out, "exists and is a directory");
+    assert!(
+        out.stderr().contains("hint: move it out of the way"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(listing(dest.path()), before);
+    assert_eq!(
+        std::fs::read(dest.path().join(second).join("keep")).unwrap(),
+        b"mine"
+    );
+
+    // And when nothing is in the way, both replace the old files (a symlink too), and
+    // the old ones do not linger.
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::write(dest.path().join(first), b"old first").unwrap();
+    std::os::unix::fs::symlink("/nonexistent", dest.path().join(second)).unwrap();
+    let out = install(dest.path());
+    assert_code(&out, 0);
+    assert_eq!(
+        listing(dest.path()),
+        vec![(first.clone(), new(first)), (second.clone(), new(second))]
+    );
+}

@@ -349,3 +349,88 @@ fn a_trickling_registry_reply_ends_within_the_timeout() {
     assert_error_line(&out, "timed out after 2 s");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+#[test]
+fn a_signal_during_install_removes_its_staging_and_the_directories_it_made() {
+    use nix::sys::signal::{Signal, kill};
+    // A download that would take hours: the signal comes while it runs.
+    let srv = HostileServer::start(|_| {
+        Hostile::Trickle(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000000".into(),
+            vec![b'x'; 100],
+            Duration::from_millis(200),
+        )
+    });
+    for (signal, existing) in [(Signal::SIGINT, false), (Signal::SIGTERM, true)] {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("usr/local/lib/emulators");
+        if existing {
+            std::fs::create_dir_all(&dest).unwrap();
+            std::fs::write(dest.join("qemu-aarch64-static"), b"old").unwrap();
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let mut child = Command::new(ARCHCTL)
+            .args(["emulators", "install", "--from"])
+            .arg(srv.url("/b.tar.gz"))
+            .args(["--sha256", ANY_SHA, "--timeout", "60", "--dest"])
+            .arg(&dest)
+            .registry_isolated(cache.path(), cache.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until its staging directory exists (the download has begun), at most 20 s.
+        let started = Instant::now();
+        let staging = || {
+            std::fs::read_dir(&dest).ok().is_some_and(|d| {
+                d.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".archctl-install-")
+                })
+            })
+        };
+        while !staging() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            staging(),
+            "no staging directory appeared in {}",
+            dest.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let signalled = Instant::now();
+        while child.try_wait().unwrap().is_none() && signalled.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            panic!("{signal}: archctl still runs 20 s after the signal");
+        }
+        let out = support::Run {
+            argv: vec!["archctl emulators install".into()],
+            output: child.wait_with_output().unwrap(),
+        };
+        assert_code(&out, 1);
+        assert_error_line(&out, "interrupted by a signal; nothing was installed");
+        if existing {
+            let names: Vec<_> = std::fs::read_dir(&dest)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["qemu-aarch64-static"], "{signal}");
+            assert_eq!(
+                std::fs::read(dest.join("qemu-aarch64-static")).unwrap(),
+                b"old"
+            );
+        } else {
+            // Not even the directories it created for --dest are left.
+            let left: Vec<_> = std::fs::read_dir(parent.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "{signal}: left {left:?}");
+        }
+    }
+}

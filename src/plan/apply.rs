@@ -82,6 +82,7 @@ impl Applied<'_> {
 
     fn undo_all(&mut self) -> RolledBack {
         let mut errors = Vec::new();
+        let mut undone = 0;
         for u in std::mem::take(&mut self.undo).iter().rev() {
             let r = match u {
                 Undo::Remove(name) => self.fs.remove(name).map(|_| ()),
@@ -95,11 +96,12 @@ impl Applied<'_> {
                 Undo::Disable(name) => self.fs.set_enabled(name, false),
                 Undo::Lost(name) => Err(BinfmtError::CannotRestore { name: name.clone() }),
             };
-            if let Err(e) = r {
-                errors.push(e);
+            match r {
+                Ok(()) => undone += 1,
+                Err(e) => errors.push(e),
             }
         }
-        RolledBack { errors }
+        RolledBack { undone, errors }
     }
 
     fn apply_change(&mut self, change: &Change) -> Result<(), BinfmtError> {
@@ -137,18 +139,25 @@ impl Drop for Applied<'_> {
     }
 }
 
-/// The result of a rollback: what could not be undone, if anything.
+/// The result of a rollback: how many changes were undone, and what could not be.
 #[derive(Debug)]
 pub struct RolledBack {
+    pub undone: usize,
     pub errors: Vec<BinfmtError>,
 }
 
 impl fmt::Display for RolledBack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.undone;
+        let changes = if n == 1 { "change" } else { "changes" };
         if self.errors.is_empty() {
-            return f.write_str("changes of this run were rolled back");
+            return if n == 0 {
+                f.write_str("nothing had been changed yet")
+            } else {
+                write!(f, "rolled back the {n} {changes} of this run")
+            };
         }
-        f.write_str("rollback incomplete: ")?;
+        write!(f, "rollback incomplete ({n} {changes} undone): ")?;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
