@@ -450,3 +450,31 @@ fn config_init_never_replaces_a_special_file_even_with_force() {
     // Only the three are in the directory: no temporary file was left behind.
     assert!(std::fs::read_dir(dir.path()).unwrap().count() <= 3);
 }
+
+#[test]
+fn a_special_file_as_bundle_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = mkfifo(&dir.path().join("bundle.tar.gz"));
+    let dest = dir.path().join("emulators");
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "a FIFO (named pipe)"),
+        ("/dev/zero", "a character device"),
+    ] {
+        let out = run_with_deadline(&mut on_host(&[
+            "emulators",
+            "install",
+            "--from",
+            path,
+            "--sha256",
+            &"0".repeat(64),
+            "--dest",
+            dest.to_str().unwrap(),
+        ]));
+        assert_code(&out, 1);
+        assert_error_line(
+            &out,
+            &format!("{path}: is {what}, not a regular file; nothing was installed"),
+        );
+        assert!(!dest.exists(), "{}", out.shown());
+    }
+}
