@@ -478,15 +478,22 @@ fn a_failing_credential_helper_s_output_is_never_shown() {
     let (env, srv) = with_helper(
         "archctlfails",
         &format!(
-            "echo '{SECRET} {{\"Username\":\"u\",\"Secret\":\"{SECRET}\"}}'\necho '{SECRET}' >&2\nexit 1"
+            "echo x >> \"$0.calls\"\necho '{SECRET} {{\"Username\":\"u\",\"Secret\":\"{SECRET}\"}}'\necho '{SECRET}' >&2\nexit 1"
         ),
     );
-    let out = env.inspect(&[&format!("{}/app:v1", srv.addr)]);
+    let (a, b) = (
+        format!("{}/app:v1", srv.addr),
+        format!("{}/other:v1", srv.addr),
+    );
+    let out = env.inspect(&[&a, &b]);
     assert_secret_never_shown(&out);
     assert_code(&out, 1);
     assert_error_line(&out, "docker-credential-archctlfails");
     assert!(out.stderr().contains("hint: "), "{}", out.shown());
     assert_eq!(requests(&srv), 0, "no request without the credentials");
+    // Asked once for the run, not once per image.
+    let calls = env.path("bin/docker-credential-archctlfails.calls");
+    assert_eq!(std::fs::read_to_string(calls).unwrap().lines().count(), 1);
 }
 
 #[test]

@@ -561,3 +561,15 @@ fn url_hostport(u: &reqwest::Url) -> String {
 fn retryable_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_those_of_the_host_contacted() {
+        assert_eq!(credential_name("registry-1.docker.io"), "docker.io");
+        assert_eq!(credential_name("mirror.lan:5000"), "mirror.lan:5000");
+        assert_eq!(credential_name("ghcr.io"), "ghcr.io");
+    }
+}

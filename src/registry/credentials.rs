@@ -198,14 +198,15 @@ struct HelperReply {
 pub const MAX_HELPER_OUTPUT: usize = 64 * 1024;
 
 /// How long a credential helper may take, unless `ARCHCTL_CREDENTIAL_HELPER_TIMEOUT`
-/// (seconds) says otherwise; a helper still running then is killed.
+/// (seconds, 1..=3600; other values are ignored) says otherwise; a helper still
+/// running then is killed.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn helper_timeout() -> Duration {
     std::env::var("ARCHCTL_CREDENTIAL_HELPER_TIMEOUT")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
+        .filter(|s| (1..=3600).contains(s))
         .map(Duration::from_secs)
         .unwrap_or(HELPER_TIMEOUT)
 }
@@ -324,7 +325,7 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, RegistryE
     // serde's message may quote the input: only where it broke is told.
     let r: HelperReply = serde_json::from_slice(&stdout).map_err(|e| {
         err(format!(
-            "its reply is not the JSON object with Username and Secret a helper gives (broke at line {}, column {}; not shown, as it may hold a secret)",
+            "its reply is not JSON with Username and Secret (at line {}, column {}; not shown, as it may hold a secret)",
             e.line(),
             e.column()
         ))
