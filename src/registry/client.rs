@@ -2,6 +2,13 @@
 //! connection pools (`transport`), the auth handshake with the run's token cache
 //! (`auth`), plain HTTP only where allowed, bounded retries with backoff (honouring
 //! `Retry-After`), redirects followed without credentials to other hosts, and size caps.
+//!
+//! Where credentials go: they are those of the host actually contacted (a mirror gets
+//! its own, never the mirrored registry's), and are sent only to that host, and never
+//! over plain HTTP when it was reached over HTTPS (a redirect from HTTPS to plain HTTP
+//! on the same host is refused; a `realm` over plain HTTP gets none). A token `realm`
+//! on another host does get them over HTTPS, as Docker does: the registry names its
+//! auth server.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -20,9 +27,10 @@ use super::{
 /// One GET against a registry's API.
 #[derive(Debug, Clone, Copy)]
 pub struct Get<'a> {
-    /// Registry name (`docker.io`): credentials are looked up by it.
+    /// Registry name (`docker.io`), for messages.
     pub registry: &'a str,
-    /// Host serving it (`registry-1.docker.io`, a mirror).
+    /// Host serving it (`registry-1.docker.io`, a mirror): the credentials sent are
+    /// this host's own (see [`credential_name`]).
     pub host: &'a str,
     /// Repository, for the token scope.
     pub repo: &'a str,
@@ -52,8 +60,9 @@ pub struct Client {
     http: HttpClients,
     tokens: TokenCache,
     transports: Transports,
-    /// registry → credentials (looked up once; helpers are slow).
-    credentials: Mutex<HashMap<String, Option<Credentials>>>,
+    /// host → credentials, or why there are none (looked up once per run: helpers are
+    /// slow, and one that fails or times out is not asked again).
+    credentials: Mutex<HashMap<String, Result<Option<Credentials>, RegistryError>>>,
 }
 
 impl Client {
@@ -91,13 +100,14 @@ impl Client {
         self.transports.get(host)
     }
 
-    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
-        if let Some(c) = lock(&self.credentials).get(registry) {
-            return Ok(c.clone());
+    /// The credentials stored for `name` (a [`credential_name`]).
+    fn credentials(&self, name: &str) -> Result<Option<Credentials>, RegistryError> {
+        if let Some(c) = lock(&self.credentials).get(name) {
+            return c.clone();
         }
-        let c = self.creds.lookup(registry)?;
-        lock(&self.credentials).insert(registry.to_string(), c.clone());
-        Ok(c)
+        let c = self.creds.lookup(name);
+        lock(&self.credentials).insert(name.to_string(), c.clone());
+        c
     }
 
     /// GET with the auth handshake, retries and redirects, over the first transport
@@ -140,16 +150,19 @@ impl Client {
         } = g;
         let url = format!("{}://{host}{path}", t.scheme());
         let scope = format!("repository:{repo}:pull");
-        let creds = self.credentials(registry)?;
+        // The host contacted, not the registry it serves: a mirror is not trusted with
+        // the mirrored registry's credentials.
+        let cred_name = credential_name(host);
+        let creds = self.credentials(cred_name)?;
         let unauthorized = || RegistryError::Unauthorized {
-            registry: registry.to_string(),
+            registry: cred_name.to_string(),
             with_credentials: creds.is_some(),
         };
         // Once a host has said how it authenticates, authenticate up front.
         let known = self.tokens.challenge(host);
         let mut auth = match &known {
             Some(c) => Some(
-                self.authorization(registry, host, &scope, c, creds.as_ref())
+                self.authorization(t, cred_name, host, &scope, c, creds.as_ref())
                     .await?,
             ),
             None => None,
@@ -173,7 +186,7 @@ impl Client {
                 .ok_or_else(unauthorized)?;
             self.tokens.set_challenge(host, challenge.clone());
             auth = Some(
-                self.authorization(registry, host, &scope, &challenge, creds.as_ref())
+                self.authorization(t, cred_name, host, &scope, &challenge, creds.as_ref())
                     .await?,
             );
             authenticated = true;
@@ -182,8 +195,11 @@ impl Client {
 
     /// The Authorization header for a challenge: a Bearer token for the scope (one
     /// fetch per host and scope, however many requests wait for it), or Basic.
+    /// `t`: how the registry is reached (a realm over plain HTTP gets no credentials
+    /// when it is reached over HTTPS).
     async fn authorization(
         &self,
+        t: Transport,
         registry: &str,
         host: &str,
         scope: &str,
@@ -195,7 +211,7 @@ impl Client {
                 let tok = self
                     .tokens
                     .token(host, scope, || {
-                        self.fetch_token(registry, realm, service.as_deref(), scope, creds)
+                        self.fetch_token(t, registry, realm, service.as_deref(), scope, creds)
                     })
                     .await?;
                 Ok(format!("Bearer {tok}"))
@@ -217,8 +233,16 @@ impl Client {
 
     /// The token flow: GET realm?service=..&scope=.. (Basic credentials when there are
     /// some), or a POST with the refresh token for identity tokens.
+    ///
+    /// The realm may be on another host (Docker Hub's is auth.docker.io): it gets the
+    /// credentials, as Docker's clients send them, since the registry named it — but
+    /// only over HTTPS. A realm over plain HTTP must be loopback or insecure-listed, and
+    /// gets credentials only when the registry itself is reached over plain HTTP; for
+    /// a registry reached over HTTPS it may hand out anonymous tokens, and having
+    /// credentials to send it is an error, never a leak.
     async fn fetch_token(
         &self,
+        t: Transport,
         registry: &str,
         realm: &str,
         service: Option<&str>,
@@ -232,12 +256,20 @@ impl Client {
         let realm_url =
             reqwest::Url::parse(realm).map_err(|e| auth_err(format!("realm {realm}: {e}")))?;
         let realm_hostport = url_hostport(&realm_url);
-        // Credentials travel over TLS, or to a loopback/insecure-listed auth server.
+        // Credentials travel over TLS, or to a loopback/insecure-listed auth server of
+        // a registry that is itself reached over plain HTTP.
         let plain_ok = self.allows_insecure(&realm_hostport);
-        if realm_url.scheme() != "https" && !plain_ok {
-            return Err(auth_err(format!(
-                "refusing to send credentials to {realm} over plain HTTP"
-            )));
+        if realm_url.scheme() != "https" {
+            if !plain_ok {
+                return Err(auth_err(format!(
+                    "refusing to send credentials to {realm} over plain HTTP"
+                )));
+            }
+            if creds.is_some() && t != Transport::Http {
+                return Err(auth_err(format!(
+                    "refusing to send credentials to {realm} over plain HTTP: the registry is reached over HTTPS"
+                )));
+            }
         }
         let http = self.http.get(!plain_ok)?;
         let mut req = match creds {
@@ -305,7 +337,9 @@ impl Client {
         Ok((tok, reply.lifetime()))
     }
 
-    /// Send with retries, following redirects; Authorization goes to `host` only.
+    /// Send with retries, following redirects; Authorization goes to `host` only, and
+    /// never over plain HTTP when `t` is TLS: a redirect to another host is followed
+    /// without it, one from HTTPS to plain HTTP on `host` itself is refused.
     async fn send_following(
         &self,
         t: Transport,
@@ -321,9 +355,20 @@ impl Client {
         })?;
         for _ in 0..6 {
             let same_host = url_hostport(&url) == host;
+            // Compared with the transport, not the URL before: a chain https → other
+            // host → http back to `host` is a downgrade too.
+            let downgraded = t != Transport::Http && url.scheme() != "https";
+            if same_host && downgraded && auth.is_some() {
+                return Err(RegistryError::Downgrade {
+                    registry: registry.to_string(),
+                    // Without the query: it may carry a signature.
+                    location: format!("{}://{}{}", url.scheme(), url_hostport(&url), url.path()),
+                });
+            }
             let verify = t == Transport::Https || !same_host;
+            let auth = auth.filter(|_| same_host && !downgraded);
             let resp = self
-                .send_retrying(registry, verify, &url, accept, auth.filter(|_| same_host))
+                .send_retrying(registry, verify, &url, accept, auth)
                 .await?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
@@ -495,6 +540,16 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Body, re
     Ok(Body::Whole(body))
 }
 
+/// The name a host's credentials are stored under: Docker Hub's API host is known by
+/// `docker.io`; any other host (a registry, a mirror) by its own `host[:port]`.
+pub fn credential_name(host: &str) -> &str {
+    if host == "registry-1.docker.io" {
+        "docker.io"
+    } else {
+        host
+    }
+}
+
 fn url_hostport(u: &reqwest::Url) -> String {
     let h = u.host_str().unwrap_or_default();
     match u.port() {
@@ -505,4 +560,16 @@ fn url_hostport(u: &reqwest::Url) -> String {
 
 fn retryable_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_those_of_the_host_contacted() {
+        assert_eq!(credential_name("registry-1.docker.io"), "docker.io");
+        assert_eq!(credential_name("mirror.lan:5000"), "mirror.lan:5000");
+        assert_eq!(credential_name("ghcr.io"), "ghcr.io");
+    }
 }

@@ -3,9 +3,11 @@
 
 use std::{
     collections::HashMap,
-    io::Write,
+    io::{Read, Write},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use base64::Engine;
@@ -191,40 +193,143 @@ struct HelperReply {
     secret: String,
 }
 
-/// `docker-credential-<name> get`, server URL on stdin, JSON on stdout.
+/// Most a credential helper may write on stdout, and on stderr (a real reply is well
+/// under 1 KiB); a helper writing more is stopped.
+pub const MAX_HELPER_OUTPUT: usize = 64 * 1024;
+
+/// How long a credential helper may take, unless `ARCHCTL_CREDENTIAL_HELPER_TIMEOUT`
+/// (seconds, 1..=3600; other values are ignored) says otherwise; a helper still
+/// running then is killed.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn helper_timeout() -> Duration {
+    std::env::var("ARCHCTL_CREDENTIAL_HELPER_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .map(Duration::from_secs)
+        .unwrap_or(HELPER_TIMEOUT)
+}
+
+/// `docker-credential-<name> get`, server URL on stdin, JSON on stdout, within
+/// [`MAX_HELPER_OUTPUT`] and [`helper_timeout`]. Nothing the helper writes ever goes
+/// into an error: it may be the secret (a helper failing after printing it, a reply
+/// that is not JSON).
 fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, RegistryError> {
     let program = format!("docker-credential-{name}");
     let err = |why: String| RegistryError::CredentialHelper {
         helper: program.clone(),
+        server: server.to_string(),
         why,
     };
+    let timeout = helper_timeout();
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(server.as_bytes());
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err("not found on PATH".into()),
+            _ => err(format!("cannot run it: {e}")),
+        })?;
+    if let Some(stdin) = child.stdin.take() {
+        write_stdin(stdin, server);
     }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+    let (tx, rx) = mpsc::channel();
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    for (i, pipe) in readers.into_iter().enumerate() {
+        let Some(pipe) = pipe else { continue };
+        let tx = tx.clone();
+        // A reader stays blocked only while something holds the pipe open (a child of
+        // the helper that outlives it); it is then left behind, never waited for.
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let r = pipe
+                .take(MAX_HELPER_OUTPUT as u64 + 1)
+                .read_to_end(&mut buf)
+                .map(|_| buf);
+            let _ = tx.send((i, r));
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let timed_out = || {
+        err(format!(
+            "no answer within {} s, it was stopped (ARCHCTL_CREDENTIAL_HELPER_TIMEOUT sets the limit)",
+            timeout.as_secs()
+        ))
+    };
+    let mut outputs: [Option<Vec<u8>>; 2] = [None, None];
+    while outputs.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((_, Ok(buf))) if buf.len() > MAX_HELPER_OUTPUT => {
+                stop(&mut child);
+                return Err(err(format!(
+                    "wrote more than {} KiB, more than archctl accepts; it was stopped",
+                    MAX_HELPER_OUTPUT / 1024
+                )));
+            }
+            Ok((i, Ok(buf))) => outputs[i] = Some(buf),
+            Ok((_, Err(e))) => {
+                stop(&mut child);
+                return Err(err(format!("cannot read its output: {e}")));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                stop(&mut child);
+                return Err(timed_out());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Both pipes are closed: the helper has exited, or is about to.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                stop(&mut child);
+                return Err(timed_out());
+            }
+            Err(e) => {
+                stop(&mut child);
+                return Err(err(format!("cannot wait for it: {e}")));
+            }
+        }
+    };
+    let [stdout, stderr] = outputs.map(Option::unwrap_or_default);
+    if !status.success() {
         // The helper protocol's answer for "nothing stored".
-        if msg.to_ascii_lowercase().contains("credentials not found") {
+        let said = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .to_ascii_lowercase()
+                .contains("credentials not found")
+        };
+        if said(&stdout) || said(&stderr) {
             return Ok(None);
         }
-        return Err(err(msg
-            .lines()
-            .next()
-            .unwrap_or("failed")
-            .trim()
-            .to_string()));
+        return Err(err(format!(
+            "failed ({status}); what it wrote is not shown, as it may hold a secret"
+        )));
     }
-    let r: HelperReply =
-        serde_json::from_slice(&out.stdout).map_err(|e| err(format!("bad reply: {e}")))?;
+    // serde's message may quote the input: only where it broke is told.
+    let r: HelperReply = serde_json::from_slice(&stdout).map_err(|e| {
+        err(format!(
+            "its reply is not JSON with Username and Secret (at line {}, column {}; not shown, as it may hold a secret)",
+            e.line(),
+            e.column()
+        ))
+    })?;
     Ok(Some(if r.username == "<token>" {
         Credentials::IdentityToken(r.secret)
     } else {
@@ -233,6 +338,28 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, RegistryE
             password: r.secret,
         }
     }))
+}
+
+/// Hand the helper its server URL from a thread of its own, SIGPIPE blocked there: a
+/// helper that exits without reading it is no error, and must not kill archctl (which
+/// takes SIGPIPE's default action for its own output). The signal stays pending on
+/// that thread and goes with it.
+fn write_stdin(mut stdin: std::process::ChildStdin, server: &str) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let server = server.to_string();
+    std::thread::spawn(move || {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGPIPE);
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_ok() {
+            let _ = stdin.write_all(server.as_bytes());
+        }
+    });
+}
+
+/// Kill a helper and reap it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]

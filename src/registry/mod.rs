@@ -84,8 +84,17 @@ pub enum RegistryError {
     Unsupported(String),
     #[error("invalid {what}: {why}")]
     Invalid { what: String, why: String },
+    #[error(
+        "{registry}: redirected from HTTPS to plain HTTP ({location}); archctl sends no credentials in clear text"
+    )]
+    Downgrade { registry: String, location: String },
+    /// `why` never holds anything the helper wrote (it may be a secret).
     #[error("credential helper {helper}: {why}")]
-    CredentialHelper { helper: String, why: String },
+    CredentialHelper {
+        helper: String,
+        server: String,
+        why: String,
+    },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
 }
@@ -106,6 +115,12 @@ impl RegistryError {
             RegistryError::BadReference { .. } => Some(
                 "write it as [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST], lower case, e.g. alpine:3.20".into(),
             ),
+            RegistryError::Downgrade { registry, .. } => Some(format!(
+                "{registry} builds its redirect URLs with http://: behind a TLS-terminating proxy, make it know its https:// address (e.g. X-Forwarded-Proto)"
+            )),
+            RegistryError::CredentialHelper { helper, server, .. } => Some(format!(
+                "see what it says with: echo {server} | {helper} get; or log in again (docker login {server}), or remove it from credsStore/credHelpers in Docker's config.json"
+            )),
             RegistryError::Unsupported(_) => Some(
                 "re-push the image with a current tool (docker buildx, skopeo copy) to get a schema 2 or OCI manifest".into(),
             ),

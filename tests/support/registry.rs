@@ -583,7 +583,7 @@ fn read_request<R: BufRead>(r: &mut R, w: &mut TcpStream) -> io::Result<Option<H
 
 /// Write a response; `body_limit` sends only that many body bytes (a truncated answer).
 fn write_response(
-    w: &mut TcpStream,
+    w: &mut impl Write,
     method: &str,
     resp: &HttpResponse,
     close: bool,
@@ -2417,3 +2417,160 @@ fn hostile_conn(
     let _ = w.shutdown(Shutdown::Both);
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// TLS and plain HTTP on one port
+// ---------------------------------------------------------------------------------------
+
+/// A request a [`DualServer`] saw: over TLS or plain HTTP, its target and headers (names
+/// lower-cased).
+#[derive(Debug, Clone)]
+pub struct DualSeen {
+    pub tls: bool,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl DualSeen {
+    /// The `Authorization` header, if one came.
+    pub fn authorization(&self) -> Option<&str> {
+        find_header(&self.headers, "authorization")
+    }
+}
+
+/// One 127.0.0.1 port that speaks TLS (a self-signed certificate made with openssl) and
+/// plain HTTP, told apart by the first byte of each connection (0x16 opens a TLS
+/// handshake): for what a registry reached over HTTPS makes a client send in clear text
+/// to its own `host:port`. Each connection carries one request (`Connection: close`),
+/// answered by `handler` and recorded in `seen`, plain HTTP ones too. Bounded like
+/// [`HostileServer`]; dropping the server stops it.
+pub struct DualServer {
+    pub addr: String,
+    pub seen: Arc<Mutex<Vec<DualSeen>>>,
+    stop: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl DualServer {
+    pub fn start(
+        handler: impl Fn(&DualSeen) -> HttpResponse + Send + Sync + 'static,
+    ) -> DualServer {
+        let dir = tempfile::Builder::new()
+            .prefix("archctl-dual-")
+            .tempdir()
+            .unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        run_ok(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<DualSeen>>> = Arc::default();
+        let handler = Arc::new(handler);
+        {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let (config, handler, seen) = (config.clone(), handler.clone(), seen.clone());
+                    std::thread::spawn(move || {
+                        let _ = dual_conn(stream, &config, &*handler, &seen);
+                    });
+                }
+            });
+        }
+        DualServer {
+            addr,
+            seen,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// "127.0.0.1:PORT".
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    pub fn seen(&self) -> Vec<DualSeen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for DualServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn dual_conn(
+    stream: TcpStream,
+    config: &Arc<rustls::ServerConfig>,
+    handler: &(dyn Fn(&DualSeen) -> HttpResponse + Send + Sync),
+    seen: &Mutex<Vec<DualSeen>>,
+) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first)? == 0 {
+        return Ok(());
+    }
+    let tls = first[0] == 0x16;
+    let conn: Box<dyn ReadWrite> = if tls {
+        let server = rustls::ServerConnection::new(config.clone()).map_err(invalid)?;
+        Box::new(rustls::StreamOwned::new(server, stream))
+    } else {
+        Box::new(stream)
+    };
+    let mut r = BufReader::new(conn);
+    let Some((start, headers)) = read_head(&mut r)? else {
+        return Ok(());
+    };
+    let _ = read_body(&mut r, &headers, false)?;
+    let mut parts = start.split_whitespace();
+    let method = parts.next().unwrap_or("GET").to_string();
+    let req = DualSeen {
+        tls,
+        target: parts.next().unwrap_or("/").to_string(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+    };
+    seen.lock().unwrap().push(req.clone());
+    let resp = handler(&req);
+    write_response(r.get_mut(), &method, &resp, true, None)
+}
+
+/// A TLS or a plain stream.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
