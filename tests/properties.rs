@@ -112,7 +112,7 @@ fn domain() -> impl Strategy<Value = String> {
     (host, port).prop_map(|(h, p)| format!("{h}{p}"))
 }
 
-/// The parts of a valid reference, and its text.
+/// The parts of a valid reference: host, path components, tag, digest.
 fn valid_reference()
 -> impl Strategy<Value = (Option<String>, Vec<String>, Option<String>, Option<String>)> {
     (
@@ -208,6 +208,7 @@ proptest! {
     #[test]
     fn arbitrary_unicode_is_never_a_panic_for_the_reference_parser(text in any::<String>()) {
         let _ = ImageRef::parse(&text);
+        let _ = archctl::registry::reference::is_loopback_host(&text);
     }
 }
 
