@@ -237,7 +237,8 @@ impl Entry {
         let mut magic = None;
         let mut mask = None;
         let mut extension = None;
-        for line in text.lines() {
+        // Lines end at '\n' only: `lines()` would also take a '\r' that is part of a path.
+        for line in text.split('\n') {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
                 "enabled" => enabled = Some(true),
@@ -254,7 +255,10 @@ impl Entry {
                 }
                 "magic" => magic = Some(decode_hex(value).ok_or_else(|| bad("magic".into()))?),
                 "mask" => mask = Some(decode_hex(value).ok_or_else(|| bad("mask".into()))?),
-                "extension" => extension = Some(value.trim_start_matches('.').to_string()),
+                // The kernel prints `.` and the extension, which may itself start with one.
+                "extension" => {
+                    extension = Some(value.strip_prefix('.').unwrap_or(value).to_string())
+                }
                 _ => {}
             }
         }
@@ -423,6 +427,37 @@ impl Registration {
                 &self.interpreter,
                 "must not contain ':' or a newline (the register syntax's separators)",
             ));
+        }
+        // What the kernel's parser (fs/binfmt_misc.c) refuses with a bare EINVAL: a NUL
+        // ends its strings; the magic must fit its 256-byte buffer at the offset, the
+        // mask be as long; the whole string at most 1920 bytes.
+        if self.name.contains('\0') {
+            return Err(field("name", &self.name, "must not contain a NUL byte"));
+        }
+        if self.interpreter.contains('\0') {
+            let why = "must not contain a NUL byte";
+            return Err(field("interpreter", &self.interpreter, why));
+        }
+        let (len, room) = (self.magic.len(), 256 - usize::from(self.offset));
+        if len == 0 || len > room || self.mask.len() != len {
+            return Err(BinfmtError::BadField {
+                field: "magic",
+                value: format!(
+                    "{} bytes at offset {}, mask {} bytes",
+                    len,
+                    self.offset,
+                    self.mask.len()
+                ),
+                why: "the magic must be 1 to 256 bytes ending within the first 256, the mask as long",
+            });
+        }
+        let length = self.register_string().len();
+        if length > 1920 {
+            return Err(BinfmtError::BadField {
+                field: "register string",
+                value: format!("{length} bytes"),
+                why: "the kernel takes at most 1920 bytes (shorten the interpreter's path)",
+            });
         }
         Ok(())
     }

@@ -65,8 +65,11 @@ pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
                     let hex = text
                         .get(i + 2..i + 4)
                         .ok_or_else(|| format!("truncated escape at byte {i}"))?;
-                    let v = u8::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad escape \\x{hex} at byte {i}"))?;
+                    // Digits only (`from_str_radix` would take a sign: `\x+f`), as the kernel.
+                    let v = Some(hex)
+                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("bad escape \\x{hex} at byte {i}"))?;
                     out.push(v);
                     i += 4;
                 }

@@ -50,7 +50,8 @@ fn parse_params(s: &str) -> HashMap<String, String> {
             break;
         }
         let mut value = String::new();
-        if chars.peek() == Some(&'"') {
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
             chars.next();
             while let Some(c) = chars.next() {
                 match c {
@@ -72,7 +73,13 @@ fn parse_params(s: &str) -> HashMap<String, String> {
                 chars.next();
             }
         }
-        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+        // A quoted-string is taken exactly; a bare token without the spaces around it.
+        let value = if quoted {
+            value
+        } else {
+            value.trim().to_string()
+        };
+        out.insert(key.trim().to_ascii_lowercase(), value);
     }
     out
 }

@@ -173,7 +173,12 @@ fn valid_domain(d: &str) -> bool {
                 if h.parse::<std::net::Ipv6Addr>().is_err() {
                     return false;
                 }
-                (None, p.strip_prefix(':'))
+                // Only a port may follow the address.
+                match p.strip_prefix(':') {
+                    Some(port) => (None, Some(port)),
+                    None if p.is_empty() => (None, None),
+                    None => return false,
+                }
             }
             None => return false,
         }
