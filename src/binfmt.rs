@@ -451,7 +451,7 @@ impl Registration {
                 why: "the magic must be 1 to 256 bytes ending within the first 256, the mask as long",
             });
         }
-        let length = self.register_string().len();
+        let length = self.register_string_len();
         if length > 1920 {
             return Err(BinfmtError::BadField {
                 field: "register string",
@@ -477,6 +477,28 @@ impl Registration {
             self.interpreter,
             self.flags
         )
+    }
+
+    /// `register_string().len()`, counted without building it (validate runs on every
+    /// registration of the boot path).
+    fn register_string_len(&self) -> usize {
+        let offset = match self.offset {
+            0 => 0,
+            1..=9 => 1,
+            10..=99 => 2,
+            _ => 3,
+        };
+        let f = self.flags;
+        let flags = [f.preserve_argv0, f.open_binary, f.credentials, f.fix_binary]
+            .iter()
+            .filter(|on| **on)
+            .count();
+        // ":name:M:offset:magic:mask:interpreter:flags", each byte of magic and mask \xNN.
+        8 + self.name.len()
+            + offset
+            + 4 * (self.magic.len() + self.mask.len())
+            + self.interpreter.len()
+            + flags
     }
 
     /// Is an existing entry exactly this registration (ignoring enabled)?
@@ -948,6 +970,15 @@ mod tests {
         .unwrap();
         assert!(reg.same_as(&e));
         assert_eq!(e.to_registration().unwrap(), reg);
+        // Its length is counted without building it, for every offset and flag set.
+        for (offset, flags) in [(0, "F"), (7, ""), (42, "POC"), (255, "POCF")] {
+            let r = Registration {
+                offset,
+                flags: Flags::parse(flags).unwrap(),
+                ..reg.clone()
+            };
+            assert_eq!(r.register_string_len(), r.register_string().len(), "{r:?}");
+        }
         let mut other = reg.clone();
         other.interpreter = "/usr/local/bin/qemu-aarch64".into();
         assert!(!other.same_as(&e));
