@@ -170,9 +170,14 @@ impl Root {
             let how = OpenHow::new()
                 .flags(dir_flags())
                 .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            match nix::fcntl::openat2(&self.fd, rel_str, how) {
-                Err(Errno::ENOSYS) => {}
-                r => return r.map_err(errno),
+            // EAGAIN: a rename elsewhere in the file system raced the lookup of a `..`;
+            // the kernel asks to retry.
+            for _ in 0..8 {
+                match nix::fcntl::openat2(&self.fd, rel_str, how) {
+                    Err(Errno::EAGAIN) => continue,
+                    Err(Errno::ENOSYS) => break,
+                    r => return r.map_err(errno),
+                }
             }
         }
         self.walk(rel)

@@ -175,10 +175,13 @@ const STATE: &str = "var/lib/archctl/service-install.json";
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct State {
     /// Directories install created, outermost first, relative to the root (so a root
-    /// moved or copied elsewhere is still uninstalled inside itself). Older archctl
-    /// wrote absolute paths: those under the root are read as relative to it, the
-    /// others (the root has moved since) are left alone.
+    /// moved or copied elsewhere is still uninstalled inside itself).
     dirs: Vec<PathBuf>,
+    /// `dirs` are relative to the root. Older archctl wrote the root joined with them
+    /// (and no such field): those under the root as given are read as relative to it,
+    /// the others (the root has moved since) are left alone.
+    #[serde(default)]
+    root_relative: bool,
 }
 
 /// The text of `rel` in the root, None when it is missing.
@@ -195,15 +198,18 @@ fn load_state(root: &Root) -> Vec<PathBuf> {
         .flatten()
         .and_then(|(b, _)| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let relative = state.root_relative;
     state
         .dirs
         .into_iter()
         .filter_map(|d| {
-            let rel = if d.is_absolute() {
-                d.strip_prefix(root.path()).ok()?.to_path_buf()
-            } else {
+            let rel = if relative {
                 d
+            } else {
+                d.strip_prefix(root.path()).ok()?.to_path_buf()
             };
+            // Nothing a hand-made state file names climbs out (Root would keep it in
+            // anyway).
             crate::rootfs::is_plain_relative(&rel).then_some(rel)
         })
         .collect()
@@ -219,7 +225,11 @@ fn save_state(root: &Root, dirs: Vec<PathBuf>) -> Result<(), ServiceError> {
     let path = Path::new(STATE);
     let created = root.create_dir_all(path.parent().unwrap_or(Path::new("")))?;
     all.extend(created);
-    let json = serde_json::to_vec_pretty(&State { dirs: all }).unwrap_or_default();
+    let json = serde_json::to_vec_pretty(&State {
+        dirs: all,
+        root_relative: true,
+    })
+    .unwrap_or_default();
     root.write_atomic(path, &json, 0o644)?;
     Ok(())
 }

@@ -363,3 +363,45 @@ fn uninstall_of_a_moved_image_touches_only_the_image() {
         assert_eq!(snapshot(&new), pristine, "{init}: uninstall left changes");
     }
 }
+
+/// A state file of an older archctl (absolute paths, the root joined with them): the
+/// directories under the root are removed, one outside it (the root was moved, or the
+/// file was made to name it) is left; a relative one climbing out is ignored.
+#[test]
+fn an_old_state_file_never_leads_uninstall_out_of_the_root() {
+    let w = World::new();
+    std::fs::create_dir_all(w.root.join("etc/systemd/system")).unwrap();
+    let before = snapshot(&w.root);
+    std::fs::create_dir_all(w.root.join("var/lib/archctl")).unwrap();
+    std::fs::create_dir_all(w.root.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+    let dirs = [
+        w.root.join("var"),
+        w.root.join("var/lib"),
+        w.root.join("var/lib/archctl"),
+        w.outside.join("empty"),
+        w.root.join("etc/systemd/system/multi-user.target.wants"),
+    ];
+    let state = serde_json::json!({ "dirs": dirs });
+    std::fs::write(
+        w.root.join("var/lib/archctl/service-install.json"),
+        state.to_string(),
+    )
+    .unwrap();
+    let outside = snapshot(&w.outside);
+    assert_code(&service(&w.root, &["uninstall", "--init", "systemd"]), 0);
+    assert_eq!(snapshot(&w.outside), outside, "uninstall removed outside");
+    assert_eq!(snapshot(&w.root), before);
+
+    // Written by this archctl: relative; one climbing out is not followed.
+    std::fs::create_dir_all(w.root.join("var/lib/archctl")).unwrap();
+    let up = format!("../../../../../../..{}", w.outside.join("empty").display());
+    let state = serde_json::json!({ "dirs": ["var", "var/lib", "var/lib/archctl", up], "root_relative": true });
+    std::fs::write(
+        w.root.join("var/lib/archctl/service-install.json"),
+        state.to_string(),
+    )
+    .unwrap();
+    assert_code(&service(&w.root, &["uninstall", "--init", "systemd"]), 0);
+    assert_eq!(snapshot(&w.outside), outside, "uninstall removed outside");
+    assert_eq!(snapshot(&w.root), before);
+}
