@@ -226,8 +226,10 @@ impl Root {
             match nix::fcntl::readlinkat(&dir, c.as_os_str()) {
                 Ok(target) => {
                     if links.len() >= MAX_LINKS {
+                        // Name the link that was followed once too often.
+                        let path = links.last().map_or(rel, |(l, _)| l.as_path());
                         return Err(RootError::Loop {
-                            path: self.shown(rel),
+                            path: self.shown(path),
                             root: self.path.clone(),
                         });
                     }
@@ -581,7 +583,11 @@ mod tests {
         for r in roots(&root) {
             let e = r.create_dir_all(Path::new("etc/systemd")).unwrap_err();
             assert!(matches!(e, RootError::Loop { .. }), "{e}");
-            assert!(e.to_string().contains("too many levels"), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{}: too many levels", root.join("etc").display())),
+                "{e}"
+            );
             assert!(!r.exists(Path::new("etc/x")));
         }
         std::fs::remove_file(root.join("etc")).unwrap();
