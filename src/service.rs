@@ -199,15 +199,20 @@ fn load_state(root: &Root) -> Vec<PathBuf> {
         .and_then(|(b, _)| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let relative = state.root_relative;
+    // The root as given now, or as the kernel names it (it may have been given
+    // differently then).
+    let canonical = std::fs::canonicalize(root.path()).ok();
+    let under_root = |d: &Path| {
+        let given = d.strip_prefix(root.path()).ok();
+        given
+            .or_else(|| canonical.as_deref().and_then(|c| d.strip_prefix(c).ok()))
+            .map(Path::to_path_buf)
+    };
     state
         .dirs
         .into_iter()
         .filter_map(|d| {
-            let rel = if relative {
-                d
-            } else {
-                d.strip_prefix(root.path()).ok()?.to_path_buf()
-            };
+            let rel = if relative { d } else { under_root(&d)? };
             // Nothing a hand-made state file names climbs out (Root would keep it in
             // anyway).
             crate::rootfs::is_plain_relative(&rel).then_some(rel)
