@@ -327,22 +327,21 @@ impl Root {
             Err(e) => return Err(self.io(rel)(e)),
         };
         let shown = self.shown(rel);
-        // A stat first: a device is never opened (opening some acts).
-        match nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        // An O_PATH descriptor first, to stat: a device is never opened (opening some
+        // acts).
+        let probe = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match nix::fcntl::openat(&dir, name, probe, Mode::empty()) {
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(self.io(rel)(errno(e))),
-            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => {
-                let what = match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => "a directory",
-                    libc::S_IFIFO => "a FIFO (named pipe)",
-                    libc::S_IFCHR => "a character device",
-                    libc::S_IFBLK => "a block device",
-                    libc::S_IFSOCK => "a socket",
-                    _ => "a special file",
-                };
-                return Err(OpenError::NotRegular { path: shown, what }.into());
+            Ok(fd) => {
+                let t = File::from(fd)
+                    .metadata()
+                    .map_err(|e| self.io(rel)(e))?
+                    .file_type();
+                if let Some(what) = fsutil::special_kind(t) {
+                    return Err(OpenError::NotRegular { path: shown, what }.into());
+                }
             }
-            Ok(_) => {}
         }
         let flags = OFlag::O_RDONLY
             | OFlag::O_NOFOLLOW
@@ -634,6 +633,23 @@ mod tests {
         for r in roots(&root) {
             let e = r.create_dir_all(Path::new("usr/f/x")).unwrap_err();
             assert!(e.to_string().contains("usr/f"), "{e}");
+        }
+    }
+
+    #[test]
+    fn reads_only_regular_files_and_never_blocks() {
+        let (_t, root, _) = setup();
+        nix::unistd::mkfifo(&root.join("etc/fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        for r in roots(&root) {
+            let e = r.read(Path::new("etc/fifo"), 10).unwrap_err();
+            assert!(
+                e.to_string()
+                    .ends_with("is a FIFO (named pipe), not a regular file"),
+                "{e}"
+            );
+            let e = r.read(Path::new("etc"), 10).unwrap_err();
+            assert!(e.to_string().contains("is a directory"), "{e}");
+            assert_eq!(r.read(Path::new("etc/none"), 10).unwrap(), None);
         }
     }
 
