@@ -579,8 +579,10 @@ mod tests {
         let (_t, root, outside) = setup();
         std::fs::remove_dir(root.join("etc")).unwrap();
         symlink("/etc", root.join("etc")).unwrap();
+        // Only what reads here (this link names this machine's /etc); the writes below
+        // go through a loop that could lead nowhere harmful.
         for r in roots(&root) {
-            let e = r.create_dir_all(Path::new("etc/systemd")).unwrap_err();
+            let e = r.check(Path::new("etc/systemd")).unwrap_err();
             assert!(matches!(e, RootError::Loop { .. }), "{e}");
             assert!(
                 e.to_string()
@@ -588,7 +590,19 @@ mod tests {
                 "{e}"
             );
             assert!(!r.exists(Path::new("etc/x")));
+            assert!(r.read(Path::new("etc/os-release"), 1 << 20).is_err());
         }
+        // `R/etc -> ../etc` is `R/etc` again too (`..` stops at the root); on this
+        // machine it leads beside the root, into the temporary directory.
+        std::fs::remove_file(root.join("etc")).unwrap();
+        symlink("../etc", root.join("etc")).unwrap();
+        for r in roots(&root) {
+            let e = r.create_dir_all(Path::new("etc/systemd")).unwrap_err();
+            assert!(matches!(e, RootError::Loop { .. }), "{e}");
+            let e = r.write_atomic(Path::new("etc/f"), b"x", 0o644).unwrap_err();
+            assert!(matches!(e, RootError::Loop { .. }), "{e}");
+        }
+        assert!(!root.parent().unwrap().join("etc").exists());
         std::fs::remove_file(root.join("etc")).unwrap();
         std::fs::create_dir(root.join("etc")).unwrap();
         std::fs::write(outside.join("f"), "host").unwrap();

@@ -310,20 +310,21 @@ fn dangling_links_are_refused_naming_the_link() {
     }
 }
 
-/// A link that chroot resolves to itself (`R/etc -> /etc` is `R/etc` again) is a loop,
-/// refused; on this machine it would lead into the outside directory.
+/// A link that chroot resolves to itself (as `R/etc -> /etc` is `R/etc` again) is a
+/// loop, refused. Here `R/etc -> OUTSIDE/etc`, which on this machine leads into the
+/// outside directory, and in the root to `R/OUTSIDE/etc -> ../../../../etc`, which
+/// climbs back to `R/etc` (`..` stops at the root) but on this machine would lead
+/// only to the test's temporary directory, never to /etc.
 #[test]
 fn a_link_that_resolves_to_itself_in_the_root_is_a_loop() {
     let w = World::new();
     let host_etc = w.outside.join("etc");
     w.link("etc", &host_etc);
+    let inner = w.in_root(&host_etc);
+    let depth = inner.strip_prefix(&w.root).unwrap().components().count();
     w.link(
-        w.in_root(&host_etc)
-            .strip_prefix(&w.root)
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        "/etc",
+        inner.strip_prefix(&w.root).unwrap().to_str().unwrap(),
+        format!("{}etc", "../".repeat(depth)),
     );
     for init in ["systemd", "openrc", "sysv"] {
         // Uninstall cannot look either: the same error.
