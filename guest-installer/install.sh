@@ -33,7 +33,8 @@ Options:
                     under DIR; nothing is run that would change this running system
                     (no `archctl enable`; packages only through root-aware package
                     manager options: `apk --root`, `dnf --installroot`; apt-get has
-                    none, so on Debian/Ubuntu roots the package step is skipped)
+                    none, so on Debian/Ubuntu roots the package step is skipped);
+                    a link in DIR that leads out of it (or nowhere) is refused
   --init INIT       auto, systemd, openrc or sysv (default auto), for
                     `archctl service install`
   --no-emulators    do not install emulator packages
@@ -218,6 +219,47 @@ DEST=${DEST_DIR%/}/archctl
 INSTALLED=${PREFIX%/}/archctl
 CONFIG=$ROOT/etc/archctl/config.toml
 CHANGED=0
+
+# Everything written under --root stays there: a link in the root (usr/local, etc,
+# etc/archctl, etc/systemd/system, etc/rc.local...) that leads out of it would send the
+# binary, the config or the service onto this machine. So before the first write, each
+# component of each path this script or `archctl service install` may write is checked
+# as this machine resolves it: a link that leads outside the root, or nowhere, is
+# refused (naming it), and nothing is written.
+check_in_root() { # PATH (relative to ROOT)
+	[ -n "$ROOT" ] || return 0
+	p=$ROOT
+	rest=$1
+	while [ -n "$rest" ]; do
+		c=${rest%%/*}
+		case $rest in
+		*/*) rest=${rest#*/} ;;
+		*) rest= ;;
+		esac
+		[ -n "$c" ] || continue
+		p=$p/$c
+		if [ -L "$p" ]; then
+			to=$(readlink -- "$p") || to='?'
+			[ -e "$p" ] || die "$p is a symbolic link to $to, which does not exist: replace it by a directory or file, or point it inside $ROOT, then rerun"
+			real=$(readlink -f -- "$p") || die "$p: cannot resolve the symbolic link (readlink -f)"
+			case $real in
+			"$ROOT" | "$ROOT"/*) ;;
+			*) die "$p is a symbolic link to $to, which leads outside the root $ROOT: replace it by a directory, or by a relative link inside $ROOT, then rerun" ;;
+			esac
+		elif [ ! -e "$p" ]; then
+			return 0
+		fi
+	done
+}
+
+# The enabling links archctl makes are replaced, never followed: only their directories.
+check_in_root "${PREFIX#/}/archctl"
+for path in etc/archctl/config.toml \
+	etc/systemd/system/archctl.service etc/systemd/system/multi-user.target.wants \
+	etc/init.d/archctl etc/runlevels/default \
+	etc/rc.local var/lib/boot2docker/bootlocal.sh var/lib/archctl/service-install.json; do
+	check_in_root "$path"
+done
 [ "$DRY_RUN" = 0 ] || say "dry run: nothing is changed"
 [ -z "$ROOT" ] || say "setting up the root $ROOT (this running system is not changed)"
 
@@ -455,6 +497,8 @@ else
 	run mkdir -p "$DEST_DIR"
 	[ "$DRY_RUN" = 1 ] || TMP_BIN=${DEST_DIR%/}/.archctl.new.$$
 	show cp "$SRC" "${DEST_DIR%/}/.archctl.new.$$"
+	# The temporary name is ours: whatever is there (a planted link) goes, never followed.
+	[ "$DRY_RUN" = 1 ] || rm -f -- "$TMP_BIN" || die "cannot remove $TMP_BIN"
 	[ "$DRY_RUN" = 1 ] || cp "$SRC" "$TMP_BIN" || die "cannot copy $SRC to $DEST_DIR"
 	run chmod 0755 "${DEST_DIR%/}/.archctl.new.$$"
 	run mv -f "${DEST_DIR%/}/.archctl.new.$$" "$DEST"

@@ -123,7 +123,25 @@ fn open_checked(path: &Path) -> Result<File, OpenError> {
 /// longer file (or one that keeps growing while read, as some /proc files do) is
 /// [`OpenError::TooLarge`], never read further than `limit + 1` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, OpenError> {
-    let f = open_regular(path)?;
+    read_opened(open_regular(path)?, path, limit)
+}
+
+/// The whole of the already opened `f` (named `path` in errors), checked on the
+/// descriptor to be a regular file, at most `limit` bytes as [`read_bounded`].
+pub fn read_opened(f: File, path: &Path, limit: u64) -> Result<Vec<u8>, OpenError> {
+    let t = f
+        .metadata()
+        .map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .file_type();
+    if !t.is_file() {
+        return Err(OpenError::NotRegular {
+            path: path.to_path_buf(),
+            what: describe(t),
+        });
+    }
     let mut buf = Vec::new();
     f.take(limit.saturating_add(1))
         .read_to_end(&mut buf)

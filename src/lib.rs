@@ -23,7 +23,8 @@
 //! - The foundations: [`arch`] (the rule table) with [`rules_data`], [`binfmt`] (the
 //!   kernel interface), [`elf`] (ELF checks), [`ns`] (private namespaces, executable
 //!   images), [`testprog`] (the embedded test programs), [`interrupt`] (signals during a
-//!   run), [`fsutil`] (atomic writes).
+//!   run), [`fsutil`] (atomic writes), [`rootfs`] (files inside another root, as chroot
+//!   resolves them).
 
 pub mod arch;
 pub mod binfmt;
@@ -44,6 +45,7 @@ pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod report;
+pub mod rootfs;
 pub mod rules_data;
 pub mod serve;
 pub mod service;

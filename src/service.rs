@@ -1,23 +1,23 @@
 //! The boot service that re-applies the configuration at every boot (`archctl boot`):
 //! a systemd unit, an OpenRC init script, or a line in rc.local (sysv, busybox,
-//! boot2docker). `--root` writes into another root (image building, tests);
-//! `uninstall` removes exactly what `install` wrote.
+//! boot2docker). `--root` writes into another root (image building, tests), only
+//! through [`crate::rootfs::Root`]: every path is resolved inside the root as chroot
+//! would, so no link in it leads a read or a write out; `uninstall` removes exactly what
+//! `install` wrote, found from the root-relative paths of its state file.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::rootfs::{Root, RootError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("unknown init system \"{0}\": use auto, systemd, openrc or sysv")]
     UnknownInit(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} exists and was not written by archctl")]
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error("{} exists and was not written by archctl", path.display())]
     Foreign { path: PathBuf },
 }
 
@@ -27,6 +27,7 @@ impl ServiceError {
             ServiceError::Foreign { .. } => {
                 Some("move it away, or choose another init system with --init".into())
             }
+            ServiceError::Root(e) => e.hint(),
             _ => None,
         }
     }
@@ -49,7 +50,7 @@ impl Init {
         }
     }
 
-    pub fn parse(s: &str, root: &Path) -> Result<Init, ServiceError> {
+    pub fn parse(s: &str, root: &Root) -> Result<Init, ServiceError> {
         match s {
             "auto" => Ok(Init::detect(root)),
             "systemd" => Ok(Init::Systemd),
@@ -61,8 +62,8 @@ impl Init {
 
     /// The init system of a root: a running or installed systemd, else OpenRC, else
     /// sysv-style rc.local.
-    pub fn detect(root: &Path) -> Init {
-        let has = |p: &str| root.join(p).exists();
+    pub fn detect(root: &Root) -> Init {
+        let has = |p: &str| root.exists(Path::new(p));
         if has("run/systemd/system") || has("usr/lib/systemd/systemd") || has("lib/systemd/systemd")
         {
             Init::Systemd
@@ -144,13 +145,17 @@ fn is_our_line(l: &str) -> bool {
 /// rc.local-style files, in order of preference.
 const RC_FILES: &[&str] = &["etc/rc.local", "var/lib/boot2docker/bootlocal.sh"];
 
-fn rc_file(root: &Path) -> PathBuf {
+fn rc_file(root: &Root) -> &'static Path {
+    let first = Path::new(RC_FILES[0]);
     RC_FILES
         .iter()
-        .map(|f| root.join(f))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| root.join(RC_FILES[0]))
+        .map(Path::new)
+        .find(|p| root.exists(p))
+        .unwrap_or(first)
 }
+
+/// The most archctl reads of a unit, script or rc.local.
+const READ_LIMIT: u64 = 1 << 20;
 
 /// What install did or would do, and what is there now.
 #[derive(Debug, Clone, Serialize)]
@@ -164,208 +169,256 @@ pub struct ServiceReport {
     pub up_to_date: bool,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
-    move |source| ServiceError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Where install records what it created (so uninstall removes exactly that).
 const STATE: &str = "var/lib/archctl/service-install.json";
 
-/// Create `dir` and missing parents, noting the ones this call created.
-fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), ServiceError> {
-    let mut missing = Vec::new();
-    let mut d = Some(dir);
-    while let Some(x) = d {
-        if x.exists() {
-            break;
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct State {
+    /// Directories install created, outermost first, relative to the root (so a root
+    /// moved or copied elsewhere is still uninstalled inside itself).
+    dirs: Vec<PathBuf>,
+    /// `dirs` are relative to the root. Older archctl wrote the root joined with them
+    /// (and no such field): those under the root as given are read as relative to it,
+    /// the others (the root has moved since) are left alone.
+    #[serde(default)]
+    root_relative: bool,
+}
+
+/// The text of `rel` in the root, None when it is missing.
+fn read_text(root: &Root, rel: &Path) -> Result<Option<(String, u32)>, ServiceError> {
+    Ok(root
+        .read(rel, READ_LIMIT)?
+        .map(|(b, mode)| (String::from_utf8_lossy(&b).into_owned(), mode)))
+}
+
+fn load_state(root: &Root) -> Vec<PathBuf> {
+    let state: State = root
+        .read(Path::new(STATE), READ_LIMIT)
+        .ok()
+        .flatten()
+        .and_then(|(b, _)| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let relative = state.root_relative;
+    // The root as given now, or as the kernel names it (it may have been given
+    // differently then).
+    let canonical = std::fs::canonicalize(root.path()).ok();
+    let under_root = |d: &Path| {
+        let given = d.strip_prefix(root.path()).ok();
+        given
+            .or_else(|| canonical.as_deref().and_then(|c| d.strip_prefix(c).ok()))
+            .map(Path::to_path_buf)
+    };
+    state
+        .dirs
+        .into_iter()
+        .filter_map(|d| {
+            let rel = if relative { d } else { under_root(&d)? };
+            // Nothing a hand-made state file names climbs out (Root would keep it in
+            // anyway).
+            crate::rootfs::is_plain_relative(&rel).then_some(rel)
+        })
+        .collect()
+}
+
+fn save_state(root: &Root, dirs: Vec<PathBuf>) -> Result<(), ServiceError> {
+    let mut all = load_state(root);
+    for d in dirs {
+        if !all.contains(&d) {
+            all.push(d);
         }
-        missing.push(x.to_path_buf());
-        d = x.parent();
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    created.extend(missing.into_iter().rev());
+    let path = Path::new(STATE);
+    let created = root.create_dir_all(path.parent().unwrap_or(Path::new("")))?;
+    all.extend(created);
+    let json = serde_json::to_vec_pretty(&State {
+        dirs: all,
+        root_relative: true,
+    })
+    .unwrap_or_default();
+    root.write_atomic(path, &json, 0o644)?;
     Ok(())
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct State {
-    /// Directories install created, outermost first.
-    dirs: Vec<PathBuf>,
-}
-
-fn save_state(root: &Path, mut dirs: Vec<PathBuf>) -> Result<(), ServiceError> {
-    let path = root.join(STATE);
-    if let Ok(old) = std::fs::read(&path)
-        && let Ok(old) = serde_json::from_slice::<State>(&old)
-    {
-        let mut all = old.dirs;
-        for d in dirs {
-            if !all.contains(&d) {
-                all.push(d);
-            }
-        }
-        dirs = all;
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let mut created = Vec::new();
-    create_dirs(dir, &mut created)?;
-    dirs.extend(created);
-    let json = serde_json::to_vec_pretty(&State { dirs }).unwrap_or_default();
-    std::fs::write(&path, json).map_err(io(&path))
-}
-
 /// Remove the state file and every directory install created that is now empty.
-fn drop_state(root: &Path) {
-    let path = root.join(STATE);
-    let state: State = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let _ = std::fs::remove_file(&path);
-    for d in state.dirs.iter().rev() {
-        let _ = std::fs::remove_dir(d);
+fn drop_state(root: &Root) {
+    let dirs = load_state(root);
+    let _ = root.remove_file(Path::new(STATE));
+    for d in dirs.iter().rev() {
+        let _ = root.remove_dir(d);
     }
+}
+
+/// The directory of a root-relative path.
+fn parent(rel: &Path) -> &Path {
+    rel.parent().unwrap_or(Path::new(""))
 }
 
 fn write_file(
-    path: &Path,
+    root: &Root,
+    rel: &Path,
     text: &str,
     mode: u32,
     created: &mut Vec<PathBuf>,
 ) -> Result<(), ServiceError> {
-    if let Ok(existing) = std::fs::read_to_string(path)
+    if let Some((existing, _)) = read_text(root, rel)?
         && !existing.contains(MARKER)
     {
         return Err(ServiceError::Foreign {
-            path: path.to_path_buf(),
+            path: root.shown(rel),
         });
     }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    create_dirs(dir, created)?;
-    write_atomic(path, text.as_bytes(), mode)
+    created.extend(root.create_dir_all(parent(rel))?);
+    root.write_atomic(rel, text.as_bytes(), mode)?;
+    Ok(())
 }
 
-/// [`crate::fsutil::write_atomic`], its error naming the directory or the file as before.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServiceError> {
-    crate::fsutil::write_atomic(path, bytes, mode).map_err(|e| io(&e.path)(e.source))
-}
-
-fn link(target: &str, at: &Path, created: &mut Vec<PathBuf>) -> Result<(), ServiceError> {
-    let dir = at.parent().unwrap_or(Path::new("/"));
-    create_dirs(dir, created)?;
-    if std::fs::read_link(at).is_ok_and(|t| t == Path::new(target)) {
+fn link(
+    root: &Root,
+    target: &str,
+    at: &Path,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), ServiceError> {
+    created.extend(root.create_dir_all(parent(at))?);
+    if root.read_link(at)?.is_some_and(|t| t == Path::new(target)) {
         return Ok(());
     }
-    let _ = std::fs::remove_file(at);
-    std::os::unix::fs::symlink(target, at).map_err(io(at))
+    root.remove_file(at)?;
+    root.symlink(Path::new(target), at)?;
+    Ok(())
+}
+
+/// The rc.local with our line added (before a final `exit 0`, where rc.local scripts
+/// end), or created with a header.
+fn rc_with_line(text: &str, line: String) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !is_our_line(l)).collect();
+    let mut out = Vec::new();
+    if kept.is_empty() {
+        out.push(RC_HEADER.to_string());
+    }
+    let exit_at = kept.iter().rposition(|l| l.trim() == "exit 0");
+    for (i, l) in kept.iter().enumerate() {
+        if Some(i) == exit_at {
+            out.push(line.clone());
+        }
+        out.push(l.to_string());
+    }
+    if exit_at.is_none() {
+        out.push(line);
+    }
+    let mut new_text = out.join("\n");
+    new_text.push('\n');
+    new_text
 }
 
 /// Write and enable the boot service.
-pub fn install(init: Init, root: &Path, binary: &Path) -> Result<ServiceReport, ServiceError> {
-    let mut paths = Vec::new();
+pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, ServiceError> {
+    let rc = rc_file(root);
+    let writes: Vec<&Path> = match init {
+        Init::Systemd => vec![Path::new(UNIT), Path::new(UNIT_WANTS)],
+        Init::Openrc => vec![Path::new(OPENRC), Path::new(OPENRC_LINK)],
+        Init::Sysv => vec![rc],
+    };
+    // Every path fails here, before the first write, if it would fail at all for a
+    // link on the way (dangling, a loop): a refused install leaves the root as it was.
+    for p in writes.iter().copied().chain([Path::new(STATE)]) {
+        root.check(p)?;
+    }
     let mut dirs = Vec::new();
     match init {
         Init::Systemd => {
-            let unit = root.join(UNIT);
-            write_file(&unit, &systemd_unit(binary), 0o644, &mut dirs)?;
+            write_file(
+                root,
+                Path::new(UNIT),
+                &systemd_unit(binary),
+                0o644,
+                &mut dirs,
+            )?;
             // What `systemctl enable` does; works offline and in another root.
-            link(&format!("/{UNIT}"), &root.join(UNIT_WANTS), &mut dirs)?;
-            paths.extend([unit, root.join(UNIT_WANTS)]);
-            if root == Path::new("/") && Path::new("/run/systemd/system").exists() {
+            link(root, &format!("/{UNIT}"), Path::new(UNIT_WANTS), &mut dirs)?;
+            if root.is_host_root() && Path::new("/run/systemd/system").exists() {
                 let _ = std::process::Command::new("systemctl")
                     .arg("daemon-reload")
                     .status();
             }
         }
         Init::Openrc => {
-            let script = root.join(OPENRC);
-            write_file(&script, &openrc_script(binary), 0o755, &mut dirs)?;
-            link(&format!("/{OPENRC}"), &root.join(OPENRC_LINK), &mut dirs)?;
-            paths.extend([script, root.join(OPENRC_LINK)]);
+            write_file(
+                root,
+                Path::new(OPENRC),
+                &openrc_script(binary),
+                0o755,
+                &mut dirs,
+            )?;
+            link(
+                root,
+                &format!("/{OPENRC}"),
+                Path::new(OPENRC_LINK),
+                &mut dirs,
+            )?;
         }
         Init::Sysv => {
-            let file = rc_file(root);
-            let line = rc_line(binary);
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let kept: Vec<&str> = text.lines().filter(|l| !is_our_line(l)).collect();
-            let mut out = Vec::new();
-            if kept.is_empty() {
-                out.push(RC_HEADER.to_string());
-            }
-            // Before a final `exit 0`, where rc.local scripts end.
-            let exit_at = kept.iter().rposition(|l| l.trim() == "exit 0");
-            for (i, l) in kept.iter().enumerate() {
-                if Some(i) == exit_at {
-                    out.push(line.clone());
-                }
-                out.push(l.to_string());
-            }
-            if exit_at.is_none() {
-                out.push(line);
-            }
-            let mut new_text = out.join("\n");
-            new_text.push('\n');
-            let dir = file.parent().unwrap_or(Path::new("/"));
-            create_dirs(dir, &mut dirs)?;
-            let mode = std::fs::metadata(&file)
-                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-                .unwrap_or(0o755);
-            write_atomic(&file, new_text.as_bytes(), mode | 0o700)?;
-            paths.push(file);
+            let (text, mode) = read_text(root, rc)?.unwrap_or((String::new(), 0o755));
+            let new_text = rc_with_line(&text, rc_line(binary));
+            dirs.extend(root.create_dir_all(parent(rc))?);
+            root.write_atomic(rc, new_text.as_bytes(), mode | 0o700)?;
         }
     }
     save_state(root, dirs)?;
     Ok(ServiceReport {
         init,
-        root: root.display().to_string(),
-        paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        root: root.path().display().to_string(),
+        paths: writes
+            .iter()
+            .map(|p| root.shown(p).display().to_string())
+            .collect(),
         installed: true,
         up_to_date: true,
     })
 }
 
 /// Remove exactly what `install` wrote.
-pub fn uninstall(init: Init, root: &Path) -> Result<ServiceReport, ServiceError> {
+pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError> {
     let mut removed = Vec::new();
-    let mut remove_marked = |p: PathBuf, is_link: bool| -> Result<(), ServiceError> {
-        let ours = if is_link {
-            std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+    let mut remove_marked = |rel: &str, is_link: bool| -> Result<(), ServiceError> {
+        let rel = Path::new(rel);
+        let gone = if is_link {
+            root.read_link(rel)?.is_some() && root.remove_file(rel)?
         } else {
-            std::fs::read_to_string(&p).is_ok_and(|t| t.contains(MARKER))
+            match read_text(root, rel)? {
+                // Where the text is: a link at `rel` (inside the root) was written through.
+                Some((t, _)) if t.contains(MARKER) => root.remove_file(&root.real(rel)?)?,
+                _ => false,
+            }
         };
-        if ours {
-            std::fs::remove_file(&p).map_err(io(&p))?;
-            removed.push(p.display().to_string());
+        if gone {
+            removed.push(root.shown(rel).display().to_string());
         }
         Ok(())
     };
     match init {
         Init::Systemd => {
-            remove_marked(root.join(UNIT_WANTS), true)?;
-            remove_marked(root.join(UNIT), false)?;
+            remove_marked(UNIT_WANTS, true)?;
+            remove_marked(UNIT, false)?;
         }
         Init::Openrc => {
-            remove_marked(root.join(OPENRC_LINK), true)?;
-            remove_marked(root.join(OPENRC), false)?;
+            remove_marked(OPENRC_LINK, true)?;
+            remove_marked(OPENRC, false)?;
         }
         Init::Sysv => {
             let file = rc_file(root);
-            if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Some((text, mode)) = read_text(root, file)? {
                 let created = text.starts_with(RC_HEADER);
                 let kept: Vec<&str> = text.lines().filter(|l| !is_our_line(l)).collect();
                 let header_lines = RC_HEADER.lines().count();
                 if created && kept.len() <= header_lines {
-                    std::fs::remove_file(&file).map_err(io(&file))?;
+                    root.remove_file(&root.real(file)?)?;
                 } else if kept.len() != text.lines().count() {
                     let mut t = kept.join("\n");
                     t.push('\n');
-                    std::fs::write(&file, t).map_err(io(&file))?;
+                    root.write_atomic(file, t.as_bytes(), mode)?;
                 }
                 if kept.len() != text.lines().count() {
-                    removed.push(file.display().to_string());
+                    removed.push(root.shown(file).display().to_string());
                 }
             }
         }
@@ -373,7 +426,7 @@ pub fn uninstall(init: Init, root: &Path) -> Result<ServiceReport, ServiceError>
     drop_state(root);
     Ok(ServiceReport {
         init,
-        root: root.display().to_string(),
+        root: root.path().display().to_string(),
         paths: removed,
         installed: false,
         up_to_date: true,
@@ -381,37 +434,36 @@ pub fn uninstall(init: Init, root: &Path) -> Result<ServiceReport, ServiceError>
 }
 
 /// Is the service installed, and is it what this archctl would write?
-pub fn status(init: Init, root: &Path, binary: &Path) -> ServiceReport {
-    let (paths, expected): (Vec<PathBuf>, Option<(PathBuf, String)>) = match init {
+pub fn status(init: Init, root: &Root, binary: &Path) -> ServiceReport {
+    let text = |p: &Path| read_text(root, p).ok().flatten().map(|(t, _)| t);
+    let (paths, expected): (Vec<&Path>, Option<(&Path, String)>) = match init {
         Init::Systemd => (
-            vec![root.join(UNIT), root.join(UNIT_WANTS)],
-            Some((root.join(UNIT), systemd_unit(binary))),
+            vec![Path::new(UNIT), Path::new(UNIT_WANTS)],
+            Some((Path::new(UNIT), systemd_unit(binary))),
         ),
         Init::Openrc => (
-            vec![root.join(OPENRC), root.join(OPENRC_LINK)],
-            Some((root.join(OPENRC), openrc_script(binary))),
+            vec![Path::new(OPENRC), Path::new(OPENRC_LINK)],
+            Some((Path::new(OPENRC), openrc_script(binary))),
         ),
         Init::Sysv => (vec![rc_file(root)], None),
     };
     let present: Vec<String> = paths
         .iter()
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| p.display().to_string())
+        .filter(|p| root.exists(p) || root.read_link(p).ok().flatten().is_some())
+        .map(|p| root.shown(p).display().to_string())
         .collect();
+    let rc = || text(rc_file(root));
     let installed = match init {
-        Init::Sysv => {
-            std::fs::read_to_string(rc_file(root)).is_ok_and(|t| t.lines().any(is_our_line))
-        }
+        Init::Sysv => rc().is_some_and(|t| t.lines().any(is_our_line)),
         _ => present.len() == paths.len(),
     };
-    let up_to_date = match (&expected, init) {
-        (Some((p, text)), _) => std::fs::read_to_string(p).is_ok_and(|t| t == *text),
-        (None, _) => std::fs::read_to_string(rc_file(root))
-            .is_ok_and(|t| t.lines().any(|l| l == rc_line(binary))),
+    let up_to_date = match &expected {
+        Some((p, want)) => text(p).is_some_and(|t| t == *want),
+        None => rc().is_some_and(|t| t.lines().any(|l| l == rc_line(binary))),
     };
     ServiceReport {
         init,
-        root: root.display().to_string(),
+        root: root.path().display().to_string(),
         paths: present,
         installed,
         up_to_date: installed && up_to_date,

@@ -696,3 +696,103 @@ fn a_binary_that_does_not_run_here_is_installed_with_the_host_archctl_doing_the_
     assert!(stdout(&out).contains("done: everything was already in place"));
     assert_eq!(g.snapshot(), once);
 }
+
+/// Links in the root that lead out of it (into a directory of the test, never this
+/// machine's /etc), or nowhere: refused before anything is written, one error line
+/// naming the link, the root and the outside exactly as they were. A link inside the
+/// root is followed.
+#[test]
+fn links_out_of_the_root_are_refused_before_anything_is_written() {
+    let host_before = host_state();
+    let cases: &[(&str, &str, &str)] = &[
+        // (link in the root, init, where it points: under the outside directory)
+        ("usr/local", "sysv", "local"),
+        ("usr/local/bin", "sysv", "bin"),
+        ("etc/archctl", "sysv", "archctl"),
+        ("etc", "sysv", "etc"),
+        ("etc/systemd/system", "systemd", "system"),
+        ("etc/init.d", "openrc", "init.d"),
+        ("etc/rc.local", "sysv", "rc.local"),
+        ("var/lib/archctl", "sysv", "archctl"),
+        // Relative, climbing out with `..`.
+        (
+            "usr/local",
+            "sysv",
+            "../../../../../../../../../../OUTSIDE/local",
+        ),
+        // Dangling.
+        ("usr/local", "sysv", "missing"),
+        ("etc/rc.local", "sysv", "missing"),
+    ];
+    for &(link, init, target) in cases {
+        let g = Guest::new(Some(&debian_os_release()));
+        let outside = g.dir.path().join("outside");
+        for d in ["local/bin", "bin", "archctl", "etc", "system", "init.d"] {
+            std::fs::create_dir_all(outside.join(d)).unwrap();
+        }
+        std::fs::write(outside.join("etc/os-release"), debian_os_release()).unwrap();
+        std::fs::write(outside.join("rc.local"), "#!/bin/sh\nexit 0\n").unwrap();
+        let at = g.root().join(link);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        if at.is_dir() {
+            std::fs::remove_dir_all(&at).unwrap();
+        }
+        let to = if let Some(rel) = target.strip_prefix("../") {
+            let outside_rel = outside.strip_prefix("/").unwrap().display().to_string();
+            PathBuf::from(format!("../{}", rel.replace("OUTSIDE", &outside_rel)))
+        } else {
+            outside.join(target)
+        };
+        std::os::unix::fs::symlink(&to, &at).unwrap();
+        let case = format!("{link} -> {}", to.display());
+        let before = g.snapshot();
+        let outside_before = snapshot(&outside);
+        for dry_run in [true, false] {
+            let mut args = vec!["--binary", ARCHCTL, "--init", init, "--no-emulators"];
+            if dry_run {
+                args.push("--dry-run");
+            }
+            let out = g.install(&args);
+            assert_code(&out, 1);
+            let why = if target == "missing" {
+                "which does not exist"
+            } else {
+                "which leads outside the root"
+            };
+            assert_install_error(&out, &format!("{} is a symbolic link to", at.display()));
+            assert_install_error(&out, why);
+            assert!(
+                plus_lines(&out).is_empty(),
+                "{case}: {:?}",
+                plus_lines(&out)
+            );
+            assert_eq!(g.snapshot(), before, "{case}: the root changed");
+            assert_eq!(
+                snapshot(&outside),
+                outside_before,
+                "{case}: outside changed"
+            );
+        }
+    }
+    assert_eq!(
+        host_state(),
+        host_before,
+        "something outside the roots changed"
+    );
+
+    // A link that stays inside the root is followed: the binary goes where it leads.
+    let g = Guest::new(Some(&debian_os_release()));
+    std::fs::create_dir_all(g.root().join("opt/local")).unwrap();
+    std::fs::create_dir_all(g.root().join("usr")).unwrap();
+    std::os::unix::fs::symlink("../opt/local", g.root().join("usr/local")).unwrap();
+    let out = g.install(&["--binary", ARCHCTL, "--init", "sysv", "--no-emulators"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read(g.root().join("opt/local/bin/archctl")).unwrap(),
+        archctl_bytes()
+    );
+    assert_eq!(
+        std::fs::read_link(g.root().join("usr/local")).unwrap(),
+        Path::new("../opt/local")
+    );
+}

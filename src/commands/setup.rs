@@ -18,15 +18,16 @@ pub fn service(
     root: &Path,
     binary: Option<&Path>,
 ) -> Result<ServiceOutcome, CommandError> {
-    let init = service::Init::parse(init, root)?;
+    let root = crate::rootfs::Root::open(root).map_err(service::ServiceError::from)?;
+    let init = service::Init::parse(init, &root)?;
     let binary = match binary {
         Some(b) => b.to_path_buf(),
         None => std::env::current_exe().map_err(CommandError::CurrentExe)?,
     };
     let report = match verb {
-        ServiceVerb::Install => service::install(init, root, &binary)?,
-        ServiceVerb::Uninstall => service::uninstall(init, root)?,
-        ServiceVerb::Status => service::status(init, root, &binary),
+        ServiceVerb::Install => service::install(init, &root, &binary)?,
+        ServiceVerb::Uninstall => service::uninstall(init, &root)?,
+        ServiceVerb::Status => service::status(init, &root, &binary),
     };
     Ok(ServiceOutcome { verb, report })
 }
