@@ -25,31 +25,49 @@ fn sha256_file(p: &Path) -> String {
     support::registry::sha256_hex(&std::fs::read(p).unwrap())
 }
 
-/// One bundle of the FOREIGN emulator, packed by archctl, shared by the tests.
-fn bundle() -> &'static (tempfile::TempDir, std::path::PathBuf, String) {
-    static B: OnceLock<(tempfile::TempDir, std::path::PathBuf, String)> = OnceLock::new();
-    B.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("emulators.tar.gz");
-        let out = archctl(&[
-            "--json",
-            "emulators",
-            "pack",
-            FOREIGN,
-            "--output",
-            file.to_str().unwrap(),
-        ]);
-        assert_code(&out, 0);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let sha = sha256_file(&file);
-        assert_eq!(
-            v["sha256"],
-            sha.as_str(),
-            "pack reports the bundle's sha256"
-        );
-        assert_eq!(v["emulators"][0], format!("qemu-{FOREIGN}-static"));
-        (dir, file, sha)
-    })
+type Packed = (tempfile::TempDir, std::path::PathBuf, String);
+
+/// A bundle of the emulators of `archs`, packed by archctl: its directory, file and
+/// sha256, checked against what `pack --json` reports.
+fn pack(archs: &[&str]) -> Packed {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("emulators.tar.gz");
+    let mut args = vec!["--json", "emulators", "pack"];
+    args.extend(archs);
+    args.extend(["--output", file.to_str().unwrap()]);
+    let out = archctl(&args);
+    assert_code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = sha256_file(&file);
+    assert_eq!(
+        v["sha256"],
+        sha.as_str(),
+        "pack reports the bundle's sha256"
+    );
+    let mut names: Vec<String> = archs.iter().map(|a| format!("qemu-{a}-static")).collect();
+    names.sort();
+    assert_eq!(v["emulators"], serde_json::json!(names));
+    (dir, file, sha)
+}
+
+/// `archctl emulators install --from FILE --sha256 SHA --dest DEST`.
+fn install_file(file: &Path, sha: &str, dest: &Path) -> support::Run {
+    archctl(&[
+        "emulators",
+        "install",
+        "--from",
+        file.to_str().unwrap(),
+        "--sha256",
+        sha,
+        "--dest",
+        dest.to_str().unwrap(),
+    ])
+}
+
+/// One bundle of the FOREIGN emulator, shared by the tests.
+fn bundle() -> &'static Packed {
+    static B: OnceLock<Packed> = OnceLock::new();
+    B.get_or_init(|| pack(&[FOREIGN]))
 }
 
 /// A tar.gz with the given (name, type, bytes) entries.
@@ -106,16 +124,7 @@ fn install_from_a_file_then_enable_uses_it() {
     let (_d, file, sha) = bundle();
     let dest = tempfile::tempdir().unwrap();
     let dest = dest.path().join("emulators");
-    let out = archctl(&[
-        "emulators",
-        "install",
-        "--from",
-        file.to_str().unwrap(),
-        "--sha256",
-        sha,
-        "--dest",
-        dest.to_str().unwrap(),
-    ]);
+    let out = install_file(file, sha, &dest);
     assert_code(&out, 0);
     let installed = dest.join(format!("qemu-{FOREIGN}-static"));
     assert!(installed.is_file());
@@ -225,24 +234,10 @@ fn install_over_http_and_every_bad_bundle_changes_nothing() {
     assert!(dest.join(format!("qemu-{FOREIGN}-static")).is_file());
 }
 
-/// A bundle of two emulators, FOREIGN's and s390x's, packed by archctl.
-fn bundle_of_two() -> &'static (tempfile::TempDir, std::path::PathBuf, String) {
-    static B: OnceLock<(tempfile::TempDir, std::path::PathBuf, String)> = OnceLock::new();
-    B.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("two.tar.gz");
-        let out = archctl(&[
-            "emulators",
-            "pack",
-            FOREIGN,
-            "s390x",
-            "--output",
-            file.to_str().unwrap(),
-        ]);
-        assert_code(&out, 0);
-        let sha = sha256_file(&file);
-        (dir, file, sha)
-    })
+/// A bundle of two emulators, FOREIGN's and s390x's.
+fn bundle_of_two() -> &'static Packed {
+    static B: OnceLock<Packed> = OnceLock::new();
+    B.get_or_init(|| pack(&[FOREIGN, "s390x"]))
 }
 
 /// Every name in `dir` with its content (directories as `<dir>`), sorted.
@@ -288,18 +283,7 @@ impl Drop for Immutable {
 #[test]
 fn install_lands_every_file_or_none() {
     let (_d, file, sha) = bundle_of_two();
-    let install = |dest: &Path| {
-        archctl(&[
-            "emulators",
-            "install",
-            "--from",
-            file.to_str().unwrap(),
-            "--sha256",
-            sha,
-            "--dest",
-            dest.to_str().unwrap(),
-        ])
-    };
+    let install = |dest: &Path| install_file(file, sha, dest);
     let mut names = [
         format!("qemu-{FOREIGN}-static"),
         "qemu-s390x-static".to_string(),

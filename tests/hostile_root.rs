@@ -9,30 +9,12 @@
 
 mod support;
 
-use support::RunExt;
-
 use std::{
-    collections::BTreeMap,
     os::unix::fs::symlink,
     path::{Path, PathBuf},
-    process::Command,
 };
 
-use support::{ARCHCTL, assert_code, assert_error_line};
-
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    support::tree_snapshot(dir, |p| std::fs::read_to_string(p).unwrap_or_default())
-}
-
-fn service(root: &Path, args: &[&str]) -> support::Run {
-    Command::new(ARCHCTL)
-        .arg("service")
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .args(["--binary", "/usr/local/bin/archctl"])
-        .run()
-}
+use support::{assert_code, assert_error_line, service_in as service, text_snapshot as snapshot};
 
 /// archctl's marker, and its rc.local line: what an escaping uninstall would remove.
 const MARKER: &str = "written by archctl service install";

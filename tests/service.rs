@@ -6,24 +6,12 @@ mod support;
 
 use support::RunExt;
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::process::Command;
 
-use support::{ARCHCTL, assert_code, assert_error_line, stdout};
-
-/// Every path under `root` with its content (files), target (links) or nothing (dirs).
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    support::tree_snapshot(root, |p| std::fs::read_to_string(p).unwrap_or_default())
-}
-
-fn service(root: &Path, args: &[&str]) -> support::Run {
-    Command::new(ARCHCTL)
-        .arg("service")
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .args(["--binary", "/usr/local/bin/archctl"])
-        .run()
-}
+use support::{
+    ARCHCTL, assert_code, assert_error_line, service_in as service, stdout,
+    text_snapshot as snapshot,
+};
 
 #[test]
 fn each_init_system_gets_its_service_and_uninstall_removes_exactly_it() {

@@ -427,6 +427,22 @@ impl FakeServer {
     }
 }
 
+/// [`tree_snapshot`] with file contents as text.
+pub fn text_snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
+    tree_snapshot(root, |p| std::fs::read_to_string(p).unwrap_or_default())
+}
+
+/// `archctl service ARGS --root ROOT --binary /usr/local/bin/archctl`.
+pub fn service_in(root: &Path, args: &[&str]) -> Run {
+    Command::new(ARCHCTL)
+        .arg("service")
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .args(["--binary", "/usr/local/bin/archctl"])
+        .run()
+}
+
 /// Every path under `root`: directories as "dir", links as "-> target", files as their
 /// mode (octal) and `render(path)` (content, or a hash for big files). For tests that a
 /// command leaves a tree exactly as it was.

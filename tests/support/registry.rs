@@ -2321,30 +2321,38 @@ pub struct HostileServer {
     stop: Arc<AtomicBool>,
 }
 
+/// Listen on 127.0.0.1 (returning "127.0.0.1:PORT") and serve each connection with
+/// `serve` on a thread of its own, until `stop` is set or [`HOSTILE_LIMIT`] passes.
+fn accept_loop(stop: Arc<AtomicBool>, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
 impl HostileServer {
     pub fn start(plan: impl Fn(&str) -> Hostile + Send + Sync + 'static) -> HostileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let plan = Arc::new(plan);
-        {
+        let addr = {
             let (stop, requests) = (stop.clone(), requests.clone());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT {
-                    let Ok((stream, _)) = listener.accept() else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
-                    let (plan, stop, requests) = (plan.clone(), stop.clone(), requests.clone());
-                    std::thread::spawn(move || {
-                        let _ = hostile_conn(stream, &*plan, &stop, &requests);
-                    });
-                }
-            });
-        }
+            accept_loop(stop.clone(), move |stream| {
+                let _ = hostile_conn(stream, &*plan, &stop, &requests);
+            })
+        };
         HostileServer {
             addr,
             requests,
@@ -2485,28 +2493,15 @@ impl DualServer {
             .with_single_cert(certs, key)
             .unwrap(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let seen: Arc<Mutex<Vec<DualSeen>>> = Arc::default();
         let handler = Arc::new(handler);
-        {
-            let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while !stop.load(Ordering::SeqCst) && started.elapsed() < HOSTILE_LIMIT {
-                    let Ok((stream, _)) = listener.accept() else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
-                    let (config, handler, seen) = (config.clone(), handler.clone(), seen.clone());
-                    std::thread::spawn(move || {
-                        let _ = dual_conn(stream, &config, &*handler, &seen);
-                    });
-                }
-            });
-        }
+        let addr = {
+            let seen = seen.clone();
+            accept_loop(stop.clone(), move |stream| {
+                let _ = dual_conn(stream, &config, &*handler, &seen);
+            })
+        };
         DualServer {
             addr,
             seen,
