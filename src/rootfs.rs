@@ -65,11 +65,21 @@ pub enum RootError {
         path.display(), root.display()
     )]
     Loop { path: PathBuf, root: PathBuf },
+    /// The root itself cannot be opened as a directory.
+    #[error("root {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl RootError {
     pub fn hint(&self) -> Option<String> {
         match self {
+            RootError::Open { .. } => Some(
+                "--root must be an existing directory: the image's root file system".into(),
+            ),
             RootError::Dangling { .. } | RootError::Loop { .. } => Some(
                 "replace the link by a directory or file, or point it at one inside the root (absolute links are read from the root)".into(),
             ),
@@ -115,10 +125,11 @@ impl Root {
     /// The directory `path` (symlinks in `path` itself are followed, as the user named
     /// it).
     pub fn open(path: &Path) -> Result<Root, RootError> {
-        let fd = nix::fcntl::open(path, dir_flags(), Mode::empty()).map_err(|e| RootError::Io {
-            path: path.to_path_buf(),
-            source: errno(e),
-        })?;
+        let fd =
+            nix::fcntl::open(path, dir_flags(), Mode::empty()).map_err(|e| RootError::Open {
+                path: path.to_path_buf(),
+                source: errno(e),
+            })?;
         let how = OpenHow::new()
             .flags(dir_flags())
             .resolve(ResolveFlag::RESOLVE_IN_ROOT);

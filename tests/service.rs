@@ -171,3 +171,27 @@ fn the_unit_passes_systemd_analyze_and_the_script_parses() {
         .run();
     assert!(out.status.success());
 }
+
+#[test]
+fn a_missing_root_is_an_error_and_is_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("no-such-image");
+    for args in [
+        &["install", "--init", "systemd"][..],
+        &["uninstall", "--init", "systemd"],
+    ] {
+        let out = service(&root, args);
+        assert_code(&out, 1);
+        assert_error_line(
+            &out,
+            &format!("root {}: No such file or directory", root.display()),
+        );
+        assert!(
+            out.stderr()
+                .contains("hint: --root must be an existing directory"),
+            "{}",
+            out.stderr()
+        );
+        assert!(!root.exists());
+    }
+}
