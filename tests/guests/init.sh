@@ -54,7 +54,7 @@ check() {
     status=$?
     sed 's/^/  | /' /tmp/check.out | tail -n 40
     # One line: a reason quoting a command's output may span several.
-    echo "ARCHCTL-FAIL $name: $(echo "${WHY:-$1 exited with status $status}" | tr '\n' ' ')"
+    echo "ARCHCTL-FAIL $name: $(echo "${WHY:-$1 exited with status $status}" | tr '\n' ' ' | sed 's/ *$//')"
   fi
 }
 
@@ -62,9 +62,10 @@ check() {
 # json_compact FILE: archctl's pretty JSON on one line, no blanks around punctuation
 # (`{"action":"registered",...}`), for grep.
 json_compact() { tr '\n\t' '  ' <"$1" | sed 's/ *\([][{}:,]\) */\1/g'; }
-# json_entry FILE NAME: the flat JSON object whose "name" is NAME (entries have no
-# nested objects), or nothing.
-json_entry() { json_compact "$1" | grep -o "{[^{}]*\"name\":\"$2\"[^{}]*}"; }
+# json_object FILE KEY VALUE: the flat JSON objects (no nested objects: archctl's entries
+# and test results) whose KEY is the string VALUE, or nothing.
+json_object() { json_compact "$1" | grep -o "{[^{}]*\"$2\":\"$3\"[^{}]*}"; }
+json_entry() { json_object "$1" name "$2"; }
 # expect_output WANT CMD...: CMD succeeds and prints exactly WANT.
 expect_output() {
   want=$1
