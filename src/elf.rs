@@ -187,8 +187,17 @@ mod tests {
 
     #[test]
     fn reads_a_dynamic_binary_and_rejects_non_elf() {
+        // /bin/sh is a dynamic program on most systems (CI's included), but not on a
+        // busybox-only one (boot2docker, some guests): there the check is skipped.
         let sh = ElfInfo::read(Path::new("/bin/sh")).unwrap();
-        assert!(!sh.is_static(), "{}", sh.describe());
+        if sh.is_static() && std::env::var_os("CI").is_none() {
+            eprintln!(
+                "skipped the dynamic-binary check: /bin/sh is {}",
+                sh.describe()
+            );
+        } else {
+            assert!(!sh.is_static(), "{}", sh.describe());
+        }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("script");
         std::fs::write(&p, "#!/bin/sh\n").unwrap();

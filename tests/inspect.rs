@@ -906,3 +906,38 @@ fn one_registrys_wrong_media_type_never_poisons_another_images_cached_manifest()
     assert_code(&out, 0);
     assert_eq!(platforms(&v["images"][0]), expected(&index), "{v}");
 }
+
+#[test]
+fn no_ca_certificates_is_a_clear_error_and_plain_loopback_still_works() {
+    // A minimal system (a scratch container, a small guest) without ca-certificates:
+    // SSL_CERT_FILE and SSL_CERT_DIR name nothing.
+    let reg = Registry::start(RegistryAuth::None);
+    let img = push_image(
+        &reg,
+        "app/plain",
+        "v1",
+        support::registry::ImageSpec::oci("linux/amd64"),
+    );
+    let mut env = Env::new();
+    let empty = env.dir.path().join("no-certs");
+    std::fs::create_dir(&empty).unwrap();
+    env.set("SSL_CERT_DIR", empty.to_str().unwrap());
+    env.set("SSL_CERT_FILE", empty.join("none.pem").to_str().unwrap());
+    // A registry over TLS (.invalid never resolves: the client fails before any lookup).
+    let (out, v) = env.inspect(&["--no-cache", "registry.invalid/app/x:v1"]);
+    assert_code(&out, 1);
+    let err = v["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.starts_with("cannot verify TLS: no usable CA certificates on this system"),
+        "{err}"
+    );
+    assert!(
+        stderr(&out).contains("hint: install the CA certificates"),
+        "{}",
+        stderr(&out)
+    );
+    // A loopback registry over plain HTTP needs no certificates.
+    let (out, v) = env.inspect(&["--no-cache", &img.reference(&reg.addr())]);
+    assert_code(&out, 0);
+    assert_eq!(v["images"][0]["digest"], img.digest.as_str());
+}

@@ -97,6 +97,10 @@ pub enum RegistryError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    /// No certificate authority to verify TLS with (a minimal system without
+    /// ca-certificates, or SSL_CERT_FILE/SSL_CERT_DIR naming nothing).
+    #[error("cannot verify TLS: no usable CA certificates on this system ({0})")]
+    NoTrustRoots(String),
 }
 
 impl RegistryError {
@@ -121,6 +125,9 @@ impl RegistryError {
             RegistryError::CredentialHelper { helper, server, .. } => Some(format!(
                 "see what it says with: echo {server} | {helper} get; or log in again (docker login {server}), or remove it from credsStore/credHelpers in Docker's config.json"
             )),
+            RegistryError::NoTrustRoots(_) => Some(
+                "install the CA certificates (apt-get install ca-certificates, apk add ca-certificates), or point SSL_CERT_FILE at a PEM bundle".into(),
+            ),
             RegistryError::Unsupported(_) => Some(
                 "re-push the image with a current tool (docker buildx, skopeo copy) to get a schema 2 or OCI manifest".into(),
             ),

@@ -103,7 +103,19 @@ impl HttpClients {
             .pool_idle_timeout(Duration::from_secs(30))
             .tls_danger_accept_invalid_certs(!verify)
             .build()
-            .map_err(|e| RegistryError::Client(e.to_string()))?;
+            .map_err(|e| {
+                // The builder loads the system's CA certificates when it verifies: that
+                // is what fails it there (an unverified client needs none).
+                let why = std::iter::once(e.to_string())
+                    .chain(sources(&e).map(ToString::to_string))
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                if verify {
+                    RegistryError::NoTrustRoots(why)
+                } else {
+                    RegistryError::Client(why)
+                }
+            })?;
         Ok(cell.get_or_init(|| c))
     }
 }
