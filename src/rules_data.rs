@@ -52,6 +52,15 @@ pub struct Rule {
     pub legacy_machines: Vec<u16>,
 }
 
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// Parse `\xNN`-escaped bytes (the kernel's register syntax and QEMU's script syntax).
 /// Printable ASCII stands for itself; `\\` is a backslash.
 pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
@@ -62,15 +71,19 @@ pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
         match bytes[i] {
             b'\\' => match bytes.get(i + 1) {
                 Some(b'x') => {
-                    let hex = text
-                        .get(i + 2..i + 4)
-                        .ok_or_else(|| format!("truncated escape at byte {i}"))?;
-                    // Digits only (`from_str_radix` would take a sign: `\x+f`), as the kernel.
-                    let v = Some(hex)
-                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| format!("bad escape \\x{hex} at byte {i}"))?;
-                    out.push(v);
+                    let (Some(&hi), Some(&lo)) = (bytes.get(i + 2), bytes.get(i + 3)) else {
+                        return Err(format!("truncated escape at byte {i}"));
+                    };
+                    // Two hex digits, nothing else (`from_str_radix` would take a sign:
+                    // `\x+f`), as the kernel reads them. The table is parsed on every
+                    // run: by hand, not through a str parser.
+                    match (hex_digit(hi), hex_digit(lo)) {
+                        (Some(h), Some(l)) => out.push(h << 4 | l),
+                        _ => {
+                            let hex = String::from_utf8_lossy(&bytes[i + 2..i + 4]);
+                            return Err(format!("bad escape \\x{hex} at byte {i}"));
+                        }
+                    }
                     i += 4;
                 }
                 Some(b'\\') => {
