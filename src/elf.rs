@@ -110,11 +110,23 @@ impl ElfInfo {
     /// a FIFO or a device is an error, never a hang), and only its headers: at most
     /// 4 KiB from the start, 64 KiB of program headers and 4 KiB of PT_INTERP.
     pub fn read(path: &Path) -> Result<ElfInfo, ElfError> {
+        Self::read_file(path, open_regular(path)?)
+    }
+
+    /// [`ElfInfo::read`] for a path in a system directory only root can write (the
+    /// emulator search's default places): what the descriptor is still decides (a FIFO
+    /// or a device is an error), but no stat(2) comes first. This is on the boot path,
+    /// once per emulator; the early stat only keeps a device whose open acts from being
+    /// opened, and only root can put one in those directories.
+    pub fn read_in_system_dir(path: &Path) -> Result<ElfInfo, ElfError> {
+        Self::read_file(path, crate::fsutil::open_checked(path)?)
+    }
+
+    fn read_file(path: &Path, mut f: std::fs::File) -> Result<ElfInfo, ElfError> {
         let io_err = |source| ElfError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = open_regular(path)?;
         let mut buf = [0u8; FIRST_READ];
         let mut n = 0;
         while n < buf.len() {

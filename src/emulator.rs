@@ -126,7 +126,18 @@ impl Search {
     ) -> Result<Emulator, EmulatorError> {
         let mut first_err = None;
         for c in self.candidates(rule) {
-            match check(&c, table, native, require_static) {
+            let system = c
+                .parent()
+                .is_some_and(|d| DEFAULT_DIRS.iter().any(|s| d == Path::new(s)));
+            let info = if system {
+                ElfInfo::read_in_system_dir(&c)
+            } else {
+                ElfInfo::read(&c)
+            };
+            match info
+                .map_err(EmulatorError::from)
+                .and_then(|info| checked(&c, info, table, native, require_static))
+            {
                 Ok(e) => return Ok(e),
                 // Absent: try the next place (no separate stat: this is on the boot path).
                 Err(EmulatorError::Elf(ElfError::Io { source, .. }))
@@ -156,7 +167,17 @@ pub fn check(
     native: &Native,
     require_static: bool,
 ) -> Result<Emulator, EmulatorError> {
-    let info = ElfInfo::read(path)?;
+    checked(path, ElfInfo::read(path)?, table, native, require_static)
+}
+
+/// [`check`] of headers already read.
+fn checked(
+    path: &Path,
+    info: ElfInfo,
+    table: &Table,
+    native: &Native,
+    require_static: bool,
+) -> Result<Emulator, EmulatorError> {
     if !native.runs(table, &info.header) {
         return Err(EmulatorError::WrongMachine {
             path: path.to_path_buf(),

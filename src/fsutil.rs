@@ -98,8 +98,9 @@ pub fn open_regular(path: &Path) -> Result<File, OpenError> {
     open_checked(path)
 }
 
-/// The open and the fstat of [`open_regular`], which alone decide (and never block).
-fn open_checked(path: &Path) -> Result<File, OpenError> {
+/// The open and the fstat of [`open_regular`], which alone decide (and never block),
+/// without its stat(2) first: for paths only root can place files at.
+pub fn open_checked(path: &Path) -> Result<File, OpenError> {
     let io_err = |source| OpenError::Io {
         path: path.to_path_buf(),
         source,

@@ -182,57 +182,89 @@ fn execute(image: &ExecImage, timeout: Duration) -> Result<Outcome, String> {
 
 /// Registrations archctl made that no test program has proven yet — it was killed
 /// during verification, or ran with `--no-verify` (`boot` with `verify = false`) — per
-/// binfmt_misc instance, until the next boot (the runtime directory,
-/// `unproven.json`). The next `enable` that verifies proves them too, so such an entry
-/// is never reported as verified without having been. Best effort: a store that cannot
-/// be read or written only costs that memory.
+/// binfmt_misc instance, until the next boot: one small file per instance in the runtime
+/// directory (`unproven/<device>-<hash of the directory>.json`). The next `enable` that
+/// verifies proves them too, so such an entry is never reported as verified without
+/// having been. Best effort: a store that cannot be read or written only costs that
+/// memory.
+///
+/// One file per instance, not one list for all, because the boot path pays for it: a run
+/// reads only its own instance's list (usually absent), and the first registration of a
+/// boot creates a file instead of replacing one (replacing a file by rename makes ext4
+/// write the new one out first: 1.2 ms here when /run is not a tmpfs).
 #[derive(Debug)]
 pub struct Unproven {
-    path: Option<std::path::PathBuf>,
-    /// This instance: boot id, the directory's device and path.
-    key: String,
+    /// This instance's file, and the directory of all instances' files.
+    path: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// What the file must say to be this instance's: boot id and binfmt_misc directory.
+    boot_id: String,
+    binfmt_dir: String,
     names: std::collections::BTreeSet<String>,
-    /// Other instances' lists, kept as they were.
-    others: Vec<UnprovenList>,
+    /// The file as loaded, when it was there: removing it, or replacing it with other
+    /// bytes, is then needed (and writing the same bytes again is not).
+    loaded: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct UnprovenList {
-    key: String,
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct UnprovenFile {
+    boot_id: String,
+    binfmt_dir: String,
     names: Vec<String>,
 }
 
 impl Unproven {
-    /// Instances remembered at most (the oldest go first).
+    /// Instances remembered at most (the least recently written go first).
     const MAX: usize = 16;
+    /// A list file larger than this is not one archctl wrote: ignored.
+    const MAX_FILE: u64 = 64 << 10;
 
     /// The list for the binfmt_misc instance at `dir`.
     pub fn load(dir: &std::path::Path) -> Unproven {
-        use std::os::unix::fs::MetadataExt;
+        Self::load_in(crate::host::runtime_dir(), dir)
+    }
+
+    fn load_in(runtime: Option<std::path::PathBuf>, dir: &std::path::Path) -> Unproven {
+        use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
         let dev = std::fs::metadata(dir).map(|m| m.dev()).unwrap_or(0);
-        let key = format!(
-            "{} {dev} {}",
-            crate::host::boot_id().unwrap_or_default(),
-            dir.display()
-        );
-        let path = crate::host::runtime_dir().map(|d| d.join("unproven.json"));
-        let mut lists: Vec<UnprovenList> = path
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let mine = lists
+        // FNV-1a: a name, not a secret (the file says which directory it is for).
+        let hash = dir
+            .as_os_str()
+            .as_bytes()
             .iter()
-            .position(|l| l.key == key)
-            .map(|i| lists.remove(i));
-        Unproven {
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let path = runtime.map(|r| {
+            let all = r.join("unproven");
+            (all.join(format!("{dev}-{hash:016x}.json")), all)
+        });
+        let mut me = Unproven {
             path,
-            names: mine
-                .map(|l| l.names.into_iter().collect())
-                .unwrap_or_default(),
-            key,
-            others: lists,
+            boot_id: crate::host::boot_id().unwrap_or_default(),
+            binfmt_dir: dir.display().to_string(),
+            names: Default::default(),
+            loaded: None,
+        };
+        let Some((file, _)) = &me.path else {
+            return me;
+        };
+        let bytes = match crate::fsutil::read_bounded(file, Self::MAX_FILE) {
+            Ok(b) => b,
+            Err(crate::fsutil::OpenError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return me;
+            }
+            Err(_) => Vec::new(),
+        };
+        if let Ok(f) = serde_json::from_slice::<UnprovenFile>(&bytes)
+            && f.boot_id == me.boot_id
+            && f.binfmt_dir == me.binfmt_dir
+        {
+            me.names = f.names.into_iter().collect();
         }
+        me.loaded = Some(bytes);
+        me
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -247,29 +279,192 @@ impl Unproven {
         self.names.remove(name);
     }
 
-    /// Write it back (atomically, 0600), or remove the file when nothing is left.
-    pub fn store(&self) {
-        let Some(path) = &self.path else {
+    /// Write it back (atomically, 0600) unless it says that already, or remove the file
+    /// when nothing is left. A new instance's file makes the oldest go when more than
+    /// [`Self::MAX`] are kept.
+    pub fn store(&mut self) {
+        let Some((file, all)) = &self.path else {
             return;
         };
-        let mut lists = self.others.clone();
-        if !self.names.is_empty() {
-            lists.push(UnprovenList {
-                key: self.key.clone(),
-                names: self.names.iter().cloned().collect(),
-            });
-        }
-        let excess = lists.len().saturating_sub(Self::MAX);
-        lists.drain(..excess);
-        if lists.is_empty() {
-            let _ = std::fs::remove_file(path);
+        if self.names.is_empty() {
+            if self.loaded.take().is_some() {
+                let _ = std::fs::remove_file(file);
+            }
             return;
         }
-        let (Some(dir), Ok(json)) = (path.parent(), serde_json::to_vec(&lists)) else {
+        let list = UnprovenFile {
+            boot_id: self.boot_id.clone(),
+            binfmt_dir: self.binfmt_dir.clone(),
+            names: self.names.iter().cloned().collect(),
+        };
+        let Ok(json) = serde_json::to_vec(&list) else {
             return;
         };
-        if std::fs::create_dir_all(dir).is_ok() {
-            let _ = crate::fsutil::write_atomic(path, &json, 0o600);
+        if self.loaded.as_ref() == Some(&json) {
+            return;
         }
+        if std::fs::create_dir_all(all).is_err()
+            || crate::fsutil::write_atomic(file, &json, 0o600).is_err()
+        {
+            return;
+        }
+        if self.loaded.replace(json).is_none() {
+            Self::prune(all, file);
+        }
+    }
+
+    /// Remove the least recently written list files beyond [`Self::MAX`], never `keep`.
+    fn prune(all: &std::path::Path, keep: &std::path::Path) {
+        let Ok(rd) = std::fs::read_dir(all) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = rd
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if files.len() <= Self::MAX {
+            return;
+        }
+        files.sort();
+        let excess = files.len() - Self::MAX;
+        for (_, p) in files.into_iter().filter(|(_, p)| p != keep).take(excess) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unproven;
+
+    fn files(all: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(all)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn each_instance_keeps_its_own_list_and_an_empty_list_leaves_no_file() {
+        let run = tempfile::tempdir().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let rt = Some(run.path().to_path_buf());
+        let mut ua = Unproven::load_in(rt.clone(), a.path());
+        assert!(!ua.contains("qemu-arm"));
+        ua.add(["qemu-arm", "qemu-ppc"]);
+        ua.store();
+        let mut ub = Unproven::load_in(rt.clone(), b.path());
+        assert!(!ub.contains("qemu-arm"), "b sees a's list");
+        ub.add(["qemu-s390x"]);
+        ub.store();
+        assert_eq!(files(&run.path().join("unproven")).len(), 2);
+
+        let mut ua = Unproven::load_in(rt.clone(), a.path());
+        assert!(ua.contains("qemu-arm") && ua.contains("qemu-ppc") && !ua.contains("qemu-s390x"));
+        ua.remove("qemu-arm");
+        ua.remove("qemu-ppc");
+        ua.store();
+        assert_eq!(
+            files(&run.path().join("unproven")).len(),
+            1,
+            "a's empty list is removed"
+        );
+        assert!(Unproven::load_in(rt, b.path()).contains("qemu-s390x"));
+    }
+
+    #[test]
+    fn a_run_that_remembers_then_proves_leaves_no_file() {
+        // What enable does with one list: remember before writing, prove, store again.
+        let run = tempfile::tempdir().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let rt = Some(run.path().to_path_buf());
+        let mut u = Unproven::load_in(rt.clone(), a.path());
+        u.add(["qemu-arm"]);
+        u.store();
+        assert_eq!(files(&run.path().join("unproven")).len(), 1);
+        u.remove("qemu-arm");
+        u.store();
+        assert!(
+            files(&run.path().join("unproven")).is_empty(),
+            "proven, still listed"
+        );
+        assert!(!Unproven::load_in(rt, a.path()).contains("qemu-arm"));
+    }
+
+    #[test]
+    fn the_same_list_is_not_written_again() {
+        let run = tempfile::tempdir().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let rt = Some(run.path().to_path_buf());
+        let mut u = Unproven::load_in(rt.clone(), a.path());
+        u.add(["qemu-arm"]);
+        u.store();
+        let all = run.path().join("unproven");
+        let file = all.join(&files(&all)[0]);
+        let ino = |f: &std::path::Path| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(f).unwrap())
+        };
+        let before = ino(&file);
+        let mut u = Unproven::load_in(rt.clone(), a.path());
+        u.add(["qemu-arm"]);
+        u.store();
+        assert_eq!(ino(&file), before, "rewritten with the same content");
+        let mut u = Unproven::load_in(rt, a.path());
+        u.add(["qemu-ppc"]);
+        u.store();
+        assert_ne!(
+            ino(&file),
+            before,
+            "a changed list is written (a new file renamed over)"
+        );
+    }
+
+    #[test]
+    fn a_list_of_another_boot_or_directory_or_garbage_is_not_believed() {
+        let run = tempfile::tempdir().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let rt = Some(run.path().to_path_buf());
+        let mut u = Unproven::load_in(rt.clone(), a.path());
+        u.add(["qemu-arm"]);
+        u.store();
+        let all = run.path().join("unproven");
+        let file = all.join(&files(&all)[0]);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let other_boot = text.replace(&u.boot_id, "00000000-0000-0000-0000-000000000000");
+        assert_ne!(text, other_boot, "the file names the boot: {text}");
+        std::fs::write(&file, other_boot).unwrap();
+        assert!(!Unproven::load_in(rt.clone(), a.path()).contains("qemu-arm"));
+        std::fs::write(&file, b"{not json").unwrap();
+        let u = Unproven::load_in(rt, a.path());
+        assert!(!u.contains("qemu-arm"));
+        u.store();
+        assert!(
+            !file.exists(),
+            "an unreadable list with nothing to keep is removed"
+        );
+    }
+
+    #[test]
+    fn at_most_max_instances_are_remembered_the_newest_kept() {
+        let run = tempfile::tempdir().unwrap();
+        let rt = Some(run.path().to_path_buf());
+        let dirs: Vec<_> = (0..Unproven::MAX + 3)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        for d in &dirs {
+            let mut u = Unproven::load_in(rt.clone(), d.path());
+            u.add(["qemu-arm"]);
+            u.store();
+        }
+        let all = run.path().join("unproven");
+        assert_eq!(files(&all).len(), Unproven::MAX, "{:?}", files(&all));
+        let last = dirs.last().unwrap();
+        assert!(Unproven::load_in(rt, last.path()).contains("qemu-arm"));
     }
 }
