@@ -441,7 +441,7 @@ mod tests {
         std::fs::write(&file, other_boot).unwrap();
         assert!(!Unproven::load_in(rt.clone(), a.path()).contains("qemu-arm"));
         std::fs::write(&file, b"{not json").unwrap();
-        let u = Unproven::load_in(rt, a.path());
+        let mut u = Unproven::load_in(rt, a.path());
         assert!(!u.contains("qemu-arm"));
         u.store();
         assert!(
