@@ -2,6 +2,8 @@
 //! `docker manifest inspect --insecure` on the same local registries, in one run.
 //! Run with `cargo bench --bench inspect` (needs docker-registry, skopeo, hyperfine,
 //! openssl, apache2-utils; docker is optional). Prints a table with ratios.
+//! `ARCHCTL=path/to/archctl` measures that build; `ARCHCTL_BASELINE=path/to/archctl` adds
+//! each archctl command run with that build too, in the same run, to compare two builds.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 #[path = "../tests/support/registry.rs"]
@@ -23,8 +25,15 @@ fn hyperfine(name: &str, runs: u32, cmds: &[(&str, String)], out: &Path) -> Vec<
         "--export-json",
     ])
     .arg(&json);
+    // ARCHCTL_BASELINE=path/to/archctl: every archctl command runs with that binary too,
+    // in the same hyperfine run (named `<name>-baseline`), to compare two builds.
+    let baseline = std::env::var("ARCHCTL_BASELINE").ok();
+    let archctl = archctl_bin();
     for (n, cmd) in cmds {
         c.args(["-n", n, cmd]);
+        if let Some(b) = baseline.as_deref().filter(|_| cmd.contains(&archctl)) {
+            c.args(["-n", &format!("{n}-baseline"), &cmd.replace(&archctl, b)]);
+        }
     }
     let status = c
         .stdout(std::process::Stdio::null())
@@ -94,8 +103,17 @@ fn inspect_rss(reg: &Registry, n: usize, archctl: &str, env: &str) {
     }
 }
 
+/// The archctl measured: `ARCHCTL=path` (one path; e.g. the static release build, as
+/// shipped), else the bench's own build.
+fn archctl_bin() -> String {
+    std::env::var("ARCHCTL")
+        .ok()
+        .filter(|a| !a.is_empty() && !a.contains(' '))
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_archctl").to_string())
+}
+
 fn main() {
-    let archctl = env!("CARGO_BIN_EXE_archctl");
+    let archctl = &archctl_bin();
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     let docker_cfg = tmp.path().join("docker");

@@ -128,7 +128,7 @@ impl Search {
         for c in self.candidates(rule) {
             let system = c
                 .parent()
-                .is_some_and(|d| DEFAULT_DIRS.iter().any(|s| d == Path::new(s)));
+                .is_some_and(|d| DEFAULT_DIRS.iter().any(|s| d.as_os_str() == *s));
             let info = if system {
                 ElfInfo::read_in_system_dir(&c)
             } else {

@@ -227,7 +227,6 @@ fn enable_all_served(
     let _signals = crate::interrupt::Guard::install();
     // What this run registers is unproven until its test program has run: remembered
     // before the first write, so a run killed during verification leaves it on record.
-    let mut unproven = verify::Unproven::load(ctx.fs.dir());
     let changed: Vec<&str> = plan
         .steps
         .iter()
@@ -243,6 +242,13 @@ fn enable_all_served(
         })
         .map(|s| s.name.as_str())
         .collect();
+    // Read only when it can matter: a run that neither changes nor proves anything (a
+    // warm boot) leaves the list as it is.
+    let mut unproven = if verify_after || !changed.is_empty() {
+        verify::Unproven::load(ctx.fs.dir())
+    } else {
+        verify::Unproven::untouched()
+    };
     let was_unproven = |s: &plan::Step| {
         s.action() == Action::Unchanged && s.equivalent().is_none() && unproven.contains(&s.name)
     };
