@@ -8,6 +8,11 @@
 #   4. the boot service (archctl service install)
 #   5. archctl boot (the configuration, as at every boot), then archctl status (not with --root)
 #
+# boot2docker (os-release ID=boot2docker) keeps only /var/lib/boot2docker across
+# reboots (its persistent disk; everything else is tmpfs) and has no qemu packages: the
+# binary, the config and the emulator directory go to /var/lib/boot2docker/archctl/, and
+# the boot service is a line in /var/lib/boot2docker/bootlocal.sh that names that config.
+#
 # Idempotent: a second run changes nothing and says so.
 set -eu
 
@@ -28,7 +33,8 @@ Source of the archctl binary (default: the one already installed in PREFIX):
                     (mandatory with --url, optional with --binary)
 
 Options:
-  --prefix DIR      where the binary goes (default /usr/local/bin)
+  --prefix DIR      where the binary goes (default /usr/local/bin; on boot2docker
+                    /var/lib/boot2docker/archctl, its persistent disk)
   --root DIR        set up another root (an image being built): everything is written
                     under DIR; nothing is run that would change this running system
                     (no `archctl enable`; packages only through root-aware package
@@ -44,6 +50,13 @@ Options:
                     those registered from the distribution's /usr/lib/binfmt.d)
   --dry-run         print every step as a `+ ` command line, change nothing
   -h, --help        this help
+
+On boot2docker (os-release ID=boot2docker) everything goes to the persistent disk:
+the binary to /var/lib/boot2docker/archctl/archctl, the config to
+/var/lib/boot2docker/archctl/config.toml (with emulator_dir =
+/var/lib/boot2docker/archctl/emulators, where the static qemu-<arch>-static files go:
+boot2docker has no packages for them), and the boot line, with --config naming that
+config, to /var/lib/boot2docker/bootlocal.sh.
 
 Errors are one line, `install.sh: error: <what>`, and a non-zero exit (2 for usage).
 EOF
@@ -90,6 +103,7 @@ BINARY=
 URL=
 SHA256=
 PREFIX=/usr/local/bin
+PREFIX_GIVEN=0
 ROOT=
 INIT=auto
 NO_EMULATORS=0
@@ -133,10 +147,12 @@ while [ $# -gt 0 ]; do
 	--prefix)
 		need_value "$1" $#
 		PREFIX=$2
+		PREFIX_GIVEN=1
 		shift 2
 		;;
 	--prefix=*)
 		PREFIX=${1#*=}
+		PREFIX_GIVEN=1
 		shift
 		;;
 	--root)
@@ -214,10 +230,74 @@ if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
 	die "must run as root (or with --dry-run to see the steps, or --root DIR to set up another root)"
 fi
 
+# --- 1. the distribution -----------------------------------------------------------
+
+OS_RELEASE=
+for f in "$ROOT/etc/os-release" "$ROOT/usr/lib/os-release"; do
+	if [ -f "$f" ]; then
+		OS_RELEASE=$f
+		break
+	fi
+done
+
+# A key of os-release, unquoted (parsed, never sourced: it may belong to another root).
+os_release() {
+	[ -n "$OS_RELEASE" ] || return 0
+	sed -n "s/^$1=//p" "$OS_RELEASE" | head -n 1 |
+		sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/"
+}
+
+OS_ID=$(os_release ID)
+OS_LIKE=$(os_release ID_LIKE)
+OS_NAME=$(os_release PRETTY_NAME)
+FAMILY=unknown
+for id in $(printf '%s %s' "$OS_ID" "$OS_LIKE" | tr -c 'A-Za-z0-9._-' ' '); do
+	case $id in
+	debian | ubuntu | raspbian)
+		FAMILY=debian
+		break
+		;;
+	alpine)
+		FAMILY=alpine
+		break
+		;;
+	boot2docker)
+		FAMILY=boot2docker
+		break
+		;;
+	fedora | rhel | centos | rocky | almalinux | ol | amzn)
+		FAMILY=fedora
+		break
+		;;
+	esac
+done
+if [ -z "$OS_RELEASE" ]; then
+	DISTRO="unknown (no $ROOT/etc/os-release)"
+else
+	DISTRO="${OS_NAME:-${OS_ID:-unknown}} (ID=${OS_ID:-?}${OS_LIKE:+, ID_LIKE=$OS_LIKE})"
+fi
+say "distribution: $DISTRO"
+if [ "$FAMILY" = unknown ] && [ "$NO_EMULATORS" = 0 ]; then
+	die "unsupported distribution $DISTRO: install qemu-user emulators (static) yourself and rerun with --no-emulators"
+fi
+
+# boot2docker: everything on the persistent disk (see the header).
+B2D_DIR=/var/lib/boot2docker/archctl
+CONFIG_PATH=/etc/archctl/config.toml
+# The --config the boot service passes (empty: the default path).
+SERVICE_CONFIG=
+EMULATOR_DIR=
+if [ "$FAMILY" = boot2docker ]; then
+	[ "$PREFIX_GIVEN" = 1 ] || PREFIX=$B2D_DIR
+	CONFIG_PATH=$B2D_DIR/config.toml
+	SERVICE_CONFIG=$CONFIG_PATH
+	EMULATOR_DIR=$B2D_DIR/emulators
+fi
+
 DEST_DIR=$ROOT$PREFIX
 DEST=${DEST_DIR%/}/archctl
 INSTALLED=${PREFIX%/}/archctl
-CONFIG=$ROOT/etc/archctl/config.toml
+CONFIG=$ROOT$CONFIG_PATH
 CHANGED=0
 
 # Everything written under --root stays there: a link in the root (usr/local, etc,
@@ -254,7 +334,8 @@ check_in_root() { # PATH (relative to ROOT)
 
 # The enabling links archctl makes are replaced, never followed: only their directories.
 check_in_root "${PREFIX#/}/archctl"
-for path in etc/archctl/config.toml \
+[ -z "$EMULATOR_DIR" ] || check_in_root "${EMULATOR_DIR#/}"
+for path in "${CONFIG_PATH#/}" \
 	etc/systemd/system/archctl.service etc/systemd/system/multi-user.target.wants \
 	etc/init.d/archctl etc/runlevels/default \
 	etc/rc.local var/lib/boot2docker/bootlocal.sh var/lib/archctl/service-install.json; do
@@ -272,53 +353,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
-
-# --- 1. the distribution -----------------------------------------------------------
-
-OS_RELEASE=
-for f in "$ROOT/etc/os-release" "$ROOT/usr/lib/os-release"; do
-	if [ -f "$f" ]; then
-		OS_RELEASE=$f
-		break
-	fi
-done
-
-# A key of os-release, unquoted (parsed, never sourced: it may belong to another root).
-os_release() {
-	[ -n "$OS_RELEASE" ] || return 0
-	sed -n "s/^$1=//p" "$OS_RELEASE" | head -n 1 |
-		sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\\(.*\\)'\$/\\1/"
-}
-
-OS_ID=$(os_release ID)
-OS_LIKE=$(os_release ID_LIKE)
-OS_NAME=$(os_release PRETTY_NAME)
-FAMILY=unknown
-for id in $(printf '%s %s' "$OS_ID" "$OS_LIKE" | tr -c 'A-Za-z0-9._-' ' '); do
-	case $id in
-	debian | ubuntu | raspbian)
-		FAMILY=debian
-		break
-		;;
-	alpine)
-		FAMILY=alpine
-		break
-		;;
-	fedora | rhel | centos | rocky | almalinux | ol | amzn)
-		FAMILY=fedora
-		break
-		;;
-	esac
-done
-if [ -z "$OS_RELEASE" ]; then
-	DISTRO="unknown (no $ROOT/etc/os-release)"
-else
-	DISTRO="${OS_NAME:-${OS_ID:-unknown}} (ID=${OS_ID:-?}${OS_LIKE:+, ID_LIKE=$OS_LIKE})"
-fi
-say "distribution: $DISTRO"
-if [ "$FAMILY" = unknown ] && [ "$NO_EMULATORS" = 0 ]; then
-	die "unsupported distribution $DISTRO: install qemu-user emulators (static) yourself and rerun with --no-emulators"
-fi
 
 # --- 2. the archctl binary to install ----------------------------------------------
 
@@ -440,6 +474,14 @@ need_tool() { # TOOL
 
 if [ "$NO_EMULATORS" = 1 ]; then
 	say "emulators: skipped (--no-emulators)"
+elif [ "$FAMILY" = boot2docker ]; then
+	# No package has them: the directory the config names, on the persistent disk.
+	if [ ! -d "$ROOT$EMULATOR_DIR" ]; then
+		run mkdir -p "$ROOT$EMULATOR_DIR"
+		CHANGED=1
+	fi
+	found=$(find "$ROOT$EMULATOR_DIR" -maxdepth 1 -name 'qemu-*' 2>/dev/null | wc -l | tr -d ' ')
+	say "emulators: boot2docker has no packages for them; ${found:-0} in $ROOT$EMULATOR_DIR (the config's emulator_dir, on the persistent disk): put static qemu-<arch>-static files there, e.g. with \`$INSTALLED emulators install --from BUNDLE --sha256 HEX --dest $EMULATOR_DIR\` (a bundle from \`archctl emulators pack\` on a machine that has them)"
 elif emulators_present; then
 	say "emulators: already installed"
 else
@@ -515,25 +557,30 @@ if [ -e "$CONFIG" ]; then
 	fi
 else
 	run "$ARCHCTL" config init --output "$CONFIG"
-	if [ "$FORCE" = 1 ]; then
-		show sed -i 's/^force = false$/force = true/' "$CONFIG"
-		if [ "$DRY_RUN" = 0 ]; then
-			# Rewritten in place, keeping the file's mode.
-			if ! text=$(sed 's/^force = false$/force = true/' "$CONFIG") || ! printf '%s\n' "$text" >"$CONFIG"; then
-				die "cannot set force = true in $CONFIG"
-			fi
+	# edit_config SED-SCRIPT WHAT: the new config rewritten in place (keeping its mode).
+	edit_config() {
+		show sed -i "$1" "$CONFIG"
+		[ "$DRY_RUN" = 0 ] || return 0
+		if ! text=$(sed "$1" "$CONFIG") || ! printf '%s\n' "$text" >"$CONFIG"; then
+			die "cannot set $2 in $CONFIG"
 		fi
-	fi
+		grep -q "^$2" "$CONFIG" || die "cannot set $2 in $CONFIG (no such line in the default config)"
+	}
+	[ "$FORCE" = 0 ] || edit_config 's/^force = false$/force = true/' 'force = true'
+	[ -z "$EMULATOR_DIR" ] ||
+		edit_config "s|^# emulator_dir = .*\$|emulator_dir = \"$EMULATOR_DIR\"|" "emulator_dir = \"$EMULATOR_DIR\""
 	CHANGED=1
 fi
 
 # --- 6. the boot service -----------------------------------------------------------
 
-if [ -n "$CHECK" ] && "$CHECK" service status --root "$SERVICE_ROOT" --init "$INIT" --binary "$INSTALLED" 2>/dev/null |
+# The boot command names the config when it is not at the default path.
+if [ -n "$SERVICE_CONFIG" ]; then set -- --config "$SERVICE_CONFIG"; else set --; fi
+if [ -n "$CHECK" ] && "$CHECK" "$@" service status --root "$SERVICE_ROOT" --init "$INIT" --binary "$INSTALLED" 2>/dev/null |
 	grep -q 'installed, up to date'; then
 	say "boot service: already in place"
 else
-	run "$ARCHCTL" service install --root "$SERVICE_ROOT" --init "$INIT" --binary "$INSTALLED"
+	run "$ARCHCTL" "$@" service install --root "$SERVICE_ROOT" --init "$INIT" --binary "$INSTALLED"
 	CHANGED=1
 fi
 

@@ -564,6 +564,7 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             &init,
             &root,
             binary.as_deref(),
+            cli.global.config.as_deref(),
         )?),
         Command::Emulators(EmulatorsArgs { action }) => match action {
             EmulatorsAction::List { emulator_dir } => {

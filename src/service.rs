@@ -1,6 +1,9 @@
 //! The boot service that re-applies the configuration at every boot (`archctl boot`):
-//! a systemd unit, an OpenRC init script, or a line in rc.local (sysv, busybox,
-//! boot2docker). `--root` writes into another root (image building, tests), only
+//! a systemd unit, an OpenRC init script, or a line in rc.local (sysv, busybox) or, in a
+//! root whose os-release says `ID=boot2docker`, in `/var/lib/boot2docker/bootlocal.sh`
+//! (boot2docker's only persistent boot hook; created when missing). The boot command
+//! carries `--config PATH` when one was given, so a configuration off the default path
+//! (boot2docker's lives on the persistent disk) is the one applied at boot. `--root` writes into another root (image building, tests), only
 //! through [`crate::rootfs::Root`]: every path is resolved inside the root as chroot
 //! would, so no link in it leads a read or a write out; `uninstall` removes exactly what
 //! `install` wrote, found from the root-relative paths of its state file.
@@ -19,6 +22,14 @@ pub enum ServiceError {
     Root(#[from] RootError),
     #[error("{} exists and was not written by archctl", path.display())]
     Foreign { path: PathBuf },
+    /// A path the boot command cannot carry (a newline), or a relative --config for
+    /// another root.
+    #[error("{what} {}: {why}", path.display())]
+    BadPath {
+        what: &'static str,
+        path: PathBuf,
+        why: &'static str,
+    },
 }
 
 impl ServiceError {
@@ -28,6 +39,9 @@ impl ServiceError {
                 Some("move it away, or choose another init system with --init".into())
             }
             ServiceError::Root(e) => e.hint(),
+            ServiceError::BadPath { what, .. } => Some(format!(
+                "give {what} as an absolute path without newlines, as the booted system sees it"
+            )),
             _ => None,
         }
     }
@@ -83,9 +97,101 @@ const UNIT_WANTS: &str = "etc/systemd/system/multi-user.target.wants/archctl.ser
 const OPENRC: &str = "etc/init.d/archctl";
 const OPENRC_LINK: &str = "etc/runlevels/default/archctl";
 
+/// What the boot service runs: `BINARY [--config PATH] boot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootCommand {
+    /// The archctl binary, as the booted system sees it.
+    pub binary: PathBuf,
+    /// `--config PATH`, when the configuration is not at the default path.
+    pub config: Option<PathBuf>,
+}
+
+impl BootCommand {
+    /// The command for `binary` and the global `--config` as given. A relative config
+    /// path is made absolute from the current directory when the service is for this
+    /// system (it boots with another current directory), and refused for another root;
+    /// a newline in either path is refused (no init file can carry it on one line).
+    pub fn new(binary: &Path, config: Option<&Path>, root: &Root) -> Result<Self, ServiceError> {
+        let bad = |what, path: &Path, why| ServiceError::BadPath {
+            what,
+            path: path.to_path_buf(),
+            why,
+        };
+        let has_newline = |p: &Path| p.as_os_str().as_encoded_bytes().contains(&b'\n');
+        if has_newline(binary) {
+            return Err(bad("--binary", binary, "contains a newline"));
+        }
+        let config = match config {
+            None => None,
+            Some(c) if has_newline(c) => return Err(bad("--config", c, "contains a newline")),
+            Some(c) if c.is_absolute() => Some(c.to_path_buf()),
+            Some(c) if root.is_host_root() => Some(
+                std::path::absolute(c)
+                    .map_err(|_| bad("--config", c, "cannot be made absolute"))?,
+            ),
+            Some(c) => {
+                return Err(bad(
+                    "--config",
+                    c,
+                    "is relative, and names no file inside another --root",
+                ));
+            }
+        };
+        Ok(BootCommand {
+            binary: binary.to_path_buf(),
+            config,
+        })
+    }
+
+    fn words(&self) -> Vec<&std::ffi::OsStr> {
+        let mut w = vec![self.binary.as_os_str()];
+        if let Some(c) = &self.config {
+            w.push("--config".as_ref());
+            w.push(c.as_os_str());
+        }
+        w.push("boot".as_ref());
+        w
+    }
+
+    /// For a shell (rc.local, bootlocal.sh, OpenRC): each word quoted when it needs it.
+    pub fn shell(&self) -> String {
+        let words: Vec<String> = self.words().into_iter().map(shell_quote).collect();
+        words.join(" ")
+    }
+
+    /// For systemd's ExecStart=: words with blanks or quotes double-quoted, `%` and `$`
+    /// doubled (systemd expands specifiers and variables even inside quotes).
+    pub fn systemd(&self) -> String {
+        let words: Vec<String> = self.words().into_iter().map(systemd_quote).collect();
+        words.join(" ")
+    }
+}
+
+/// Characters that need no quoting, in a shell word or a systemd ExecStart= word.
+fn is_plain(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_./:=@+,-".contains(c)
+}
+
+fn shell_quote(w: &std::ffi::OsStr) -> String {
+    let w = w.to_string_lossy();
+    if !w.is_empty() && w.chars().all(|c| is_plain(c) || c == '%') {
+        return w.into_owned();
+    }
+    format!("'{}'", w.replace('\'', "'\\''"))
+}
+
+fn systemd_quote(w: &std::ffi::OsStr) -> String {
+    let w = w.to_string_lossy();
+    let escaped = w.replace('%', "%%").replace('$', "$$");
+    if !w.is_empty() && w.chars().all(|c| is_plain(c) || c == '%' || c == '$') {
+        return escaped;
+    }
+    format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// The systemd unit. After systemd-binfmt (which flushes every entry when it starts)
 /// and the binfmt_misc mount, before the container engines.
-pub fn systemd_unit(binary: &Path) -> String {
+pub fn systemd_unit(cmd: &BootCommand) -> String {
     format!(
         "# {MARKER}
 [Unit]
@@ -98,17 +204,17 @@ ConditionPathIsDirectory=/proc/sys/fs
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={} boot
+ExecStart={}
 
 [Install]
 WantedBy=multi-user.target
 ",
-        binary.display()
+        cmd.systemd()
     )
 }
 
 /// The OpenRC init script.
-pub fn openrc_script(binary: &Path) -> String {
+pub fn openrc_script(cmd: &BootCommand) -> String {
     format!(
         "#!/sbin/openrc-run
 # {MARKER}
@@ -121,31 +227,64 @@ depend() {{
 
 start() {{
 \tebegin \"Registering emulators\"
-\t{} boot
+\t{}
 \teend $?
 }}
 ",
-        binary.display()
+        cmd.shell()
     )
 }
 
-/// The rc.local line.
-pub fn rc_line(binary: &Path) -> String {
-    format!("{} boot || true  # {MARKER}", binary.display())
+/// The rc.local (bootlocal.sh) line.
+pub fn rc_line(cmd: &BootCommand) -> String {
+    format!("{} || true  # {MARKER}", cmd.shell())
 }
 
-/// First lines of an rc.local that install created (uninstall then removes the file).
-const RC_HEADER: &str = "#!/bin/sh\n# rc.local created by archctl service install";
+/// First lines of an rc.local (or bootlocal.sh) that install created (uninstall then
+/// removes the file, when nothing else was added to it): `#!/bin/sh` and this comment.
+fn rc_header(file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    format!("#!/bin/sh\n# {name} created by archctl service install")
+}
 
 /// The boot line install adds (not the header).
 fn is_our_line(l: &str) -> bool {
-    l.contains(MARKER) && !l.starts_with("# rc.local created")
+    l.contains(MARKER) && !l.ends_with(" created by archctl service install")
 }
 
-/// rc.local-style files, in order of preference.
-const RC_FILES: &[&str] = &["etc/rc.local", "var/lib/boot2docker/bootlocal.sh"];
+/// boot2docker's hook on its persistent disk, run at the end of every boot.
+pub const BOOTLOCAL: &str = "var/lib/boot2docker/bootlocal.sh";
 
+/// rc.local-style files, in order of preference.
+const RC_FILES: &[&str] = &["etc/rc.local", BOOTLOCAL];
+
+/// The most archctl reads of an os-release.
+const OS_RELEASE_LIMIT: u64 = 64 << 10;
+
+/// The root's os-release (`etc/os-release`, else `usr/lib/os-release`) says
+/// `ID=boot2docker`.
+pub fn is_boot2docker(root: &Root) -> bool {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| root.read(Path::new(p), OS_RELEASE_LIMIT).ok().flatten());
+    let Some((bytes, _)) = text else {
+        return false;
+    };
+    String::from_utf8_lossy(&bytes).lines().any(|l| {
+        l.trim()
+            .strip_prefix("ID=")
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+            == Some("boot2docker")
+    })
+}
+
+/// The rc.local-style file of a root: boot2docker's bootlocal.sh (whether or not it
+/// exists: boot2docker runs nothing else from its persistent disk, and its /etc is
+/// tmpfs), else the first of [`RC_FILES`] that exists, else etc/rc.local.
 fn rc_file(root: &Root) -> &'static Path {
+    if is_boot2docker(root) {
+        return Path::new(BOOTLOCAL);
+    }
     let first = Path::new(RC_FILES[0]);
     RC_FILES
         .iter()
@@ -167,6 +306,10 @@ pub struct ServiceReport {
     pub installed: bool,
     /// The installed files are what this archctl would write.
     pub up_to_date: bool,
+    /// The boot command the service runs (install, status), e.g.
+    /// `/usr/local/bin/archctl --config /var/lib/boot2docker/archctl/config.toml boot`;
+    /// null for uninstall.
+    pub command: Option<String>,
 }
 
 /// Where install records what it created (so uninstall removes exactly that).
@@ -289,11 +432,11 @@ fn link(
 
 /// The rc.local with our line added (before a final `exit 0`, where rc.local scripts
 /// end), or created with a header.
-fn rc_with_line(text: &str, line: String) -> String {
+fn rc_with_line(text: &str, line: String, header: String) -> String {
     let kept: Vec<&str> = text.lines().filter(|l| !is_our_line(l)).collect();
     let mut out = Vec::new();
     if kept.is_empty() {
-        out.push(RC_HEADER.to_string());
+        out.push(header);
     }
     let exit_at = kept.iter().rposition(|l| l.trim() == "exit 0");
     for (i, l) in kept.iter().enumerate() {
@@ -311,7 +454,7 @@ fn rc_with_line(text: &str, line: String) -> String {
 }
 
 /// Write and enable the boot service.
-pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, ServiceError> {
+pub fn install(init: Init, root: &Root, cmd: &BootCommand) -> Result<ServiceReport, ServiceError> {
     let rc = rc_file(root);
     let writes: Vec<&Path> = match init {
         Init::Systemd => vec![Path::new(UNIT), Path::new(UNIT_WANTS)],
@@ -326,13 +469,7 @@ pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, 
     let mut dirs = Vec::new();
     match init {
         Init::Systemd => {
-            write_file(
-                root,
-                Path::new(UNIT),
-                &systemd_unit(binary),
-                0o644,
-                &mut dirs,
-            )?;
+            write_file(root, Path::new(UNIT), &systemd_unit(cmd), 0o644, &mut dirs)?;
             // What `systemctl enable` does; works offline and in another root.
             link(root, &format!("/{UNIT}"), Path::new(UNIT_WANTS), &mut dirs)?;
             if root.is_host_root() && Path::new("/run/systemd/system").exists() {
@@ -345,7 +482,7 @@ pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, 
             write_file(
                 root,
                 Path::new(OPENRC),
-                &openrc_script(binary),
+                &openrc_script(cmd),
                 0o755,
                 &mut dirs,
             )?;
@@ -358,7 +495,7 @@ pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, 
         }
         Init::Sysv => {
             let (text, mode) = read_text(root, rc)?.unwrap_or((String::new(), 0o755));
-            let new_text = rc_with_line(&text, rc_line(binary));
+            let new_text = rc_with_line(&text, rc_line(cmd), rc_header(rc));
             dirs.extend(root.create_dir_all(parent(rc))?);
             root.write_atomic(rc, new_text.as_bytes(), mode | 0o700)?;
         }
@@ -373,6 +510,7 @@ pub fn install(init: Init, root: &Root, binary: &Path) -> Result<ServiceReport, 
             .collect(),
         installed: true,
         up_to_date: true,
+        command: Some(cmd.shell()),
     })
 }
 
@@ -407,9 +545,10 @@ pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError>
         Init::Sysv => {
             let file = rc_file(root);
             if let Some((text, mode)) = read_text(root, file)? {
-                let created = text.starts_with(RC_HEADER);
+                let header = rc_header(file);
+                let created = text.starts_with(&header);
                 let kept: Vec<&str> = text.lines().filter(|l| !is_our_line(l)).collect();
-                let header_lines = RC_HEADER.lines().count();
+                let header_lines = header.lines().count();
                 if created && kept.len() <= header_lines {
                     root.remove_file(&root.real(file)?)?;
                 } else if kept.len() != text.lines().count() {
@@ -430,20 +569,21 @@ pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError>
         paths: removed,
         installed: false,
         up_to_date: true,
+        command: None,
     })
 }
 
 /// Is the service installed, and is it what this archctl would write?
-pub fn status(init: Init, root: &Root, binary: &Path) -> ServiceReport {
+pub fn status(init: Init, root: &Root, cmd: &BootCommand) -> ServiceReport {
     let text = |p: &Path| read_text(root, p).ok().flatten().map(|(t, _)| t);
     let (paths, expected): (Vec<&Path>, Option<(&Path, String)>) = match init {
         Init::Systemd => (
             vec![Path::new(UNIT), Path::new(UNIT_WANTS)],
-            Some((Path::new(UNIT), systemd_unit(binary))),
+            Some((Path::new(UNIT), systemd_unit(cmd))),
         ),
         Init::Openrc => (
             vec![Path::new(OPENRC), Path::new(OPENRC_LINK)],
-            Some((Path::new(OPENRC), openrc_script(binary))),
+            Some((Path::new(OPENRC), openrc_script(cmd))),
         ),
         Init::Sysv => (vec![rc_file(root)], None),
     };
@@ -459,7 +599,7 @@ pub fn status(init: Init, root: &Root, binary: &Path) -> ServiceReport {
     };
     let up_to_date = match &expected {
         Some((p, want)) => text(p).is_some_and(|t| t == *want),
-        None => rc().is_some_and(|t| t.lines().any(|l| l == rc_line(binary))),
+        None => rc().is_some_and(|t| t.lines().any(|l| l == rc_line(cmd))),
     };
     ServiceReport {
         init,
@@ -467,5 +607,6 @@ pub fn status(init: Init, root: &Root, binary: &Path) -> ServiceReport {
         paths: present,
         installed,
         up_to_date: installed && up_to_date,
+        command: Some(cmd.shell()),
     }
 }

@@ -796,3 +796,143 @@ fn links_out_of_the_root_are_refused_before_anything_is_written() {
         Path::new("../opt/local")
     );
 }
+
+const BOOT2DOCKER_OS_RELEASE: &str = "NAME=Boot2Docker\nVERSION=19.03.12\nID=boot2docker\nID_LIKE=tcl\nVERSION_ID=19.03.12\nPRETTY_NAME=\"Boot2Docker 19.03.12 (TCL 10.1)\"\n";
+
+/// boot2docker keeps only its persistent disk: the binary, the config (naming the
+/// emulator directory) and the boot line (naming the config) all land on it, in
+/// bootlocal.sh though it did not exist; no package manager is called, and a second run
+/// changes nothing.
+#[test]
+fn boot2docker_root_gets_everything_on_the_persistent_disk() {
+    let host_before = host_state();
+    // /var/lib/boot2docker a plain directory, and (as boot2docker's automount makes
+    // it) a link to the disk's mount (relative: install.sh refuses links of a --root
+    // that lead out of it as this machine resolves them).
+    for link in [false, true] {
+        let g = Guest::new(Some(BOOT2DOCKER_OS_RELEASE));
+        let root = g.root();
+        let disk = if link {
+            std::fs::create_dir_all(root.join("mnt/sda1/var/lib/boot2docker")).unwrap();
+            std::fs::create_dir_all(root.join("var/lib")).unwrap();
+            std::os::unix::fs::symlink(
+                "../../mnt/sda1/var/lib/boot2docker",
+                root.join("var/lib/boot2docker"),
+            )
+            .unwrap();
+            root.join("mnt/sda1/var/lib/boot2docker")
+        } else {
+            std::fs::create_dir_all(root.join("var/lib/boot2docker")).unwrap();
+            root.join("var/lib/boot2docker")
+        };
+        let out = g.install(&["--binary", ARCHCTL]);
+        assert_code(&out, 0);
+        assert!(g.calls().is_empty(), "{:?}", g.calls());
+        let text = stdout(&out);
+        assert!(
+            text.contains("emulators: boot2docker has no packages for them; 0 in"),
+            "{}",
+            support::shown(&out)
+        );
+        assert_eq!(
+            std::fs::read(disk.join("archctl/archctl")).unwrap(),
+            archctl_bytes()
+        );
+        let config = std::fs::read_to_string(disk.join("archctl/config.toml")).unwrap();
+        assert!(
+            config
+                .lines()
+                .any(|l| l == "emulator_dir = \"/var/lib/boot2docker/archctl/emulators\""),
+            "{config}"
+        );
+        assert!(disk.join("archctl/emulators").is_dir());
+        // The config parses, and says where the emulators are.
+        let shown = Command::new(ARCHCTL)
+            .arg("--config")
+            .arg(disk.join("archctl/config.toml"))
+            .args(["--json", "config", "show"])
+            .run();
+        assert_code(&shown, 0);
+        assert!(
+            shown
+                .stdout()
+                .contains("/var/lib/boot2docker/archctl/emulators"),
+            "{}",
+            shown.stdout()
+        );
+        let bootlocal = disk.join("bootlocal.sh");
+        let rc = std::fs::read_to_string(&bootlocal).unwrap();
+        assert_eq!(
+            rc,
+            "#!/bin/sh\n# bootlocal.sh created by archctl service install\n\
+             /var/lib/boot2docker/archctl/archctl --config /var/lib/boot2docker/archctl/config.toml boot || true  # written by archctl service install\n"
+        );
+        let mode = std::fs::metadata(&bootlocal).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        for absent in ["usr/local/bin/archctl", "etc/archctl", "etc/rc.local"] {
+            assert!(
+                !root.join(absent).exists(),
+                "{absent} on tmpfs: {}",
+                support::shown(&out)
+            );
+        }
+        let once = g.snapshot();
+        let out = g.install(&["--binary", ARCHCTL]);
+        assert_code(&out, 0);
+        assert_eq!(g.snapshot(), once, "second run changed the root");
+        for what in [
+            "boot service: already in place",
+            "done: everything was already in place",
+        ] {
+            assert!(stdout(&out).contains(what), "{}", support::shown(&out));
+        }
+        // The boot line's --config is what status compares: without it, out of date.
+        let out = Command::new(ARCHCTL)
+            .args(["service", "status", "--root"])
+            .arg(&root)
+            .args(["--binary", "/var/lib/boot2docker/archctl/archctl"])
+            .run();
+        assert!(out.stdout().contains("out of date"), "{}", out.stdout());
+    }
+    assert_eq!(
+        host_state(),
+        host_before,
+        "something outside the roots changed"
+    );
+}
+
+#[test]
+fn boot2docker_dry_run_names_the_persistent_paths_and_an_explicit_prefix_wins() {
+    let g = Guest::new(Some(BOOT2DOCKER_OS_RELEASE));
+    let before = g.snapshot();
+    let out = g.install(&["--binary", ARCHCTL, "--dry-run"]);
+    assert_code(&out, 0);
+    assert_eq!(g.snapshot(), before);
+    let root = g.root().display().to_string();
+    let lines = plus_lines(&out);
+    for want in [
+        format!("+ mkdir -p {root}/var/lib/boot2docker/archctl/emulators"),
+        format!(
+            "+ {root}/var/lib/boot2docker/archctl/archctl config init --output {root}/var/lib/boot2docker/archctl/config.toml"
+        ),
+        format!(
+            "+ {root}/var/lib/boot2docker/archctl/archctl --config /var/lib/boot2docker/archctl/config.toml service install --root {root} --init auto --binary /var/lib/boot2docker/archctl/archctl"
+        ),
+    ] {
+        assert!(lines.contains(&want), "no {want:?} in {lines:#?}");
+    }
+    let out = g.install(&[
+        "--binary",
+        ARCHCTL,
+        "--prefix",
+        "/opt/bin",
+        "--no-emulators",
+    ]);
+    assert_code(&out, 0);
+    let rc = std::fs::read_to_string(g.root().join("var/lib/boot2docker/bootlocal.sh")).unwrap();
+    assert!(
+        rc.contains("\n/opt/bin/archctl --config /var/lib/boot2docker/archctl/config.toml boot"),
+        "{rc}"
+    );
+    assert!(g.root().join("opt/bin/archctl").is_file());
+}

@@ -142,7 +142,9 @@ impl CommandError {
         use crate::{binfmt::BinfmtError, bundle::BundleError, service::ServiceError};
         let usage = match self {
             CommandError::Arch(arch::ArchError::Unknown { .. }) | CommandError::Usage(_) => true,
-            CommandError::Service(ServiceError::UnknownInit(_)) => true,
+            CommandError::Service(ServiceError::UnknownInit(_) | ServiceError::BadPath { .. }) => {
+                true
+            }
             CommandError::Bundle(BundleError::BadSha(_)) => true,
             CommandError::Binfmt(BinfmtError::BadFlags(_)) => true,
             CommandError::Plan(e) => e.is_usage(),

@@ -11,12 +11,14 @@ use crate::{
     service,
 };
 
-/// `archctl service install|uninstall|status`.
+/// `archctl service install|uninstall|status`. `config` is the global `--config`: the
+/// boot command carries it (the configuration the service applies at boot).
 pub fn service(
     verb: ServiceVerb,
     init: &str,
     root: &Path,
     binary: Option<&Path>,
+    config: Option<&Path>,
 ) -> Result<ServiceOutcome, CommandError> {
     let root = crate::rootfs::Root::open(root).map_err(service::ServiceError::from)?;
     let init = service::Init::parse(init, &root)?;
@@ -25,9 +27,15 @@ pub fn service(
         None => std::env::current_exe().map_err(CommandError::CurrentExe)?,
     };
     let report = match verb {
-        ServiceVerb::Install => service::install(init, &root, &binary)?,
+        ServiceVerb::Install => {
+            let cmd = service::BootCommand::new(&binary, config, &root)?;
+            service::install(init, &root, &cmd)?
+        }
         ServiceVerb::Uninstall => service::uninstall(init, &root)?,
-        ServiceVerb::Status => service::status(init, &root, &binary),
+        ServiceVerb::Status => {
+            let cmd = service::BootCommand::new(&binary, config, &root)?;
+            service::status(init, &root, &cmd)
+        }
     };
     Ok(ServiceOutcome { verb, report })
 }
