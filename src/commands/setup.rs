@@ -7,7 +7,7 @@ use crate::{
     bundle::{self, EmulatorInfo, InstallReport, PackReport},
     config::{self, Config},
     emulator::Search,
-    report::{ConfigWritten, ServiceOutcome, ServiceVerb},
+    report::{ConfigWritten, Generated, ServiceOutcome, ServiceVerb},
     service,
 };
 
@@ -30,6 +30,21 @@ pub fn service(
         ServiceVerb::Status => service::status(init, &root, &binary),
     };
     Ok(ServiceOutcome { verb, report })
+}
+
+/// `archctl service unit`: the systemd unit `service install` writes, running `binary`
+/// (default: this one), for packages that ship it (the .deb's
+/// /usr/lib/systemd/system/archctl.service).
+pub fn service_unit(binary: Option<&Path>) -> Result<Generated, CommandError> {
+    let binary = match binary {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe().map_err(CommandError::CurrentExe)?,
+    };
+    Ok(Generated {
+        kind: "unit",
+        name: "archctl.service".into(),
+        text: service::systemd_unit(&binary),
+    })
 }
 
 fn search_in(dir: Option<&Path>) -> Search {
