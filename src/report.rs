@@ -740,7 +740,12 @@ fn service(o: &ServiceOutcome) -> String {
         ServiceVerb::Status if r.installed => "installed, out of date (run install again)",
         ServiceVerb::Status => "not installed",
     };
-    let mut s = format!("{} boot service {what}\n", r.init.as_str());
+    let from = if r.packaged {
+        " (the package's unit)"
+    } else {
+        ""
+    };
+    let mut s = format!("{} boot service {what}{from}\n", r.init.as_str());
     for p in &r.paths {
         let _ = writeln!(s, "  {p}");
     }
