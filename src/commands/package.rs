@@ -165,6 +165,24 @@ pub fn man(mut cmd: Command) -> Result<Generated, CommandError> {
     Ok(Generated {
         kind: "man",
         name: "archctl.1".into(),
-        text,
+        text: once_preamble(&text),
     })
+}
+
+/// roff starts every rendering it writes with the definition of `\*(Aq` (two lines);
+/// the page keeps the first.
+fn once_preamble(text: &str) -> String {
+    let mut seen = 0;
+    let mut out = String::with_capacity(text.len());
+    for l in text.lines() {
+        if l.starts_with(".ie \\n(.g .ds Aq") || l.starts_with(".el .ds Aq") {
+            seen += 1;
+            if seen > 2 {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
