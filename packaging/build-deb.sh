@@ -39,6 +39,9 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb missing (apt-get install dpkg)"
 
 host=$(uname -m)
 mkdir -p "$out"
+# File dates in the package: the last commit's, so a rebuild is byte for byte the same.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH
 stage=$(mktemp -d "${TMPDIR:-/tmp}/archctl-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
