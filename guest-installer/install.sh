@@ -6,6 +6,7 @@
 #   2. the archctl binary into PREFIX (atomic; skipped when the same file is there)
 #   3. the default /etc/archctl/config.toml (never overwrites an existing one)
 #   4. the boot service (archctl service install)
+#   4b. bash, zsh and fish completions and the man page (archctl completions, archctl man)
 #   5. archctl boot (the configuration, as at every boot), then archctl status (not with --root)
 #
 # boot2docker (os-release ID=boot2docker) keeps only /var/lib/boot2docker across
@@ -299,6 +300,18 @@ DEST=${DEST_DIR%/}/archctl
 INSTALLED=${PREFIX%/}/archctl
 CONFIG=$ROOT$CONFIG_PATH
 CHANGED=0
+# Completions and the man page go to the share directory next to PREFIX (for
+# /usr/local/bin: /usr/local/share, where bash-completion, zsh, fish and man look);
+# none for a PREFIX that does not end in /bin.
+case $PREFIX in
+*/bin) SHARE=${PREFIX%/bin}/share ;;
+*) SHARE= ;;
+esac
+# FILE (under SHARE) and the archctl command that prints it.
+GENERATED='bash-completion/completions/archctl:completions bash
+zsh/site-functions/_archctl:completions zsh
+fish/vendor_completions.d/archctl.fish:completions fish
+man/man1/archctl.1:man'
 
 # Everything written under --root stays there: a link in the root (usr/local, etc,
 # etc/archctl, etc/systemd/system, etc/rc.local...) that leads out of it would send the
@@ -341,13 +354,20 @@ for path in "${CONFIG_PATH#/}" \
 	etc/rc.local var/lib/boot2docker/bootlocal.sh var/lib/archctl/service-install.json; do
 	check_in_root "$path"
 done
+if [ -n "$SHARE" ]; then
+	for rel in $(printf '%s\n' "$GENERATED" | cut -d: -f1); do
+		check_in_root "${SHARE#/}/$rel"
+	done
+fi
 [ "$DRY_RUN" = 0 ] || say "dry run: nothing is changed"
 [ -z "$ROOT" ] || say "setting up the root $ROOT (this running system is not changed)"
 
 WORK=
 TMP_BIN=
+TMP_GEN=
 cleanup() {
 	[ -z "$TMP_BIN" ] || rm -f "$TMP_BIN"
+	[ -z "$TMP_GEN" ] || rm -f "$TMP_GEN" "$TMP_GEN.list"
 	[ -z "$WORK" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -582,6 +602,43 @@ if [ -n "$CHECK" ] && "$CHECK" "$@" service status --root "$SERVICE_ROOT" --init
 else
 	run "$ARCHCTL" "$@" service install --root "$SERVICE_ROOT" --init "$INIT" --binary "$INSTALLED"
 	CHANGED=1
+fi
+
+# --- 6b. completions and the man page ---------------------------------------------
+
+# Each file is what the archctl being installed prints (`archctl completions SHELL`,
+# `archctl man`), written only when it differs: a temporary name, then one mv.
+if [ -z "$SHARE" ]; then
+	say "completions and man page: skipped (--prefix $PREFIX does not end in /bin)"
+else
+	GEN_CHANGED=0
+	GEN_TMP=$(mktemp "${TMPDIR:-/tmp}/archctl-gen.XXXXXX") || die "cannot create a temporary file"
+	TMP_GEN=$GEN_TMP
+	printf '%s\n' "$GENERATED" >"$GEN_TMP.list"
+	while IFS=: read -r rel args; do
+		f=$ROOT$SHARE/$rel
+		# shellcheck disable=SC2086 # args is a word list of our own
+		if [ -n "$CHECK" ] && "$CHECK" $args >"$GEN_TMP" 2>/dev/null && [ -f "$f" ] && same_file "$GEN_TMP" "$f"; then
+			continue
+		fi
+		GEN_CHANGED=1
+		run mkdir -p "${f%/*}"
+		printf '+ %s %s > %s\n' "$(quote "$ARCHCTL")" "$args" "$(quote "$f")"
+		[ "$DRY_RUN" = 1 ] && continue
+		new=${f%/*}/.${f##*/}.new.$$
+		rm -f -- "$new" || die "cannot remove $new"
+		# shellcheck disable=SC2086
+		"$ARCHCTL" $args >"$new" || { rm -f -- "$new"; die "archctl $args failed"; }
+		chmod 0644 "$new" || die "cannot chmod $new"
+		mv -f "$new" "$f" || die "cannot write $f"
+	done <"$GEN_TMP.list"
+	rm -f -- "$GEN_TMP" "$GEN_TMP.list"
+	TMP_GEN=
+	if [ "$GEN_CHANGED" = 0 ]; then
+		say "completions and man page: already in place ($ROOT$SHARE)"
+	else
+		CHANGED=1
+	fi
 fi
 
 # --- 7. register and show ----------------------------------------------------------

@@ -3,14 +3,14 @@
 
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
-use clap::{Args, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::{
     binfmt::{DEFAULT_DIR, Flags},
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        exec, setup,
+        exec, package, setup,
     },
     config::Config,
     emulator::Search,
@@ -113,9 +113,14 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "run" => ("run", RunArgs::augment_args),
         "compose-platforms" => ("compose-platforms", ComposePlatformsArgs::augment_args),
         "exec" => ("exec", ExecArgs::augment_args),
+        "completions" => ("completions", CompletionsArgs::augment_args),
+        "man" => ("man", ManArgs::augment_args),
         _ => return None,
     };
-    let sub = augment(clap::Command::new(name));
+    let mut sub = augment(clap::Command::new(name));
+    if name == "man" {
+        sub = sub.hide(true);
+    }
     let root = clap::Command::new("archctl")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT);
@@ -190,6 +195,9 @@ pub enum Command {
     Run(RunArgs),
     ComposePlatforms(ComposePlatformsArgs),
     Exec(ExecArgs),
+    Completions(CompletionsArgs),
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// Register qemu-user-static for architectures, verified by running a test program.
@@ -391,6 +399,38 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
+/// Print a shell completion script, generated from this command line's definitions:
+/// `archctl completions bash > /usr/share/bash-completion/completions/archctl`.
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh or fish.
+    #[arg(value_name = "SHELL")]
+    pub shell: Shell,
+}
+
+/// The shells `archctl completions` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(s: Shell) -> clap_complete::Shell {
+        match s {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// Print the manual page (roff), generated from this command line's definitions
+/// (packaging: `archctl man | gzip -9n > archctl.1.gz`).
+#[derive(Args)]
+pub struct ManArgs {}
+
 #[derive(Subcommand)]
 pub enum EmulatorsAction {
     /// Which qemu-user emulators are installed: version, static or not, usable with F.
@@ -439,6 +479,9 @@ pub enum ServiceAction {
     Uninstall,
     /// Is it installed, and up to date?
     Status,
+    /// Print the systemd unit install writes, running --binary (packaging).
+    #[command(hide = true)]
+    Unit,
 }
 
 #[derive(Subcommand)]
@@ -508,12 +551,15 @@ impl SelectArgs {
     }
 }
 
-impl From<ServiceAction> for ServiceVerb {
-    fn from(a: ServiceAction) -> ServiceVerb {
-        match a {
-            ServiceAction::Install => ServiceVerb::Install,
-            ServiceAction::Uninstall => ServiceVerb::Uninstall,
-            ServiceAction::Status => ServiceVerb::Status,
+impl ServiceAction {
+    /// The verb of a service command that looks at or changes a root (`unit` does
+    /// neither).
+    fn verb(self) -> Option<ServiceVerb> {
+        match self {
+            ServiceAction::Install => Some(ServiceVerb::Install),
+            ServiceAction::Uninstall => Some(ServiceVerb::Uninstall),
+            ServiceAction::Status => Some(ServiceVerb::Status),
+            ServiceAction::Unit => None,
         }
     }
 }
@@ -559,13 +605,19 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             init,
             root,
             binary,
-        }) => Report::Service(setup::service(
-            action.into(),
-            &init,
-            &root,
-            binary.as_deref(),
-            cli.global.config.as_deref(),
-        )?),
+        }) => match action.verb() {
+            Some(verb) => Report::Service(setup::service(
+                verb,
+                &init,
+                &root,
+                binary.as_deref(),
+                cli.global.config.as_deref(),
+            )?),
+            None => Report::Generated(setup::service_unit(
+                binary.as_deref(),
+                cli.global.config.as_deref(),
+            )?),
+        },
         Command::Emulators(EmulatorsArgs { action }) => match action {
             EmulatorsAction::List { emulator_dir } => {
                 Report::Emulators(setup::emulators_list(&ctx(), emulator_dir.as_deref()))
@@ -688,6 +740,10 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             let flags = Flags::parse(&emu.flags)?;
             return Err(exec::exec(&ctx(), &archs, &emu.search(), flags, &command));
         }
+        Command::Completions(CompletionsArgs { shell }) => {
+            Report::Generated(package::completions(Cli::command(), shell.into()))
+        }
+        Command::Man(ManArgs {}) => Report::Generated(package::man(Cli::command())?),
     })
 }
 
@@ -708,7 +764,7 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .filter(|n| n != "help")
             .collect();
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), 16, "{names:?}");
         for name in names {
             let mut lone = lone_root(&name).unwrap_or_else(|| panic!("{name}: not in lone_root"));
             lone.build();

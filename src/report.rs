@@ -483,6 +483,17 @@ pub struct PickReport {
     pub explain: bool,
 }
 
+/// Text archctl generates for packaging (`completions`, `man`, `service unit`): printed
+/// as it is; JSON carries it in `text`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generated {
+    /// `completions`, `man` or `unit`.
+    pub kind: &'static str,
+    /// The shell, the page (`archctl.1`) or the unit (`archctl.service`).
+    pub name: String,
+    pub text: String,
+}
+
 /// `archctl config init`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigWritten {
@@ -509,6 +520,7 @@ pub enum Report {
     Pick(PickReport),
     Compose(ComposeReport),
     Run(RunPlan),
+    Generated(Generated),
 }
 
 /// A line for stderr that goes with a report (`archctl: ...` or `archctl: warning: ...`).
@@ -582,6 +594,7 @@ impl Report {
             Report::Pick(p) => pick(&p.choice, p.explain),
             Report::Compose(c) => c.r#override.clone(),
             Report::Run(p) => run_plan(p),
+            Report::Generated(g) => g.text.clone(),
         }
     }
 
@@ -727,7 +740,12 @@ fn service(o: &ServiceOutcome) -> String {
         ServiceVerb::Status if r.installed => "installed, out of date (run install again)",
         ServiceVerb::Status => "not installed",
     };
-    let mut s = format!("{} boot service {what}\n", r.init.as_str());
+    let from = if r.packaged {
+        " (the package's unit)"
+    } else {
+        ""
+    };
+    let mut s = format!("{} boot service {what}{from}\n", r.init.as_str());
     for p in &r.paths {
         let _ = writeln!(s, "  {p}");
     }

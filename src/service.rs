@@ -94,6 +94,12 @@ pub const MARKER: &str = "written by archctl service install";
 
 const UNIT: &str = "etc/systemd/system/archctl.service";
 const UNIT_WANTS: &str = "etc/systemd/system/multi-user.target.wants/archctl.service";
+/// Where a package (archctl's .deb) puts the unit, in the order systemd reads them
+/// after /etc (on a merged-/usr system the two are one file).
+const PACKAGED_UNITS: &[&str] = &[
+    "usr/lib/systemd/system/archctl.service",
+    "lib/systemd/system/archctl.service",
+];
 const OPENRC: &str = "etc/init.d/archctl";
 const OPENRC_LINK: &str = "etc/runlevels/default/archctl";
 
@@ -310,6 +316,10 @@ pub struct ServiceReport {
     /// `/usr/local/bin/archctl --config /var/lib/boot2docker/archctl/config.toml boot`;
     /// null for uninstall.
     pub command: Option<String>,
+    /// The unit found is a package's (/usr/lib/systemd/system/archctl.service, the
+    /// .deb's), enabled by the package manager; `uninstall` leaves it to the package.
+    /// Only `status` sets it.
+    pub packaged: bool,
 }
 
 /// Where install records what it created (so uninstall removes exactly that).
@@ -511,6 +521,7 @@ pub fn install(init: Init, root: &Root, cmd: &BootCommand) -> Result<ServiceRepo
         installed: true,
         up_to_date: true,
         command: Some(cmd.shell()),
+        packaged: false,
     })
 }
 
@@ -520,7 +531,10 @@ pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError>
     let mut remove_marked = |rel: &str, is_link: bool| -> Result<(), ServiceError> {
         let rel = Path::new(rel);
         let gone = if is_link {
-            root.read_link(rel)?.is_some() && root.remove_file(rel)?
+            // A link to a package's unit is the package manager's (deb-systemd-helper
+            // enabled it), not install's.
+            let packaged = |t: &Path| PACKAGED_UNITS.iter().any(|u| t == Path::new("/").join(u));
+            root.read_link(rel)?.is_some_and(|t| !packaged(&t)) && root.remove_file(rel)?
         } else {
             match read_text(root, rel)? {
                 // Where the text is: a link at `rel` (inside the root) was written through.
@@ -570,16 +584,27 @@ pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError>
         installed: false,
         up_to_date: true,
         command: None,
+        packaged: false,
     })
 }
 
 /// Is the service installed, and is it what this archctl would write?
 pub fn status(init: Init, root: &Root, cmd: &BootCommand) -> ServiceReport {
     let text = |p: &Path| read_text(root, p).ok().flatten().map(|(t, _)| t);
+    let is_there = |p: &Path| root.exists(p) || root.read_link(p).ok().flatten().is_some();
+    // install's unit in /etc, which systemd reads first, else a package's.
+    let packaged_unit = match init {
+        Init::Systemd if !is_there(Path::new(UNIT)) => PACKAGED_UNITS
+            .iter()
+            .map(Path::new)
+            .find(|p| root.exists(p)),
+        _ => None,
+    };
+    let unit = packaged_unit.unwrap_or(Path::new(UNIT));
     let (paths, expected): (Vec<&Path>, Option<(&Path, String)>) = match init {
         Init::Systemd => (
-            vec![Path::new(UNIT), Path::new(UNIT_WANTS)],
-            Some((Path::new(UNIT), systemd_unit(cmd))),
+            vec![unit, Path::new(UNIT_WANTS)],
+            Some((unit, systemd_unit(cmd))),
         ),
         Init::Openrc => (
             vec![Path::new(OPENRC), Path::new(OPENRC_LINK)],
@@ -589,7 +614,7 @@ pub fn status(init: Init, root: &Root, cmd: &BootCommand) -> ServiceReport {
     };
     let present: Vec<String> = paths
         .iter()
-        .filter(|p| root.exists(p) || root.read_link(p).ok().flatten().is_some())
+        .filter(|p| is_there(p))
         .map(|p| root.shown(p).display().to_string())
         .collect();
     let rc = || text(rc_file(root));
@@ -608,5 +633,105 @@ pub fn status(init: Init, root: &Root, cmd: &BootCommand) -> ServiceReport {
         installed,
         up_to_date: installed && up_to_date,
         command: Some(cmd.shell()),
+        packaged: packaged_unit.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(binary: &str) -> BootCommand {
+        BootCommand {
+            binary: binary.into(),
+            config: None,
+        }
+    }
+
+    const DEB_UNIT: &str = "usr/lib/systemd/system/archctl.service";
+
+    /// A root laid out as archctl's .deb leaves it: the unit in /usr/lib, enabled by
+    /// deb-systemd-helper (a link naming /lib/systemd/system/..., as it writes on a
+    /// merged-/usr system, where /lib is a link to usr/lib).
+    fn deb_root(enabled: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("usr/lib/systemd/system")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", p.join("lib")).unwrap();
+        std::fs::write(p.join(DEB_UNIT), systemd_unit(&cmd("/usr/bin/archctl"))).unwrap();
+        if enabled {
+            std::fs::create_dir_all(p.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+            std::os::unix::fs::symlink("/lib/systemd/system/archctl.service", p.join(UNIT_WANTS))
+                .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn status_recognises_the_packaged_unit() {
+        let dir = deb_root(true);
+        let root = Root::open(dir.path()).unwrap();
+        let r = status(Init::Systemd, &root, &cmd("/usr/bin/archctl"));
+        assert!(r.installed && r.up_to_date && r.packaged, "{r:?}");
+        assert_eq!(r.paths.len(), 2, "{r:?}");
+        assert!(r.paths[0].ends_with(DEB_UNIT), "{r:?}");
+        assert!(r.paths[1].ends_with(UNIT_WANTS), "{r:?}");
+        // Another binary than the unit runs: installed, not up to date.
+        let other = status(Init::Systemd, &root, &cmd("/usr/local/bin/archctl"));
+        assert!(other.installed && !other.up_to_date && other.packaged);
+        // The JSON keeps its fields and adds `packaged`.
+        let json = serde_json::to_value(&r).unwrap();
+        for k in [
+            "init",
+            "root",
+            "paths",
+            "installed",
+            "up_to_date",
+            "packaged",
+        ] {
+            assert!(json.get(k).is_some(), "{k} missing in {json}");
+        }
+    }
+
+    #[test]
+    fn a_packaged_unit_not_enabled_is_not_installed() {
+        let dir = deb_root(false);
+        let root = Root::open(dir.path()).unwrap();
+        let r = status(Init::Systemd, &root, &cmd("/usr/bin/archctl"));
+        assert!(!r.installed && !r.up_to_date && r.packaged, "{r:?}");
+        assert_eq!(r.paths.len(), 1, "{r:?}");
+    }
+
+    /// A root without the package: nothing is reported packaged.
+    #[test]
+    fn no_unit_is_not_installed_and_not_packaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let r = status(Init::Systemd, &root, &cmd("/usr/bin/archctl"));
+        assert!(!r.installed && !r.packaged && r.paths.is_empty(), "{r:?}");
+    }
+
+    /// install's unit in /etc overrides the package's (as systemd reads it), and
+    /// uninstall removes exactly install's files: the package's unit, and the link
+    /// deb-systemd-helper made to it, stay.
+    #[test]
+    fn install_overrides_and_uninstall_leaves_the_package_alone() {
+        let dir = deb_root(false);
+        let root = Root::open(dir.path()).unwrap();
+        let bin = &cmd("/opt/archctl");
+        install(Init::Systemd, &root, bin).unwrap();
+        let r = status(Init::Systemd, &root, bin);
+        assert!(r.installed && r.up_to_date && !r.packaged, "{r:?}");
+        uninstall(Init::Systemd, &root).unwrap();
+        assert!(dir.path().join(DEB_UNIT).exists());
+        assert!(!dir.path().join(UNIT).exists());
+
+        let dir = deb_root(true);
+        let root = Root::open(dir.path()).unwrap();
+        let u = uninstall(Init::Systemd, &root).unwrap();
+        assert!(u.paths.is_empty(), "{u:?}");
+        assert!(std::fs::symlink_metadata(dir.path().join(UNIT_WANTS)).is_ok());
+        let r = status(Init::Systemd, &root, &cmd("/usr/bin/archctl"));
+        assert!(r.installed && r.packaged, "{r:?}");
     }
 }

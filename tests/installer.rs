@@ -274,6 +274,10 @@ fn debian_root_gets_binary_config_and_each_service_idempotently() {
             "etc/archctl/config.toml",
             "usr/local/bin/archctl",
             "var/lib/archctl/service-install.json",
+            "usr/local/share/bash-completion/completions/archctl",
+            "usr/local/share/zsh/site-functions/_archctl",
+            "usr/local/share/fish/vendor_completions.d/archctl.fish",
+            "usr/local/share/man/man1/archctl.1",
         ];
         match init {
             "systemd" => {
@@ -318,6 +322,17 @@ fn debian_root_gets_binary_config_and_each_service_idempotently() {
         expected.sort();
         assert_eq!(files, expected, "{init}: files in the root");
         assert!(before.len() < once.len());
+        // The completions and the page are what the binary prints.
+        let bash = std::fs::read(root.join("usr/local/share/bash-completion/completions/archctl"))
+            .unwrap();
+        let printed = Command::new(ARCHCTL)
+            .args(["completions", "bash"])
+            .output()
+            .unwrap();
+        assert_eq!(bash, printed.stdout, "{init}: bash completions");
+        let page =
+            std::fs::read_to_string(root.join("usr/local/share/man/man1/archctl.1")).unwrap();
+        assert!(page.contains(".TH archctl 1 "), "{init}: man page");
 
         // Again: nothing changes, and it says so.
         let out = g.install(&["--binary", ARCHCTL, "--init", init]);
@@ -328,6 +343,7 @@ fn debian_root_gets_binary_config_and_each_service_idempotently() {
             "archctl binary: already in place",
             "config: already in place",
             "boot service: already in place",
+            "completions and man page: already in place",
             "done: everything was already in place",
         ] {
             assert!(
@@ -498,6 +514,10 @@ fn dry_run_prints_the_steps_and_changes_nothing() {
         format!(
             "+ {root}/usr/local/bin/archctl service install --root {root} --init openrc --binary /usr/local/bin/archctl"
         ),
+        format!(
+            "+ {root}/usr/local/bin/archctl completions bash > {root}/usr/local/share/bash-completion/completions/archctl"
+        ),
+        format!("+ {root}/usr/local/bin/archctl man > {root}/usr/local/share/man/man1/archctl.1"),
     ];
     for s in &starts {
         assert!(
@@ -714,6 +734,8 @@ fn links_out_of_the_root_are_refused_before_anything_is_written() {
         ("etc/init.d", "openrc", "init.d"),
         ("etc/rc.local", "sysv", "rc.local"),
         ("var/lib/archctl", "sysv", "archctl"),
+        ("usr/local/share", "sysv", "share"),
+        ("usr/local/share/man", "sysv", "share"),
         // Relative, climbing out with `..`.
         (
             "usr/local",
@@ -727,7 +749,15 @@ fn links_out_of_the_root_are_refused_before_anything_is_written() {
     for &(link, init, target) in cases {
         let g = Guest::new(Some(&debian_os_release()));
         let outside = g.dir.path().join("outside");
-        for d in ["local/bin", "bin", "archctl", "etc", "system", "init.d"] {
+        for d in [
+            "local/bin",
+            "bin",
+            "archctl",
+            "etc",
+            "system",
+            "init.d",
+            "share",
+        ] {
             std::fs::create_dir_all(outside.join(d)).unwrap();
         }
         std::fs::write(outside.join("etc/os-release"), debian_os_release()).unwrap();

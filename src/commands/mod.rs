@@ -7,11 +7,13 @@
 //! - [`compose`] — compose-platforms
 //! - [`exec`] — rootless exec in a private binfmt_misc instance
 //! - [`setup`] — service, emulators, config
+//! - [`package`] — shell completions and the manual page, from the clap definitions
 
 pub mod binfmt;
 pub mod compose;
 pub mod containers;
 pub mod exec;
+pub mod package;
 pub mod setup;
 
 use std::path::PathBuf;

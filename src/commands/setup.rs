@@ -7,7 +7,7 @@ use crate::{
     bundle::{self, EmulatorInfo, InstallReport, PackReport},
     config::{self, Config},
     emulator::Search,
-    report::{ConfigWritten, ServiceOutcome, ServiceVerb},
+    report::{ConfigWritten, Generated, ServiceOutcome, ServiceVerb},
     service,
 };
 
@@ -38,6 +38,26 @@ pub fn service(
         }
     };
     Ok(ServiceOutcome { verb, report })
+}
+
+/// `archctl service unit`: the systemd unit `service install` writes, running `binary`
+/// (default: this one) with the global `--config` when given, for packages that ship it (the .deb's
+/// /usr/lib/systemd/system/archctl.service).
+pub fn service_unit(
+    binary: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<Generated, CommandError> {
+    let binary = match binary {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe().map_err(CommandError::CurrentExe)?,
+    };
+    let host = crate::rootfs::Root::open(Path::new("/")).map_err(service::ServiceError::from)?;
+    let cmd = service::BootCommand::new(&binary, config, &host)?;
+    Ok(Generated {
+        kind: "unit",
+        name: "archctl.service".into(),
+        text: service::systemd_unit(&cmd),
+    })
 }
 
 fn search_in(dir: Option<&Path>) -> Search {
