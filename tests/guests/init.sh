@@ -23,6 +23,29 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs -o mode=755 run /run
+# A guest whose root is a disk (`archctl.root=DEV`, the systemd guest): load the disk's
+# driver, mount DEV and hand over to its /sbin/init, like a distribution's initramfs.
+# Its checks run there (a unit), with this protocol.
+rootdev=$(sed -n 's/.*archctl\.root=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$rootdev" ]; then
+  # Only the disk's driver: the root has its own modules (binfmt_misc among them).
+  insmod /lib/modules/virtio_blk.ko
+  i=0
+  while [ ! -b "$rootdev" ] && [ "$i" -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  mkdir -p /newroot
+  # (/sbin/init is an absolute link, to /lib/systemd/systemd: test it as a link.)
+  if mount -t ext4 -o rw "$rootdev" /newroot && { [ -L /newroot/sbin/init ] || [ -x /newroot/sbin/init ]; }; then
+    umount /tmp
+    for d in dev proc sys run; do mount --move "/$d" "/newroot/$d"; done
+    exec switch_root /newroot /sbin/init
+  fi
+  echo "ARCHCTL-STEP mount-root" >/dev/console
+  echo "ARCHCTL-FAIL mount-root: cannot mount $rootdev (ext4) with a /sbin/init on it: $(tr '\n' ' ' </proc/partitions)" >/dev/console
+  poweroff -f
+fi
 exec </dev/console >/dev/console 2>&1
 # Keep the kernel's messages off the console while the checks print.
 echo 1 >/proc/sys/kernel/printk
@@ -33,52 +56,8 @@ done
 mkdir -p /root
 echo "ARCHCTL-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 
-verbose=$(sed -n 's/.*archctl\.verbose=1.*/1/p' /proc/cmdline)
-# info TEXT: a line the driver prints with the results (e.g. the unit tests' summary).
-info() { echo "ARCHCTL-INFO $*" >/dev/console; }
-
-# --- the protocol -------------------------------------------------------------------
-# check NAME FUNCTION [ARGS...]: run one check. FUNCTION returns non-zero on failure,
-# after calling `why` with the reason; everything it prints is shown only on failure.
-WHY=
-why() { WHY="$*"; }
-check() {
-  name=$1
-  shift
-  WHY=
-  echo "ARCHCTL-STEP $name"
-  if "$@" >/tmp/check.out 2>&1; then
-    [ -z "$verbose" ] || sed 's/^/  | /' /tmp/check.out
-    echo "ARCHCTL-OK $name"
-  else
-    status=$?
-    sed 's/^/  | /' /tmp/check.out | tail -n 40
-    # One line: a reason quoting a command's output may span several.
-    echo "ARCHCTL-FAIL $name: $(echo "${WHY:-$1 exited with status $status}" | tr '\n' ' ' | sed 's/ *$//')"
-  fi
-}
-
-# --- helpers for the checks -----------------------------------------------------------
-# json_compact FILE: archctl's pretty JSON on one line, no blanks around punctuation
-# (`{"action":"registered",...}`), for grep.
-json_compact() { tr '\n\t' '  ' <"$1" | sed 's/ *\([][{}:,]\) */\1/g'; }
-# json_object FILE KEY VALUE: the flat JSON objects (no nested objects: archctl's entries
-# and test results) whose KEY is the string VALUE, or nothing.
-json_object() { json_compact "$1" | grep -o "{[^{}]*\"$2\":\"$3\"[^{}]*}"; }
-json_entry() { json_object "$1" name "$2"; }
-# expect_output WANT CMD...: CMD succeeds and prints exactly WANT.
-expect_output() {
-  want=$1
-  shift
-  got=$("$@" 2>&1)
-  rc=$?
-  echo "$* -> exit $rc, output: $got"
-  [ "$rc" = 0 ] && [ "$got" = "$want" ] && return 0
-  why "$* printed '$got' (exit $rc), expected '$want'"
-  return 1
-}
-# as_user CMD...: run CMD as the unprivileged user (uid 1000).
-as_user() { su -s /bin/sh user -c "$*"; }
+# shellcheck source=tests/guests/protocol.sh
+. /guest/protocol.sh
 
 guest=$(sed -n 's/.*archctl\.guest=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ -n "$guest" ] && [ -f "/guest/$guest.sh" ]; then

@@ -1,0 +1,53 @@
+# shellcheck shell=sh
+# The result protocol and the checks' helpers, sourced by every guest's runner: /init
+# of the initramfs guests (tests/guests/init.sh) and /guest/systemd-checks.sh of the
+# systemd guest (a unit after multi-user.target). Lines on the console, read by
+# tests/guests/run: see init.sh.
+
+verbose=$(sed -n 's/.*archctl\.verbose=1.*/1/p' /proc/cmdline)
+# info TEXT: a line the driver prints with the results (e.g. the unit tests' summary).
+info() { echo "ARCHCTL-INFO $*" >/dev/console; }
+
+# --- the protocol -------------------------------------------------------------------
+# check NAME FUNCTION [ARGS...]: run one check. FUNCTION returns non-zero on failure,
+# after calling `why` with the reason; everything it prints is shown only on failure.
+WHY=
+why() { WHY="$*"; }
+check() {
+  name=$1
+  shift
+  WHY=
+  echo "ARCHCTL-STEP $name"
+  if "$@" >/tmp/check.out 2>&1; then
+    [ -z "$verbose" ] || sed 's/^/  | /' /tmp/check.out
+    echo "ARCHCTL-OK $name"
+  else
+    status=$?
+    sed 's/^/  | /' /tmp/check.out | tail -n 40
+    # One line: a reason quoting a command's output may span several.
+    echo "ARCHCTL-FAIL $name: $(echo "${WHY:-$1 exited with status $status}" | tr '\n' ' ' | sed 's/ *$//')"
+  fi
+}
+
+# --- helpers for the checks -----------------------------------------------------------
+# json_compact FILE: archctl's pretty JSON on one line, no blanks around punctuation
+# (`{"action":"registered",...}`), for grep.
+json_compact() { tr '\n\t' '  ' <"$1" | sed 's/ *\([][{}:,]\) */\1/g'; }
+# json_object FILE KEY VALUE: the flat JSON objects (no nested objects: archctl's entries
+# and test results) whose KEY is the string VALUE, or nothing.
+json_object() { json_compact "$1" | grep -o "{[^{}]*\"$2\":\"$3\"[^{}]*}"; }
+json_entry() { json_object "$1" name "$2"; }
+# expect_output WANT CMD...: CMD succeeds and prints exactly WANT.
+expect_output() {
+  want=$1
+  shift
+  got=$("$@" 2>&1)
+  rc=$?
+  echo "$* -> exit $rc, output: $got"
+  [ "$rc" = 0 ] && [ "$got" = "$want" ] && return 0
+  why "$* printed '$got' (exit $rc), expected '$want'"
+  return 1
+}
+# as_user CMD...: run CMD as the unprivileged user (uid 1000).
+as_user() { su -s /bin/sh user -c "$*"; }
+

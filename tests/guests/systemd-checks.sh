@@ -1,0 +1,30 @@
+#!/bin/sh
+# shellcheck shell=sh
+# The checks' runner of the systemd guest (x86_64-systemd): ExecStart of
+# archctl-guest.service, a oneshot after multi-user.target, at every boot. It counts the
+# boots on the disk (/var/lib/archctl-guest/boot: a reboot in place keeps it), runs
+# /guest/<guest>.sh with the protocol of tests/guests/protocol.sh on the console, then
+# reboots (the script sets NEXT=reboot) or powers off.
+exec </dev/null >/dev/console 2>&1
+# Keep the kernel's messages off the console while the checks print.
+echo 1 >/proc/sys/kernel/printk
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
+mkdir -p /var/lib/archctl-guest
+boot=$(($(cat /var/lib/archctl-guest/boot 2>/dev/null || echo 0) + 1))
+echo "$boot" >/var/lib/archctl-guest/boot
+sync
+echo "ARCHCTL-BOOTED $(cut -d' ' -f1 /proc/uptime)"
+# shellcheck source=tests/guests/protocol.sh
+. /guest/protocol.sh
+NEXT=poweroff
+guest=$(sed -n 's/.*archctl\.guest=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$guest" ] && [ -f "/guest/$guest.sh" ]; then
+  # shellcheck source=/dev/null
+  . "/guest/$guest.sh"
+else
+  echo "ARCHCTL-STEP select-guest"
+  echo "ARCHCTL-FAIL select-guest: no /guest/$guest.sh (kernel command line: $(cat /proc/cmdline))"
+fi
+echo "ARCHCTL-DONE $(cut -d' ' -f1 /proc/uptime)"
+sync
+systemctl --no-block "$NEXT"

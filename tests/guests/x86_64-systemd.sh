@@ -1,0 +1,221 @@
+# shellcheck shell=sh disable=SC2154,SC2034 # $boot: set by systemd-checks.sh; NEXT: read by it
+# The Colima/Lima-like guest (x86_64, sourced by /guest/systemd-checks.sh after the
+# protocol's helpers, at every boot; $boot is the boot's number, kept on the disk).
+# Debian 12 from debootstrap on one ext4 disk (the whole root, /dev/vda), booted with
+# systemd, with Debian's qemu-user-static installed when the root was made: its
+# /usr/lib/binfmt.d/qemu-*.conf files are loaded by systemd-binfmt at every boot, as on
+# a Debian (or Lima/Colima Ubuntu) VM where someone ran `apt install qemu-user-static`.
+# The root holds what a user brings: /opt/archctl.deb (packaging/build-deb.sh),
+# /opt/archctl (the static x86_64 release binary), /opt/install.sh, /opt/busybox-arm64.
+#
+# One QEMU, two boots: boot 1 installs the .deb and configures archctl, then
+# `systemctl reboot` (QEMU resets in place, the disk keeps its state); boot 2 checks what
+# the boot did (systemd-binfmt, then archctl.service), then purges the package and
+# installs with install.sh instead, and powers off.
+#
+# ARCHCTL_GUEST_BREAK=WORD (archctl.break=WORD on the kernel command line) breaks one
+# thing on purpose, to see the checks fail: `disable-service` (systemctl disable
+# archctl.service after the install), `no-F-debian` (Debian's qemu-aarch64.conf loses
+# its F flag before the reboot).
+
+CONFIG=/etc/archctl/config.toml
+DEBIAN_AARCH64=/usr/lib/binfmt.d/qemu-aarch64.conf
+BREAK=$(sed -n 's/.*archctl\.break=\([^ ]*\).*/\1/p' /proc/cmdline)
+
+# unit_ok UNIT: the unit ran and succeeded (a oneshot with RemainAfterExit).
+unit_ok() {
+  st=$(systemctl show -p ActiveState -p Result -p ExecMainStatus "$1" | LC_ALL=C sort | tr '\n' ' ')
+  echo "$1: $st"
+  [ "$st" = "ActiveState=active ExecMainStatus=0 Result=success " ] ||
+    { why "$1 did not succeed: $st"; return 1; }
+}
+
+# --- boot 1: Debian's entries, then the .deb ----------------------------------------
+debian_binfmt() {
+  unit_ok systemd-binfmt.service || return 1
+  ls /usr/lib/binfmt.d/ /proc/sys/fs/binfmt_misc/
+  [ -f "$DEBIAN_AARCH64" ] || { why "no $DEBIAN_AARCH64 (qemu-user-static not installed?)"; return 1; }
+  n=0
+  for f in /usr/lib/binfmt.d/qemu-*.conf; do
+    name=$(cut -d: -f2 "$f")
+    [ -f "/proc/sys/fs/binfmt_misc/$name" ] || { why "$f is not loaded: no entry $name"; return 1; }
+    n=$((n + 1))
+  done
+  e=/proc/sys/fs/binfmt_misc/qemu-aarch64
+  cat "$e"
+  grep -qx 'interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P' "$e" ||
+    { why "qemu-aarch64 is not Debian's: $(grep interpreter "$e")"; return 1; }
+  grep -qx 'flags: .*F.*' "$e" || { why "Debian's qemu-aarch64 has no F: $(grep flags "$e")"; return 1; }
+  [ -f /proc/sys/fs/binfmt_misc/qemu-arm ] || { why "no qemu-arm entry"; return 1; }
+  if command -v archctl || [ -e /usr/lib/systemd/system/archctl.service ]; then
+    why "archctl is there before its install"
+    return 1
+  fi
+  info "boot1: systemd-binfmt loaded $n Debian qemu-*.conf entries"
+}
+dpkg_install() {
+  dpkg -i /opt/archctl.deb
+  rc=$?
+  [ "$rc" = 0 ] || { why "dpkg -i exited $rc"; return 1; }
+  [ "$BREAK" != disable-service ] || systemctl disable archctl.service
+  st="$(systemctl is-enabled archctl.service) $(systemctl is-active archctl.service)"
+  [ "$st" = "enabled active" ] || { why "archctl.service after dpkg -i: $st, expected enabled active"; return 1; }
+  journalctl --no-pager -o cat -u archctl.service
+  journalctl --no-pager -o cat -u archctl.service | grep -q '^archctl boot: ' ||
+    { why "the postinst's start of archctl.service logged no 'archctl boot:' line"; return 1; }
+}
+write_config() {
+  cat >"$CONFIG" <<'EOF'
+# The guest's archctl configuration (tests/guests/x86_64-systemd.sh)
+[binfmt]
+architectures = ["aarch64", "arm"]
+flags = "F"
+verify = true
+force = false
+EOF
+  archctl config show
+  out=$(archctl --json config show) || { why "archctl config show failed"; return 1; }
+  c=$(echo "$out" | tr -d ' \n')
+  case $c in *'"aarch64","arm"'*) ;; *) why "config show does not list aarch64, arm: $c"; return 1 ;; esac
+  case $c in *'"verify":true'*) ;; *) why "config show: verify is not true: $c"; return 1 ;; esac
+}
+service_status() {
+  archctl --json service status >/tmp/service.json
+  rc=$?
+  cat /tmp/service.json
+  [ "$rc" = 0 ] || { why "archctl service status exited $rc"; return 1; }
+  c=$(json_compact /tmp/service.json)
+  for want in '"init":"systemd"' '"installed":true' '"up_to_date":true' '"packaged":true' \
+    '"command":"/usr/bin/archctl boot"'; do
+    case $c in *"$want"*) ;; *) why "service status lacks $want: $c"; return 1 ;; esac
+  done
+  # The JSON has no enablement field: systemd's own word (the package's wants link).
+  st=$(systemctl is-enabled archctl.service)
+  [ "$st" = enabled ] || { why "systemctl is-enabled archctl.service: $st"; return 1; }
+}
+break_before_reboot() {
+  [ "$BREAK" = no-F-debian ] || return 0
+  sed -i 's/:OPF$/:OP/' "$DEBIAN_AARCH64"
+  cat "$DEBIAN_AARCH64"
+}
+
+# --- boot 2: after the reboot ---------------------------------------------------------
+disk_kept() {
+  dpkg-query -W -f '${db:Status-Abbrev} ${Version}\n' archctl || { why "archctl is not installed any more"; return 1; }
+  grep -qx 'architectures = \["aarch64", "arm"\]' "$CONFIG" || { why "$CONFIG lost the configuration of boot 1"; return 1; }
+}
+# systemd-binfmt (Debian's entries) ran, then archctl.service (archctl boot), both fine.
+boot_units() {
+  unit_ok systemd-binfmt.service || return 1
+  unit_ok archctl.service || return 1
+  binfmt_end=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-binfmt.service)
+  archctl_start=$(systemctl show -p ExecMainStartTimestampMonotonic --value archctl.service)
+  echo "systemd-binfmt exited at $binfmt_end us, archctl.service started at $archctl_start us"
+  if [ "$binfmt_end" -le 0 ] || [ "$archctl_start" -lt "$binfmt_end" ]; then
+    why "archctl.service started ($archctl_start us) before systemd-binfmt finished ($binfmt_end us)"
+    return 1
+  fi
+  line=$(journalctl -b --no-pager -o cat -u archctl.service | grep '^archctl boot: ')
+  echo "$line"
+  case $line in *"($CONFIG)"*) ;; *) why "archctl.service logged no 'archctl boot: ... ($CONFIG)' line this boot"; return 1 ;; esac
+  info "boot2: systemd-binfmt done at $((binfmt_end / 1000)) ms, archctl.service started at $((archctl_start / 1000)) ms: $line"
+}
+# The configured architectures are served, and by which entry.
+registered() {
+  archctl --json status >/tmp/status.json || { why "archctl status failed"; return 1; }
+  cat /tmp/status.json
+  for a in aarch64 arm; do
+    r=$(json_entry /tmp/status.json "qemu-$a")
+    case $r in *'"enabled":true'*'"interpreter_ok":true'*) ;; *) why "qemu-$a: not enabled with a good interpreter: ${r:-no entry}"; return 1 ;; esac
+  done
+  # Run boot again (idempotent): which entry serves each architecture, and why.
+  archctl --json boot >/tmp/boot.json
+  rc=$?
+  cat /tmp/boot.json
+  [ "$rc" = 0 ] || { why "archctl boot exited $rc"; return 1; }
+  r=$(json_object /tmp/boot.json arch aarch64)
+  case $r in *'"action":"unchanged"'*) ;; *) why "aarch64: not unchanged: ${r:-no result}"; return 1 ;; esac
+  interp=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
+  eq=$(echo "$r" | sed -n 's/.*"equivalent":"\([^"]*\)".*/\1/p')
+  info "boot2: aarch64 is served by qemu-aarch64, interpreter $interp (archctl boot: unchanged, equivalent: ${eq:-none})"
+  # Coexistence: systemd-binfmt loaded Debian's entry first; archctl keeps it as an
+  # equivalent rather than replacing it (force = false).
+  [ "$interp" = /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] ||
+    { why "qemu-aarch64 is not Debian's entry (systemd-binfmt's) after the boot: interpreter $interp"; return 1; }
+  [ -n "$eq" ] || { why "archctl boot reports Debian's qemu-aarch64 without an equivalent note: $r"; return 1; }
+}
+archctl_test() {
+  archctl --json test aarch64 arm >/tmp/test.json
+  rc=$?
+  cat /tmp/test.json
+  [ "$rc" = 0 ] || { why "archctl test aarch64 arm exited $rc"; return 1; }
+  for a in aarch64 arm; do
+    r=$(json_object /tmp/test.json arch "$a")
+    case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "$a: not ok and emulated: ${r:-no result}"; return 1 ;; esac
+  done
+}
+# F: the kernel opened the emulator at registration, so a chroot without it runs arm64.
+chroot_no_emulator() {
+  if ! mkdir -p /tmp/jail/bin || ! cp /opt/busybox-arm64 /tmp/jail/bin/busybox; then
+    why "cannot make /tmp/jail"
+    return 1
+  fi
+  find /tmp/jail
+  [ -z "$(find /tmp/jail -name 'qemu-*')" ] || { why "an emulator in the chroot"; return 1; }
+  expect_output aarch64 chroot /tmp/jail /bin/busybox uname -m
+}
+# The other way in: purge the package (the entries stay), then install.sh.
+dpkg_purge() {
+  dpkg -P archctl
+  rc=$?
+  [ "$rc" = 0 ] || { why "dpkg -P exited $rc"; return 1; }
+  for p in /usr/bin/archctl /etc/archctl /usr/lib/systemd/system/archctl.service; do
+    [ ! -e "$p" ] || { why "$p is left after the purge"; return 1; }
+  done
+  [ -f /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { why "the purge removed qemu-aarch64"; return 1; }
+}
+install_sh() {
+  # (The shell remembered /usr/bin/archctl, gone with the package.)
+  hash -r
+  sh /opt/install.sh --binary /opt/archctl
+  rc=$?
+  [ "$rc" = 0 ] || { why "install.sh exited $rc"; return 1; }
+  cmp /opt/archctl /usr/local/bin/archctl || { why "/usr/local/bin/archctl is not /opt/archctl"; return 1; }
+  [ -f "$CONFIG" ] || { why "install.sh wrote no $CONFIG"; return 1; }
+  st="$(systemctl is-enabled archctl.service) $(systemctl is-active archctl.service)"
+  echo "archctl.service: $st"
+  [ "${st%% *}" = enabled ] || { why "archctl.service after install.sh: $st, expected enabled"; return 1; }
+  archctl --json service status >/tmp/service.json || { why "archctl service status failed"; return 1; }
+  cat /tmp/service.json
+  c=$(json_compact /tmp/service.json)
+  for want in '"installed":true' '"up_to_date":true' '"packaged":false' '"command":"/usr/local/bin/archctl boot"'; do
+    case $c in *"$want"*) ;; *) why "service status after install.sh lacks $want: $c"; return 1 ;; esac
+  done
+  grep -qx 'ExecStart=/usr/local/bin/archctl boot' /etc/systemd/system/archctl.service ||
+    { why "/etc/systemd/system/archctl.service does not run /usr/local/bin/archctl boot"; return 1; }
+  archctl test aarch64 || { why "archctl test aarch64 failed after install.sh"; return 1; }
+}
+
+case $boot in
+  1)
+check boot1-debian-binfmt-at-boot debian_binfmt
+check boot1-dpkg-install dpkg_install
+check boot1-config write_config
+check boot1-service-status service_status
+    break_before_reboot
+    NEXT=reboot
+    ;;
+  2)
+check boot2-disk-kept disk_kept
+check boot2-binfmt-then-archctl-service boot_units
+check boot2-registered-and-served registered
+check boot2-archctl-test-aarch64-arm archctl_test
+check boot2-chroot-without-emulator chroot_no_emulator
+check boot2-dpkg-purge dpkg_purge
+check boot2-install-sh install_sh
+    ;;
+  *)
+    echo "ARCHCTL-STEP select-boot"
+    echo "ARCHCTL-FAIL select-boot: boot $boot of this disk, expected 1 or 2"
+    ;;
+esac
