@@ -37,8 +37,9 @@ debian_binfmt() {
   [ -f "$DEBIAN_AARCH64" ] || { why "no $DEBIAN_AARCH64 (qemu-user-static not installed?)"; return 1; }
   n=0
   for f in /usr/lib/binfmt.d/qemu-*.conf; do
-    name=$(cut -d: -f2 "$f")
-    [ -f "/proc/sys/fs/binfmt_misc/$name" ] || { why "$f is not loaded: no entry $name"; return 1; }
+    # (not $name: check's, in the protocol)
+    entry=$(cut -d: -f2 "$f")
+    [ -f "/proc/sys/fs/binfmt_misc/$entry" ] || { why "$f is not loaded: no entry $entry"; return 1; }
     n=$((n + 1))
   done
   e=/proc/sys/fs/binfmt_misc/qemu-aarch64
@@ -137,7 +138,7 @@ registered() {
   case $r in *'"action":"unchanged"'*) ;; *) why "aarch64: not unchanged: ${r:-no result}"; return 1 ;; esac
   interp=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
   eq=$(echo "$r" | sed -n 's/.*"equivalent":"\([^"]*\)".*/\1/p')
-  info "boot2: aarch64 is served by qemu-aarch64, interpreter $interp (archctl boot: unchanged, equivalent: ${eq:-none})"
+  info "boot2: aarch64 is served by qemu-aarch64, interpreter $interp (archctl boot: unchanged, ${eq:-no equivalent note})"
   # Coexistence: systemd-binfmt loaded Debian's entry first; archctl keeps it as an
   # equivalent rather than replacing it (force = false).
   [ "$interp" = /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] ||
