@@ -16,7 +16,8 @@
 # ARCHCTL_GUEST_BREAK=WORD (archctl.break=WORD on the kernel command line) breaks one
 # thing on purpose, to see the checks fail: `disable-service` (systemctl disable
 # archctl.service after the install), `no-F-debian` (Debian's qemu-aarch64.conf loses
-# its F flag before the reboot).
+# its F flag before the reboot), `config-force-no-F` (the configuration says flags = ""
+# and force = true: archctl replaces Debian's entries with its own, without F).
 
 CONFIG=/etc/archctl/config.toml
 DEBIAN_AARCH64=/usr/lib/binfmt.d/qemu-aarch64.conf
@@ -66,13 +67,15 @@ dpkg_install() {
     { why "the postinst's start of archctl.service logged no 'archctl boot:' line"; return 1; }
 }
 write_config() {
-  cat >"$CONFIG" <<'EOF'
+  flags=F force=false
+  [ "$BREAK" != config-force-no-F ] || { flags='' force=true; }
+  cat >"$CONFIG" <<EOF
 # The guest's archctl configuration (tests/guests/x86_64-systemd.sh)
 [binfmt]
 architectures = ["aarch64", "arm"]
-flags = "F"
+flags = "$flags"
 verify = true
-force = false
+force = $force
 EOF
   archctl config show
   out=$(archctl --json config show) || { why "archctl config show failed"; return 1; }
@@ -137,7 +140,8 @@ registered() {
   r=$(json_object /tmp/boot.json arch aarch64)
   case $r in *'"action":"unchanged"'*) ;; *) why "aarch64: not unchanged: ${r:-no result}"; return 1 ;; esac
   interp=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
-  eq=$(echo "$r" | sed -n 's/.*"equivalent":"\([^"]*\)".*/\1/p')
+  # (from the JSON as printed: json_compact drops the blanks inside the note too)
+  eq=$(tr -d '\n' </tmp/boot.json | grep -o '"arch": *"aarch64"[^}]*' | sed -n 's/.*"equivalent": *"\([^"]*\)".*/\1/p')
   info "boot2: aarch64 is served by qemu-aarch64, interpreter $interp (archctl boot: unchanged, ${eq:-no equivalent note})"
   # Coexistence: systemd-binfmt loaded Debian's entry first; archctl keeps it as an
   # equivalent rather than replacing it (force = false).
