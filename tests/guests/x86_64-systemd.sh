@@ -18,6 +18,19 @@
 # archctl.service after the install), `no-F-debian` (Debian's qemu-aarch64.conf loses
 # its F flag before the reboot), `config-force-no-F` (the configuration says flags = ""
 # and force = true: archctl replaces Debian's entries with its own, without F).
+# What each did when tried (2026-12-03): disable-service fails boot1-dpkg-install
+# ("disabled active"), boot1-service-status ("installed":false) and
+# boot2-binfmt-then-archctl-service (archctl.service inactive); Debian's entries still
+# serve, so the entry, test and chroot checks pass. no-F-debian fails
+# boot2-binfmt-then-archctl-service (archctl.service exit 1: qemu-aarch64 conflicts,
+# flags "PO" without F), boot2-registered-and-served (archctl boot exits 1),
+# boot2-chroot-without-emulator (ENOENT: no interpreter inside the chroot) and
+# boot2-install-sh (its archctl boot exits 1). config-force-no-F fails
+# boot2-registered-and-served (archctl's /usr/bin/qemu-aarch64-static replaced
+# Debian's entry), boot2-chroot-without-emulator and boot2-install-sh. Without autofs4 in
+# the root (the first version), proc-sys-fs-binfmt_misc.automount failed, systemd-binfmt
+# was skipped (ConditionPathIsMountPoint) and boot1-debian-binfmt-at-boot and
+# boot2-binfmt-then-archctl-service failed ("ActiveState=inactive").
 
 CONFIG=/etc/archctl/config.toml
 DEBIAN_AARCH64=/usr/lib/binfmt.d/qemu-aarch64.conf
