@@ -8,10 +8,11 @@
 # The root holds what a user brings: /opt/archctl.deb (packaging/build-deb.sh),
 # /opt/archctl (the static x86_64 release binary), /opt/install.sh, /opt/busybox-arm64.
 #
-# One QEMU, two boots: boot 1 installs the .deb and configures archctl, then
+# One QEMU, three boots: boot 1 installs the .deb and configures archctl, then
 # `systemctl reboot` (QEMU resets in place, the disk keeps its state); boot 2 checks what
 # the boot did (systemd-binfmt, then archctl.service), then purges the package and
-# installs with install.sh instead, and powers off.
+# installs with install.sh instead, and reboots; boot 3 checks install.sh's unit at boot,
+# and powers off.
 #
 # ARCHCTL_GUEST_BREAK=WORD (archctl.break=WORD on the kernel command line) breaks one
 # thing on purpose, to see the checks fail: `disable-service` (systemctl disable
@@ -214,6 +215,38 @@ install_sh() {
   archctl test aarch64 || { why "archctl test aarch64 failed after install.sh"; return 1; }
 }
 
+# --- boot 3: after install.sh ---------------------------------------------------------
+# install.sh's unit (/etc/systemd/system, /usr/local/bin/archctl) ran at boot, after
+# systemd-binfmt, with install.sh's default configuration (architectures = "all").
+install_sh_unit() {
+  [ ! -e /usr/bin/archctl ] || { why "/usr/bin/archctl is back"; return 1; }
+  systemctl cat archctl.service
+  systemctl show -p FragmentPath --value archctl.service | grep -qx /etc/systemd/system/archctl.service ||
+    { why "archctl.service is not install.sh's /etc/systemd/system/archctl.service"; return 1; }
+  unit_ok systemd-binfmt.service || return 1
+  unit_ok archctl.service || return 1
+  binfmt_end=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-binfmt.service)
+  archctl_start=$(systemctl show -p ExecMainStartTimestampMonotonic --value archctl.service)
+  if [ "$binfmt_end" -le 0 ] || [ "$archctl_start" -lt "$binfmt_end" ]; then
+    why "archctl.service started ($archctl_start us) before systemd-binfmt finished ($binfmt_end us)"
+    return 1
+  fi
+  line=$(journalctl -b --no-pager -o cat -u archctl.service | grep '^archctl boot: ')
+  echo "$line"
+  case $line in *"($CONFIG)"*) ;; *) why "archctl.service logged no 'archctl boot: ... ($CONFIG)' line this boot"; return 1 ;; esac
+  info "boot3: install.sh's archctl.service: $line"
+}
+archctl_test_after_install_sh() {
+  /usr/local/bin/archctl --json test aarch64 >/tmp/test.json
+  rc=$?
+  cat /tmp/test.json
+  [ "$rc" = 0 ] || { why "archctl test aarch64 exited $rc"; return 1; }
+  r=$(json_object /tmp/test.json arch aarch64)
+  case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "aarch64: not ok and emulated: ${r:-no result}"; return 1 ;; esac
+  # (/tmp is emptied at boot: a new jail)
+  chroot_no_emulator
+}
+
 case $boot in
   1)
 check boot1-debian-binfmt-at-boot debian_binfmt
@@ -231,9 +264,14 @@ check boot2-archctl-test-aarch64-arm archctl_test
 check boot2-chroot-without-emulator chroot_no_emulator
 check boot2-dpkg-purge dpkg_purge
 check boot2-install-sh install_sh
+    NEXT=reboot
+    ;;
+  3)
+check boot3-install-sh-unit-at-boot install_sh_unit
+check boot3-archctl-test-and-chroot archctl_test_after_install_sh
     ;;
   *)
     echo "ARCHCTL-STEP select-boot"
-    echo "ARCHCTL-FAIL select-boot: boot $boot of this disk, expected 1 or 2"
+    echo "ARCHCTL-FAIL select-boot: boot $boot of this disk, expected 1, 2 or 3"
     ;;
 esac
