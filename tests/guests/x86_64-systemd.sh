@@ -26,7 +26,8 @@
 # boot2-binfmt-then-archctl-service (archctl.service exit 1: qemu-aarch64 conflicts,
 # flags "PO" without F), boot2-registered-and-served (archctl boot exits 1),
 # boot2-chroot-without-emulator (ENOENT: no interpreter inside the chroot) and
-# boot2-install-sh (its archctl boot exits 1). config-force-no-F fails
+# boot2-install-sh (its archctl boot exits 1), and in boot 3 (tried again with it) both
+# checks (install.sh's archctl.service exits 1; ENOENT in the chroot). config-force-no-F fails
 # boot2-registered-and-served (archctl's /usr/bin/qemu-aarch64-static replaced
 # Debian's entry), boot2-chroot-without-emulator and boot2-install-sh. Without autofs4 in
 # the root (the first version), proc-sys-fs-binfmt_misc.automount failed, systemd-binfmt
