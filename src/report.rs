@@ -545,7 +545,11 @@ impl std::fmt::Display for Notice {
 /// and tabs, which archctl's own layout uses, stay.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !s.chars().any(unsafe_char) {
+    // Fast path, on bytes: C0 controls and DEL are single bytes, and every C1 control
+    // (U+0080-U+009F) starts with 0xC2 in UTF-8; only text with one of those bytes is
+    // looked at char by char (a listing of 200 images is ~100 KB of text).
+    let suspect = |b: u8| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f || b == 0xc2;
+    if !s.bytes().any(suspect) || !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -565,7 +569,10 @@ impl Report {
     /// The human rendering (stdout), safe for a terminal ([`terminal_safe`]).
     pub fn human(&self) -> String {
         let text = self.human_raw();
-        terminal_safe(&text).into_owned()
+        match terminal_safe(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(safe) => safe,
+        }
     }
 
     fn human_raw(&self) -> String {
@@ -780,4 +787,23 @@ fn run_plan(p: &RunPlan) -> String {
     s.push_str(&shell_quote(&p.argv));
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn controls_are_escaped_and_everything_else_is_left_alone() {
+        // Plain text, newlines, tabs, and non-control characters led by 0xC2 (the fast
+        // path's suspect byte) come back as they are, without a copy.
+        for s in ["linux/arm64\tsha256:ab\n", "© 2026 ¡hola! é ü", ""] {
+            assert!(matches!(terminal_safe(s), std::borrow::Cow::Borrowed(t) if t == s));
+        }
+        assert_eq!(terminal_safe("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(terminal_safe("cr\rdel\x7f"), "cr\\x0ddel\\x7f");
+        // C1 controls: NEL and CSI.
+        assert_eq!(terminal_safe("x\u{85}y\u{9b}z"), "x\\u{0085}y\\u{009b}z");
+        assert_eq!(terminal_safe("© \u{9b}"), "© \\u{009b}");
+    }
 }
