@@ -361,6 +361,20 @@ mod tests {
         v
     }
 
+    /// A list for `a` holding qemu-arm, stored under `run`: the runtime dir, the list, its file.
+    fn stored_arm(
+        run: &tempfile::TempDir,
+        a: &tempfile::TempDir,
+    ) -> (Option<std::path::PathBuf>, Unproven, std::path::PathBuf) {
+        let rt = Some(run.path().to_path_buf());
+        let mut u = Unproven::load_in(rt.clone(), a.path());
+        u.add(["qemu-arm"]);
+        u.store();
+        let all = run.path().join("unproven");
+        let file = all.join(&files(&all)[0]);
+        (rt, u, file)
+    }
+
     #[test]
     fn each_instance_keeps_its_own_list_and_an_empty_list_leaves_no_file() {
         let run = tempfile::tempdir().unwrap();
@@ -410,14 +424,8 @@ mod tests {
 
     #[test]
     fn the_same_list_is_not_written_again() {
-        let run = tempfile::tempdir().unwrap();
-        let a = tempfile::tempdir().unwrap();
-        let rt = Some(run.path().to_path_buf());
-        let mut u = Unproven::load_in(rt.clone(), a.path());
-        u.add(["qemu-arm"]);
-        u.store();
-        let all = run.path().join("unproven");
-        let file = all.join(&files(&all)[0]);
+        let (run, a) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (rt, _, file) = stored_arm(&run, &a);
         let ino = |f: &std::path::Path| {
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(f).unwrap())
         };
@@ -438,14 +446,8 @@ mod tests {
 
     #[test]
     fn a_list_of_another_boot_or_directory_or_garbage_is_not_believed() {
-        let run = tempfile::tempdir().unwrap();
-        let a = tempfile::tempdir().unwrap();
-        let rt = Some(run.path().to_path_buf());
-        let mut u = Unproven::load_in(rt.clone(), a.path());
-        u.add(["qemu-arm"]);
-        u.store();
-        let all = run.path().join("unproven");
-        let file = all.join(&files(&all)[0]);
+        let (run, a) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (rt, u, file) = stored_arm(&run, &a);
         let text = std::fs::read_to_string(&file).unwrap();
         let other_boot = text.replace(&u.boot_id, "00000000-0000-0000-0000-000000000000");
         assert_ne!(text, other_boot, "the file names the boot: {text}");

@@ -59,14 +59,6 @@ echo "ARCHCTL-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 # shellcheck source=tests/guests/protocol.sh
 . /guest/protocol.sh
 
-guest=$(sed -n 's/.*archctl\.guest=\([^ ]*\).*/\1/p' /proc/cmdline)
-if [ -n "$guest" ] && [ -f "/guest/$guest.sh" ]; then
-  # shellcheck source=/dev/null
-  . "/guest/$guest.sh"
-else
-  echo "ARCHCTL-STEP select-guest"
-  echo "ARCHCTL-FAIL select-guest: no /guest/$guest.sh (kernel command line: $(cat /proc/cmdline))"
-fi
-echo "ARCHCTL-DONE $(cut -d' ' -f1 /proc/uptime)"
+run_selected_guest
 sync
 poweroff -f

@@ -51,3 +51,30 @@ expect_output() {
 # as_user CMD...: run CMD as the unprivileged user (uid 1000).
 as_user() { su -s /bin/sh user -c "$*"; }
 
+
+# --- running the guest ----------------------------------------------------------------
+# run_selected_guest: source /guest/<archctl.guest=NAME>.sh (its checks), framed by the
+# protocol's last line.
+run_selected_guest() {
+  guest=$(sed -n 's/.*archctl\.guest=\([^ ]*\).*/\1/p' /proc/cmdline)
+  if [ -n "$guest" ] && [ -f "/guest/$guest.sh" ]; then
+    # shellcheck source=/dev/null
+    . "/guest/$guest.sh"
+  else
+    echo "ARCHCTL-STEP select-guest"
+    echo "ARCHCTL-FAIL select-guest: no /guest/$guest.sh (kernel command line: $(cat /proc/cmdline))"
+  fi
+  echo "ARCHCTL-DONE $(cut -d' ' -f1 /proc/uptime)"
+}
+
+# --- checks shared by the x86_64 guests -----------------------------------------------
+# F: the kernel opened the emulator at registration, so a chroot without it runs arm64.
+chroot_no_emulator() {
+  if ! mkdir -p /tmp/jail/bin || ! cp /opt/busybox-arm64 /tmp/jail/bin/busybox; then
+    why "cannot make /tmp/jail"
+    return 1
+  fi
+  find /tmp/jail
+  [ -z "$(find /tmp/jail -name 'qemu-*')" ] || { why "an emulator in the chroot"; return 1; }
+  expect_output aarch64 chroot /tmp/jail /bin/busybox uname -m
+}

@@ -126,16 +126,7 @@ registered() {
   [ ! -e /proc/sys/fs/binfmt_misc/qemu-x86_64 ] || { why "the native x86_64 got an entry"; return 1; }
 }
 arm64_busybox() { expect_output aarch64 /opt/busybox-arm64 uname -m; }
-# F: the kernel opened the emulator at registration, so a chroot without it runs arm64.
-chroot_no_emulator() {
-  if ! mkdir -p /tmp/jail/bin || ! cp /opt/busybox-arm64 /tmp/jail/bin/busybox; then
-    why "cannot make /tmp/jail"
-    return 1
-  fi
-  find /tmp/jail
-  [ -z "$(find /tmp/jail -name 'qemu-*')" ] || { why "an emulator in the chroot"; return 1; }
-  expect_output aarch64 chroot /tmp/jail /bin/busybox uname -m
-}
+# chroot_no_emulator: protocol.sh.
 archctl_test() {
   "$ARCHCTL" --json test aarch64 >/tmp/test.json
   rc=$?

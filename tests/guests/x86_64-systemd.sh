@@ -123,8 +123,9 @@ disk_kept() {
   dpkg-query -W -f '${db:Status-Abbrev} ${Version}\n' archctl || { why "archctl is not installed any more"; return 1; }
   grep -qx 'architectures = \["aarch64", "arm"\]' "$CONFIG" || { why "$CONFIG lost the configuration of boot 1"; return 1; }
 }
-# systemd-binfmt (Debian's entries) ran, then archctl.service (archctl boot), both fine.
-boot_units() {
+# units_in_order: systemd-binfmt (Debian's entries) ran, then archctl.service (archctl
+# boot) with $CONFIG, both fine, this boot; sets $binfmt_end, $archctl_start and $line.
+units_in_order() {
   unit_ok systemd-binfmt.service || return 1
   unit_ok archctl.service || return 1
   binfmt_end=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-binfmt.service)
@@ -137,6 +138,9 @@ boot_units() {
   line=$(journalctl -b --no-pager -o cat -u archctl.service | grep '^archctl boot: ')
   echo "$line"
   case $line in *"($CONFIG)"*) ;; *) why "archctl.service logged no 'archctl boot: ... ($CONFIG)' line this boot"; return 1 ;; esac
+}
+boot_units() {
+  units_in_order || return 1
   info "boot2: systemd-binfmt done at $((binfmt_end / 1000)) ms, archctl.service started at $((archctl_start / 1000)) ms: $line"
 }
 # The configured architectures are served, and by which entry.
@@ -174,16 +178,7 @@ archctl_test() {
     case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "$a: not ok and emulated: ${r:-no result}"; return 1 ;; esac
   done
 }
-# F: the kernel opened the emulator at registration, so a chroot without it runs arm64.
-chroot_no_emulator() {
-  if ! mkdir -p /tmp/jail/bin || ! cp /opt/busybox-arm64 /tmp/jail/bin/busybox; then
-    why "cannot make /tmp/jail"
-    return 1
-  fi
-  find /tmp/jail
-  [ -z "$(find /tmp/jail -name 'qemu-*')" ] || { why "an emulator in the chroot"; return 1; }
-  expect_output aarch64 chroot /tmp/jail /bin/busybox uname -m
-}
+# chroot_no_emulator: protocol.sh.
 # The other way in: purge the package (the entries stay), then install.sh.
 dpkg_purge() {
   dpkg -P archctl
@@ -224,17 +219,7 @@ install_sh_unit() {
   systemctl cat archctl.service
   systemctl show -p FragmentPath --value archctl.service | grep -qx /etc/systemd/system/archctl.service ||
     { why "archctl.service is not install.sh's /etc/systemd/system/archctl.service"; return 1; }
-  unit_ok systemd-binfmt.service || return 1
-  unit_ok archctl.service || return 1
-  binfmt_end=$(systemctl show -p ExecMainExitTimestampMonotonic --value systemd-binfmt.service)
-  archctl_start=$(systemctl show -p ExecMainStartTimestampMonotonic --value archctl.service)
-  if [ "$binfmt_end" -le 0 ] || [ "$archctl_start" -lt "$binfmt_end" ]; then
-    why "archctl.service started ($archctl_start us) before systemd-binfmt finished ($binfmt_end us)"
-    return 1
-  fi
-  line=$(journalctl -b --no-pager -o cat -u archctl.service | grep '^archctl boot: ')
-  echo "$line"
-  case $line in *"($CONFIG)"*) ;; *) why "archctl.service logged no 'archctl boot: ... ($CONFIG)' line this boot"; return 1 ;; esac
+  units_in_order || return 1
   info "boot3: install.sh's archctl.service: $line"
 }
 archctl_test_after_install_sh() {
