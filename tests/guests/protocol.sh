@@ -78,3 +78,18 @@ chroot_no_emulator() {
   [ -z "$(find /tmp/jail -name 'qemu-*')" ] || { why "an emulator in the chroot"; return 1; }
   expect_output aarch64 chroot /tmp/jail /bin/busybox uname -m
 }
+
+# tested_emulated ARCHCTL ARCH...: `ARCHCTL --json test ARCH...` passes, and each ARCH is
+# ok and emulated (archctl's embedded test programs, through the registered entries).
+tested_emulated() {
+  bin=$1
+  shift
+  "$bin" --json test "$@" >/tmp/test.json
+  rc=$?
+  cat /tmp/test.json
+  [ "$rc" = 0 ] || { why "archctl test $* exited $rc"; return 1; }
+  for a in "$@"; do
+    r=$(json_object /tmp/test.json arch "$a")
+    case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "$a: not ok and emulated: ${r:-no result}"; return 1 ;; esac
+  done
+}

@@ -127,14 +127,7 @@ registered() {
 }
 arm64_busybox() { expect_output aarch64 /opt/busybox-arm64 uname -m; }
 # chroot_no_emulator: protocol.sh.
-archctl_test() {
-  "$ARCHCTL" --json test aarch64 >/tmp/test.json
-  rc=$?
-  cat /tmp/test.json
-  [ "$rc" = 0 ] || { why "archctl test aarch64 exited $rc"; return 1; }
-  r=$(json_object /tmp/test.json arch aarch64)
-  case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "aarch64: not ok and emulated: ${r:-no result}"; return 1 ;; esac
-}
+archctl_test() { tested_emulated "$ARCHCTL" aarch64; }
 
 case $boot in
   1)

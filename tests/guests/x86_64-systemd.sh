@@ -168,16 +168,7 @@ registered() {
     { why "qemu-aarch64 is not Debian's entry (systemd-binfmt's) after the boot: interpreter $interp"; return 1; }
   [ -n "$eq" ] || { why "archctl boot reports Debian's qemu-aarch64 without an equivalent note: $r"; return 1; }
 }
-archctl_test() {
-  archctl --json test aarch64 arm >/tmp/test.json
-  rc=$?
-  cat /tmp/test.json
-  [ "$rc" = 0 ] || { why "archctl test aarch64 arm exited $rc"; return 1; }
-  for a in aarch64 arm; do
-    r=$(json_object /tmp/test.json arch "$a")
-    case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "$a: not ok and emulated: ${r:-no result}"; return 1 ;; esac
-  done
-}
+archctl_test() { tested_emulated archctl aarch64 arm; }
 # chroot_no_emulator: protocol.sh.
 # The other way in: purge the package (the entries stay), then install.sh.
 dpkg_purge() {
@@ -223,12 +214,7 @@ install_sh_unit() {
   info "boot3: install.sh's archctl.service: $line"
 }
 archctl_test_after_install_sh() {
-  /usr/local/bin/archctl --json test aarch64 >/tmp/test.json
-  rc=$?
-  cat /tmp/test.json
-  [ "$rc" = 0 ] || { why "archctl test aarch64 exited $rc"; return 1; }
-  r=$(json_object /tmp/test.json arch aarch64)
-  case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "aarch64: not ok and emulated: ${r:-no result}"; return 1 ;; esac
+  tested_emulated /usr/local/bin/archctl aarch64 || return 1
   # (/tmp is emptied at boot: a new jail)
   chroot_no_emulator
 }
