@@ -219,7 +219,9 @@ WantedBy=multi-user.target
     )
 }
 
-/// The OpenRC init script.
+/// The OpenRC init script. `after localmount`, not `need`: Debian's openrc has no
+/// localmount service (its LSB mountall.sh mounts), and OpenRC refuses to start a
+/// script that needs a service that does not exist (found in the OpenRC guest).
 pub fn openrc_script(cmd: &BootCommand) -> String {
     format!(
         "#!/sbin/openrc-run
@@ -227,7 +229,7 @@ pub fn openrc_script(cmd: &BootCommand) -> String {
 description=\"Register foreign-architecture emulators in binfmt_misc (archctl boot)\"
 
 depend() {{
-\tneed localmount
+\tafter localmount
 \tbefore docker containerd
 }}
 

@@ -53,7 +53,7 @@ fn each_init_system_gets_its_service_and_uninstall_removes_exactly_it() {
                 let script = &once["etc/init.d/archctl"];
                 assert!(script.starts_with("755 #!/sbin/openrc-run"), "{script}");
                 assert!(
-                    script.contains("need localmount")
+                    script.contains("after localmount")
                         && script.contains("before docker containerd")
                 );
                 assert_eq!(

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # The result protocol and the checks' helpers, sourced by every guest's runner: /init
-# of the initramfs guests (tests/guests/init.sh) and /guest/systemd-checks.sh of the
-# systemd guest (a unit after multi-user.target). Lines on the console, read by
+# of the initramfs guests (tests/guests/init.sh) and /guest/disk-checks.sh of the disk
+# guests (a systemd unit or an OpenRC service). Lines on the console, read by
 # tests/guests/run: see init.sh.
 
 verbose=$(sed -n 's/.*archctl\.verbose=1.*/1/p' /proc/cmdline)

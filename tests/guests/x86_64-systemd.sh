@@ -1,5 +1,5 @@
-# shellcheck shell=sh disable=SC2154,SC2034 # $boot: set by systemd-checks.sh; NEXT: read by it
-# The Colima/Lima-like guest (x86_64, sourced by /guest/systemd-checks.sh after the
+# shellcheck shell=sh disable=SC2154,SC2034 # $boot: set by disk-checks.sh; NEXT: read by it
+# The Colima/Lima-like guest (x86_64, sourced by /guest/disk-checks.sh after the
 # protocol's helpers, at every boot; $boot is the boot's number, kept on the disk).
 # Debian 12 from debootstrap on one ext4 disk (the whole root, /dev/vda), booted with
 # systemd, with Debian's qemu-user-static installed when the root was made: its

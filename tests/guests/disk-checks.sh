@@ -1,10 +1,12 @@
 #!/bin/sh
 # shellcheck shell=sh
-# The checks' runner of the systemd guest (x86_64-systemd): ExecStart of
-# archctl-guest.service, a oneshot after multi-user.target, at every boot. It counts the
+# The checks' runner of the guests whose root is a disk (x86_64-systemd, x86_64-openrc),
+# started by the guest's init system at every boot: the ExecStart of
+# archctl-guest.service (systemd, a oneshot after multi-user.target) or the start of
+# /etc/init.d/archctl-guest (OpenRC, default runlevel, after archctl). It counts the
 # boots on the disk (/var/lib/archctl-guest/boot: a reboot in place keeps it), runs
 # /guest/<guest>.sh with the protocol of tests/guests/protocol.sh on the console, then
-# reboots (the script sets NEXT=reboot) or powers off.
+# reboots (the script sets NEXT=reboot) or powers off, through the init system.
 exec </dev/null >/dev/console 2>&1
 # Keep the kernel's messages off the console while the checks print.
 echo 1 >/proc/sys/kernel/printk
@@ -19,4 +21,10 @@ echo "ARCHCTL-BOOTED $(cut -d' ' -f1 /proc/uptime)"
 NEXT=poweroff
 run_selected_guest
 sync
-systemctl --no-block "$NEXT"
+if [ -d /run/systemd/system ]; then
+  systemctl --no-block "$NEXT"
+else
+  # sysvinit's reboot/poweroff (shutdown, then OpenRC's shutdown runlevel), in the
+  # background: the service that runs this script finishes first.
+  nohup "$NEXT" >/dev/null 2>&1 &
+fi
