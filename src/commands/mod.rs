@@ -5,6 +5,7 @@
 //! - [`binfmt`] — enable, disable, status, test, boot, export
 //! - [`containers`] — inspect, pick, run
 //! - [`compose`] — compose-platforms
+//! - [`doctor`] — the host's checks, or one file's
 //! - [`exec`] — rootless exec in a private binfmt_misc instance
 //! - [`setup`] — service, emulators, config
 //! - [`package`] — shell completions and the manual page, from the clap definitions
@@ -12,6 +13,7 @@
 pub mod binfmt;
 pub mod compose;
 pub mod containers;
+pub mod doctor;
 pub mod exec;
 pub mod package;
 pub mod setup;
