@@ -23,6 +23,18 @@
 # `no-emulator` (the emulator is removed before the reboot), `leave-service` (the
 # runlevel link is put back after `service uninstall`, as a half-done uninstall would
 # leave it).
+# What each did when tried (2026-12-03): no-runlevel fails boot1-install-sh-openrc
+# (rc-update show default does not list archctl), boot1-service-status ("installed":
+# false), boot2-service-registered-at-boot ("status: stopped"),
+# boot2-registered-and-proven (no entry) and boot2-chroot-without-emulator (ENOENT);
+# no-emulator fails boot2-service-registered-at-boot (no qemu-aarch64 entry),
+# boot2-registered-and-proven and boot2-chroot-without-emulator; leave-service fails
+# boot2-service-uninstall and boot3-nothing-left-at-boot (/etc/runlevels/default/
+# archctl). The product's own bugs, found here: the script's `need localmount` (Debian's
+# openrc has no localmount: the service never started, boot2-service-registered-at-boot
+# failed), and `service uninstall` leaving /run/openrc/started/archctl
+# (boot2-service-uninstall failed; uninstall now zaps the state). The first version of
+# the uninstall check matched archctl-guest in `rc-update show -v` (grep -w).
 
 CONFIG=/etc/archctl/config.toml
 EMULATOR=/usr/bin/qemu-aarch64
@@ -131,7 +143,8 @@ service_uninstall() {
   left=$(archctl_in_openrc)
   [ -z "$left" ] || { why "left in OpenRC after service uninstall: $(echo "$left" | tr '\n' ' ')"; return 1; }
   [ ! -e /var/lib/archctl/service-install.json ] || { why "service uninstall left /var/lib/archctl/service-install.json"; return 1; }
-  rc-update show -v | grep -w archctl && { why "rc-update still knows archctl"; return 1; }
+  # (its lines: "  NAME | RUNLEVELS"; archctl-guest is the checks' own service)
+  rc-update show -v | grep -E '^ *archctl( |$)' && { why "rc-update still knows archctl"; return 1; }
   archctl --json service status >/tmp/service.json
   c=$(json_compact /tmp/service.json)
   echo "$c"
