@@ -10,7 +10,7 @@ use crate::{
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        exec, package, setup,
+        exec, package, ps, setup,
     },
     config::Config,
     emulator::Search,
@@ -113,6 +113,7 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "run" => ("run", RunArgs::augment_args),
         "compose-platforms" => ("compose-platforms", ComposePlatformsArgs::augment_args),
         "exec" => ("exec", ExecArgs::augment_args),
+        "ps" => ("ps", PsArgs::augment_args),
         "completions" => ("completions", CompletionsArgs::augment_args),
         "man" => ("man", ManArgs::augment_args),
         _ => return None,
@@ -195,6 +196,7 @@ pub enum Command {
     Run(RunArgs),
     ComposePlatforms(ComposePlatformsArgs),
     Exec(ExecArgs),
+    Ps(PsArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
@@ -231,6 +233,11 @@ pub struct DisableArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// The processes running under an emulator: architecture, entry, program and
+/// arguments, CPU time, memory, container.
+#[derive(Args)]
+pub struct PsArgs {}
 
 /// Host, binfmt_misc state, native architectures and every registered entry.
 #[derive(Args)]
@@ -586,6 +593,7 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             Report::Change(binfmt::disable(&ctx(), &select.selection(), dry_run)?)
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
+        Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
         Command::Test(TestArgs { archs, timeout }) => {
             Report::Test(binfmt::test(&ctx(), &archs, Duration::from_secs(timeout))?)
         }

@@ -7,6 +7,7 @@
 //! - [`compose`] — compose-platforms
 //! - [`exec`] — rootless exec in a private binfmt_misc instance
 //! - [`setup`] — service, emulators, config
+//! - [`ps`] — processes running under emulation
 //! - [`package`] — shell completions and the manual page, from the clap definitions
 
 pub mod binfmt;
@@ -14,6 +15,7 @@ pub mod compose;
 pub mod containers;
 pub mod exec;
 pub mod package;
+pub mod ps;
 pub mod setup;
 
 use std::path::PathBuf;
@@ -119,6 +121,8 @@ pub enum CommandError {
     Platform(#[from] platform::PlatformError),
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Ps(#[from] crate::ps::PsError),
     /// Bad input the parser could not catch (exit 2).
     #[error("{0}")]
     Usage(String),
