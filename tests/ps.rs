@@ -1,0 +1,237 @@
+//! `archctl ps`: real foreign programs running under archctl's entries, in private
+//! binfmt_misc instances (with and without `P`), found with the right architecture,
+//! entry, program and arguments.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{Sandbox, assert_code};
+
+const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
+    "riscv64"
+} else {
+    "aarch64"
+};
+
+/// A static program of `arch` (aarch64 or riscv64) that blocks in `ppoll(NULL, 0, NULL,
+/// NULL)` until a signal ends it: the test programs exit at once, and a process must
+/// stay to be listed. Eight instructions (checked with binutils' objdump), zeroing the
+/// arguments, the syscall number 73 (ppoll in both generic tables), the call, a branch
+/// back to the start.
+fn sleeper_bytes(arch: &str) -> Vec<u8> {
+    let (machine, code): (u16, [u32; 8]) = match arch {
+        "aarch64" => (
+            183,
+            [
+                0xd2800000, 0xd2800001, 0xd2800002, 0xd2800003, 0xd2800004, // mov xN, #0
+                0xd2800928, // mov x8, #73
+                0xd4000001, // svc #0
+                0x17fffff9, // b _start
+            ],
+        ),
+        "riscv64" => (
+            243,
+            [
+                0x00000513, 0x00000593, 0x00000613, 0x00000693, 0x00000713, // li aN, 0
+                0x04900893, // li a7, 73
+                0x00000073, // ecall
+                0xfe5ff06f, // j _start
+            ],
+        ),
+        other => panic!("no sleeper for {other}"),
+    };
+    let code: Vec<u8> = code.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let base: u64 = 0x400000;
+    let off: u64 = 64 + 56;
+    let size = off + code.len() as u64;
+    let mut elf = Vec::new();
+    // ELF header: 64-bit, little-endian, version 1, SysV; ET_EXEC.
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes());
+    elf.extend_from_slice(&machine.to_le_bytes());
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(base + off).to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    let flags: u32 = if arch == "riscv64" { 0x5 } else { 0 }; // RVC, double-float
+    elf.extend_from_slice(&flags.to_le_bytes());
+    for h in [64u16, 56, 1, 0, 0, 0] {
+        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        elf.extend_from_slice(&h.to_le_bytes());
+    }
+    // One PT_LOAD, read + execute, the whole file at `base`.
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&5u32.to_le_bytes());
+    for v in [0, base, base, size, size, 0x1000u64] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.extend_from_slice(&code);
+    elf
+}
+
+/// Write the sleeper of `arch` into `dir` (executable).
+fn write_sleeper(dir: &Path, arch: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("sleeper-{arch}"));
+    std::fs::write(&path, sleeper_bytes(arch)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A child killed (and reaped) when dropped, also when the test fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The entry of `pid` in `ps --json`, once it is there with its program (bash has
+/// exec'd), within 20 s.
+fn listed(ps: impl Fn() -> support::Run, pid: u32) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ps();
+        assert_code(&out, 0);
+        let v = out.json();
+        let found = v["processes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no processes array\n{}", out.shown()))
+            .iter()
+            .find(|p| p["pid"] == pid && !p["program"].is_null())
+            .cloned();
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never listed\n{}",
+            out.shown()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// In a private instance with archctl's entry for FOREIGN registered with `flags`, the
+/// sleeper started with argv0 `my-argv0` and two arguments is listed with its
+/// architecture, entry, emulator, program and, read by the flags, argv0 and arguments.
+fn lists_a_foreign_program(flags: &str) {
+    let sb = Sandbox::mounted();
+    let out = sb.archctl(&["enable", FOREIGN, "--flags", flags]);
+    assert_code(&out, 0);
+    let entry = format!("qemu-{FOREIGN}");
+    assert!(
+        sb.entry(&entry)
+            .unwrap()
+            .contains(&format!("flags: {flags}")),
+        "{:?}",
+        sb.entry(&entry)
+    );
+    let prog = write_sleeper(sb.tmp.path(), FOREIGN);
+    let child = sb
+        .command("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec -a my-argv0 '{}' one 'two words'",
+            prog.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    let pid = child.0.id();
+    let p = listed(|| sb.archctl(&["--json", "ps"]), pid);
+    assert_eq!(p["arch"], FOREIGN, "{p}");
+    assert_eq!(p["entry"], entry.as_str(), "{p}");
+    let interpreter = sb
+        .entry(&entry)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("interpreter ").map(str::to_string))
+        .unwrap();
+    assert_eq!(p["emulator"], interpreter.as_str(), "{p}");
+    assert_eq!(p["program"], prog.to_str().unwrap(), "{p}");
+    if flags.contains('P') {
+        assert_eq!(p["argv0"], "my-argv0", "{p}");
+    } else {
+        // Without P the kernel dropped argv0 for the program's path.
+        assert!(p["argv0"].is_null(), "{p}");
+    }
+    assert_eq!(p["args"], serde_json::json!(["one", "two words"]), "{p}");
+    assert!(p["container"].is_null(), "{p}");
+    assert!(p["rss_kib"].as_u64().is_some_and(|k| k > 0), "{p}");
+    assert!(p["cpu_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{p}");
+    // The human table names it too.
+    let out = sb.archctl(&["ps"]);
+    assert_code(&out, 0);
+    let line = out
+        .stdout()
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no line for {pid}\n{}", out.shown()));
+    assert!(
+        line.contains(&entry) && line.contains("two words"),
+        "{line}"
+    );
+    drop(child);
+    // Gone: listed no more.
+    let out = sb.archctl(&["--json", "ps"]);
+    assert_code(&out, 0);
+    assert!(
+        !out.json()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == pid),
+        "{}",
+        out.shown()
+    );
+}
+
+#[test]
+fn ps_lists_a_foreign_program_under_an_entry_without_p() {
+    require_sandbox!();
+    lists_a_foreign_program("F");
+}
+
+#[test]
+fn ps_lists_a_foreign_program_under_an_entry_with_p() {
+    require_sandbox!();
+    lists_a_foreign_program("PF");
+}
+
+#[test]
+fn ps_with_nothing_emulated_says_so_and_exits_0() {
+    require_sandbox!();
+    // Registered, nothing running under it (processes outside the sandbox's user
+    // namespace cannot be read from inside: they are counted in the note).
+    let sb = Sandbox::mounted();
+    assert_code(&sb.archctl(&["enable", FOREIGN, "--no-verify"]), 0);
+    let out = sb.archctl(&["ps"]);
+    assert_code(&out, 0);
+    assert_eq!(out.stdout(), "no process runs under emulation\n");
+    let out = sb.archctl(&["--json", "ps"]);
+    assert_code(&out, 0);
+    assert_eq!(out.json()["processes"], serde_json::json!([]));
+    // binfmt_misc not mounted: nothing, and a note saying why.
+    let sb = Sandbox::new();
+    let out = sb.archctl(&["--json", "ps"]);
+    assert_code(&out, 0);
+    let v = out.json();
+    assert_eq!(v["processes"], serde_json::json!([]));
+    assert!(
+        v["notes"][0].as_str().unwrap().contains("not mounted"),
+        "{}",
+        out.shown()
+    );
+}
