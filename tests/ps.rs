@@ -1,17 +1,23 @@
 //! `archctl ps`: real foreign programs running under archctl's entries, in private
-//! binfmt_misc instances (with and without `P`), found with the right architecture,
-//! entry, program and arguments.
+//! binfmt_misc instances (with and without `P`) and in a container of a private dockerd
+//! (host-wide registration, restored after), found with the right architecture, entry,
+//! program, arguments and container.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use support::{Sandbox, assert_code};
+use support::engine::{BINFMT, BinfmtGuard, Dockerd, holders, restorable};
+use support::{ARCHCTL, RunExt, Sandbox, assert_code};
+
+/// Host-wide registration, one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 const FOREIGN: &str = if cfg!(target_arch = "aarch64") {
     "riscv64"
@@ -234,4 +240,151 @@ fn ps_with_nothing_emulated_says_so_and_exits_0() {
         "{}",
         out.shown()
     );
+}
+
+/// The OCI platform of FOREIGN.
+fn foreign_platform() -> &'static str {
+    match FOREIGN {
+        "aarch64" => "linux/arm64",
+        _ => "linux/riscv64",
+    }
+}
+
+/// A container removed (with its process) when dropped, also when the test fails.
+struct Removed<'d> {
+    docker: &'d Dockerd,
+    name: &'static str,
+}
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", self.name])
+            .env("DOCKER_HOST", self.docker.host())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
+    require_engine!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut binfmt = BinfmtGuard::new();
+    let entries = {
+        use archctl::binfmt::{BinfmtFs, KernelBinfmt};
+        KernelBinfmt::new(BINFMT).entries().unwrap_or_default()
+    };
+    skip_unless!(
+        holders(&entries, FOREIGN).into_iter().all(restorable),
+        "the host's handler of {FOREIGN} could not be put back after the test"
+    );
+    // The host's own handler (if any) set aside: the test observes archctl's entry.
+    binfmt.set_aside(FOREIGN);
+    let out = Command::new(ARCHCTL).args(["enable", FOREIGN]).run();
+    assert_code(&out, 0);
+    let docker = Dockerd::start();
+    let d = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", docker.host())
+            .run()
+    };
+    // An image holding only the sleeper, at /sleeper. (dockerd 20.10 records the
+    // imported image as its own platform whatever `--platform` says, and a `run
+    // --platform` of the foreign one would then pull; the kernel does not care: the
+    // program is foreign, and binfmt_misc runs it under the emulator.)
+    let root = tempfile::tempdir().unwrap();
+    let prog = write_sleeper(root.path(), FOREIGN);
+    std::fs::rename(&prog, root.path().join("sleeper")).unwrap();
+    let tarball = root.path().join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("sleeper")
+        .run();
+    assert_code(&out, 0);
+    let image = "archctl-test/ps-sleeper:1";
+    let out = d(&[
+        "import",
+        "--platform",
+        foreign_platform(),
+        "--change",
+        r#"ENTRYPOINT ["/sleeper"]"#,
+        tarball.to_str().unwrap(),
+        image,
+    ]);
+    assert_code(&out, 0);
+    let name = "archctl-ps-test";
+    let container = Removed {
+        docker: &docker,
+        name,
+    };
+    let out = d(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        image,
+        "one",
+        "two",
+    ]);
+    assert_code(&out, 0);
+    let id = out.stdout().trim().to_string();
+    assert_eq!(id.len(), 64, "{}", out.shown());
+    // Found by its container id (the pid is dockerd's business), within 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        let out = Command::new(ARCHCTL)
+            .args(["--json", "ps"])
+            .env("DOCKER_HOST", docker.host())
+            .run();
+        assert_code(&out, 0);
+        let found = out.json()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container"]["id"] == id.as_str())
+            .cloned();
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never listed\n{}\n{}",
+            out.shown(),
+            docker.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(p["arch"], FOREIGN, "{p}");
+    assert_eq!(p["entry"], format!("qemu-{FOREIGN}").as_str(), "{p}");
+    assert_eq!(p["program"], "/sleeper", "{p}");
+    assert_eq!(p["args"], serde_json::json!(["one", "two"]), "{p}");
+    assert_eq!(p["container"]["engine"], "docker", "{p}");
+    assert_eq!(p["container"]["name"], name, "{p}");
+    // The container's main process, as docker knows it.
+    let out = d(&["inspect", "--format", "{{.State.Pid}}", name]);
+    assert_code(&out, 0);
+    assert_eq!(p["pid"].to_string(), out.stdout().trim(), "{p}");
+    // No engine answering: the container still found, its name null.
+    let out = Command::new(ARCHCTL)
+        .args(["--json", "ps"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .run();
+    assert_code(&out, 0);
+    let v = out.json();
+    let p = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container"]["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("not listed\n{}", out.shown()));
+    assert!(p["container"]["name"].is_null(), "{p}");
+    drop(container);
 }
