@@ -16,6 +16,9 @@
 //! - **CPU time** (utime + stime of `/proc/PID/stat`, in clock ticks) and **RSS**
 //!   (`VmRSS` of `/proc/PID/status`).
 //! - **The container**, from the cgroup path in `/proc/PID/cgroup` ([`container_of`]).
+//! - A process running an emulator named `qemu-ARCH[-static]` that no enabled entry
+//!   explains (started by hand, or through another binfmt_misc instance's entry) is
+//!   listed with entry null, its command line read as qemu-user's ([`qemu_command`]).
 //!
 //! A process that cannot be read (gone, or not ours to read) is skipped, never an error;
 //! those refused are counted so the command can say the list may be incomplete.
@@ -123,7 +126,7 @@ struct Candidate<'e> {
 }
 
 /// Every process under `proc_root` (normally `/proc`) running the interpreter of one of
-/// the enabled `entries`, by pid.
+/// the enabled `entries`, or a `qemu-ARCH` emulator, by pid.
 pub fn scan(proc_root: &Path, entries: &[Entry], table: &Table) -> Result<Scan, PsError> {
     let candidates: Vec<Candidate> = entries
         .iter()
@@ -145,9 +148,6 @@ pub fn scan(proc_root: &Path, entries: &[Entry], table: &Table) -> Result<Scan, 
         .collect();
     pids.sort_unstable();
     let mut found = Scan::default();
-    if candidates.is_empty() {
-        return Ok(found);
-    }
     let tick = clock_ticks();
     for pid in pids {
         match process(
@@ -194,17 +194,36 @@ fn process(
         .filter(|c| (c.id.is_some() && c.id == id) || c.entry.interpreter == emulator)
         .map(|c| c.entry)
         .collect();
-    let argv = split_cmdline(&read_limited(&dir.join("cmdline"), CMDLINE_LIMIT)?);
-    let program = argv.get(1).cloned();
-    let header = program
-        .as_deref()
-        .and_then(|p| program_header(dir, p))
-        .unwrap_or_default();
-    let Some(entry) = pick_entry(&matching, &argv, &header) else {
-        return Ok(None);
+    // No entry's: a qemu-user started by hand (`qemu-aarch64-static ./prog`), or
+    // through an entry of another binfmt_misc instance.
+    let by_hand = if matching.is_empty() {
+        match started_by_hand(table, &emulator) {
+            Some(arch) => Some(arch),
+            None => return Ok(None),
+        }
+    } else {
+        None
     };
-    let (argv0, args) = arguments(&argv, entry.flags);
-    let arch = arch_of(table, entry, &header);
+    let argv = split_cmdline(&read_limited(&dir.join("cmdline"), CMDLINE_LIMIT)?);
+    let (entry, arch, program, argv0, args) = match by_hand {
+        Some(arch) => {
+            let (program, argv0, args) = qemu_command(&argv);
+            (None, Some(arch), program, argv0, args)
+        }
+        None => {
+            let program = argv.get(1).cloned();
+            let header = program
+                .as_deref()
+                .and_then(|p| program_header(dir, p))
+                .unwrap_or_default();
+            let Some(entry) = pick_entry(&matching, &argv, &header) else {
+                return Ok(None);
+            };
+            let (argv0, args) = arguments(&argv, entry.flags);
+            let arch = arch_of(table, entry, &header);
+            (Some(entry.name.clone()), arch, program, argv0, args)
+        }
+    };
     let stat = read_limited(&dir.join("stat"), SMALL_LIMIT)?;
     let cpu_seconds = cpu_ticks(&String::from_utf8_lossy(&stat)).map_or(0.0, |t| t as f64 / tick);
     let rss_kib = read_limited(&dir.join("status"), SMALL_LIMIT)
@@ -217,7 +236,7 @@ fn process(
         pid,
         arch,
         emulator,
-        entry: Some(entry.name.clone()),
+        entry,
         program,
         argv0,
         args,
@@ -225,6 +244,53 @@ fn process(
         rss_kib,
         container,
     }))
+}
+
+/// The architecture of an emulator named `qemu-ARCH` or `qemu-ARCH-static` (QEMU's and
+/// the distributions' names), for a process no entry explains.
+fn started_by_hand(table: &Table, emulator: &str) -> Option<String> {
+    let name = Path::new(emulator).file_name()?.to_str()?;
+    let arch = name.strip_prefix("qemu-")?;
+    let arch = arch.strip_suffix("-static").unwrap_or(arch);
+    table.get(arch).map(|r| r.name.clone())
+}
+
+/// qemu-user's options that take no value (every other one takes one), from the
+/// option table of QEMU's linux-user/main.c.
+const QEMU_FLAGS: &[&str] = &[
+    "h",
+    "help",
+    "version",
+    "strace",
+    "singlestep",
+    "one-insn-per-tb",
+    "nx",
+];
+
+/// Program, argv0 (`-0 NAME`) and arguments of a qemu-user command line
+/// `qemu-ARCH [OPTIONS] PROGRAM [ARGS...]`.
+pub fn qemu_command(argv: &[String]) -> (Option<String>, Option<String>, Vec<String>) {
+    let mut argv0 = None;
+    let mut words = argv.iter().skip(1);
+    while let Some(w) = words.next() {
+        if w == "--" {
+            break;
+        }
+        let Some(option) = w.strip_prefix('-') else {
+            let args = words.cloned().collect();
+            return (Some(w.clone()), argv0, args);
+        };
+        let option = option.strip_prefix('-').unwrap_or(option);
+        if QEMU_FLAGS.contains(&option) {
+            continue;
+        }
+        let value = words.next();
+        if option == "0" {
+            argv0 = value.cloned();
+        }
+    }
+    let program = words.next().cloned();
+    (program, argv0, words.cloned().collect())
 }
 
 /// Of the entries whose interpreter the process runs, the one the kernel most likely
@@ -415,6 +481,31 @@ mod tests {
         );
         assert_eq!(split_cmdline(b"a\0\0b\0"), s(&["a", "", "b"]));
         assert!(split_cmdline(b"").is_empty());
+        // qemu-user started by hand: its options skipped, -0 is argv0.
+        let argv = s(&["qemu-aarch64", "-L", "/x", "-strace", "-0", "n", "p", "-a"]);
+        assert_eq!(
+            qemu_command(&argv),
+            (Some("p".into()), Some("n".into()), s(&["-a"]))
+        );
+        assert_eq!(
+            qemu_command(&s(&["qemu-aarch64", "--", "-p", "a"])),
+            (Some("-p".into()), None, s(&["a"]))
+        );
+        assert_eq!(
+            qemu_command(&s(&["qemu-aarch64", "-cpu"])),
+            (None, None, vec![])
+        );
+        let table = Table::builtin();
+        assert_eq!(
+            started_by_hand(table, "/usr/bin/qemu-aarch64-static").as_deref(),
+            Some("aarch64")
+        );
+        assert_eq!(
+            started_by_hand(table, "/usr/bin/qemu-riscv64").as_deref(),
+            Some("riscv64")
+        );
+        assert_eq!(started_by_hand(table, "/usr/bin/qemu-system-x86_64"), None);
+        assert_eq!(started_by_hand(table, "/bin/sh"), None);
     }
 
     #[test]
@@ -535,17 +626,20 @@ mod tests {
         assert_eq!(p.rss_kib, Some(512));
         assert!(p.cpu_seconds > 0.0);
         assert_eq!(p.container, None);
-        // Without P the third word is an argument; a disabled entry finds nothing.
+        // Without P the third word is an argument.
         let found = scan(&root.join("proc"), &[entry("qemu-aarch64", "F")], table).unwrap();
         assert_eq!(found.processes[0].argv0, None);
         assert_eq!(found.processes[0].args, s(&["argv0", "x"]));
+        // No enabled entry: a qemu-ARCH emulator is still listed, as started by hand
+        // (entry null, its command line read as qemu's); the native one never is.
         let mut off = entry("qemu-aarch64", "F");
         off.enabled = false;
-        assert!(
-            scan(&root.join("proc"), &[off], table)
-                .unwrap()
-                .processes
-                .is_empty()
-        );
+        let found = scan(&root.join("proc"), &[off], table).unwrap();
+        assert_eq!(found.processes.len(), 1, "{found:?}");
+        let p = &found.processes[0];
+        assert_eq!((p.pid, p.entry.as_deref()), (10, None));
+        assert_eq!(p.arch.as_deref(), Some("aarch64"));
+        assert_eq!(p.program.as_deref(), Some(prog.to_str().unwrap()));
+        assert_eq!(p.args, s(&["argv0", "x"]));
     }
 }

@@ -217,6 +217,32 @@ fn ps_lists_a_foreign_program_under_an_entry_with_p() {
 }
 
 #[test]
+fn ps_lists_a_qemu_started_by_hand_with_entry_null() {
+    require_sandbox!();
+    let emulator = format!("/usr/bin/qemu-{FOREIGN}-static");
+    skip_unless!(Path::new(&emulator).exists(), "{emulator} not installed");
+    // An empty private instance: no entry explains it.
+    let sb = Sandbox::mounted();
+    let prog = write_sleeper(sb.tmp.path(), FOREIGN);
+    let child = sb
+        .command(&emulator)
+        .args(["-0", "hand-argv0"])
+        .arg(&prog)
+        .args(["a", "-b"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    let p = listed(|| sb.archctl(&["--json", "ps"]), child.0.id());
+    assert!(p["entry"].is_null(), "{p}");
+    assert_eq!(p["arch"], FOREIGN, "{p}");
+    assert_eq!(p["emulator"], emulator.as_str(), "{p}");
+    assert_eq!(p["program"], prog.to_str().unwrap(), "{p}");
+    assert_eq!(p["argv0"], "hand-argv0", "{p}");
+    assert_eq!(p["args"], serde_json::json!(["a", "-b"]), "{p}");
+}
+
+#[test]
 fn ps_with_nothing_emulated_says_so_and_exits_0() {
     require_sandbox!();
     // Registered, nothing running under it (processes outside the sandbox's user
