@@ -189,22 +189,36 @@ fn process(
     let id = std::fs::metadata(dir.join("exe"))
         .ok()
         .map(|m| (m.dev(), m.ino()));
-    let matching: Vec<&Entry> = candidates
+    let mut matching: Vec<&Entry> = candidates
         .iter()
         .filter(|c| (c.id.is_some() && c.id == id) || c.entry.interpreter == emulator)
         .map(|c| c.entry)
         .collect();
+    let invisible: Vec<&Entry> = candidates
+        .iter()
+        .filter(|c| c.id.is_none())
+        .map(|c| c.entry)
+        .collect();
+    let by_hand = started_by_hand(table, &emulator);
+    if matching.is_empty() && invisible.is_empty() && by_hand.is_none() {
+        return Ok(None);
+    }
+    let argv = split_cmdline(&read_limited(&dir.join("cmdline"), CMDLINE_LIMIT)?);
+    if matching.is_empty() {
+        // An interpreter not visible here (an F entry registered from a container):
+        // the kernel put the entry's interpreter string in argv[0].
+        matching = invisible
+            .into_iter()
+            .filter(|e| argv.first() == Some(&e.interpreter))
+            .collect();
+    }
     // No entry's: a qemu-user started by hand (`qemu-aarch64-static ./prog`), or
     // through an entry of another binfmt_misc instance.
-    let by_hand = if matching.is_empty() {
-        match started_by_hand(table, &emulator) {
-            Some(arch) => Some(arch),
-            None => return Ok(None),
-        }
-    } else {
-        None
+    let by_hand = match (matching.is_empty(), by_hand) {
+        (false, _) => None,
+        (true, Some(arch)) => Some(arch),
+        (true, None) => return Ok(None),
     };
-    let argv = split_cmdline(&read_limited(&dir.join("cmdline"), CMDLINE_LIMIT)?);
     let (entry, arch, program, argv0, args) = match by_hand {
         Some(arch) => {
             let (program, argv0, args) = qemu_command(&argv);
@@ -601,6 +615,7 @@ mod tests {
         };
         let cmd = format!("{}\0{}\0argv0\0x\0", emu.display(), prog.display());
         mk(10, &emu, cmd.as_bytes());
+        let cmd_p = cmd.clone();
         mk(11, &other, b"sh\0");
         std::fs::create_dir_all(root.join("proc/self")).unwrap();
         let entry = |name: &str, flags: &str| Entry {
@@ -630,6 +645,21 @@ mod tests {
         let found = scan(&root.join("proc"), &[entry("qemu-aarch64", "F")], table).unwrap();
         assert_eq!(found.processes[0].argv0, None);
         assert_eq!(found.processes[0].args, s(&["argv0", "x"]));
+        // An interpreter not visible here (registered from a container, F): matched by
+        // the interpreter string the kernel put in argv[0].
+        let mut invisible = entry("qemu-aarch64", "F");
+        invisible.interpreter = "/nonexistent/qemu-aarch64-static".into();
+        let cmd = format!("/nonexistent/qemu-aarch64-static\0{}\0a\0", prog.display());
+        std::fs::write(root.join("proc/10/cmdline"), cmd).unwrap();
+        let found = scan(&root.join("proc"), &[invisible.clone()], table).unwrap();
+        assert_eq!(found.processes.len(), 1, "{found:?}");
+        assert_eq!(found.processes[0].entry.as_deref(), Some("qemu-aarch64"));
+        assert_eq!(found.processes[0].args, s(&["a"]));
+        // Another argv[0]: not that entry's (only by the emulator's name, entry null).
+        std::fs::write(root.join("proc/10/cmdline"), b"/bin/x\0p\0").unwrap();
+        let found = scan(&root.join("proc"), &[invisible], table).unwrap();
+        assert_eq!(found.processes[0].entry, None);
+        std::fs::write(root.join("proc/10/cmdline"), cmd_p.as_bytes()).unwrap();
         // No enabled entry: a qemu-ARCH emulator is still listed, as started by hand
         // (entry null, its command line read as qemu's); the native one never is.
         let mut off = entry("qemu-aarch64", "F");

@@ -217,6 +217,36 @@ fn ps_lists_a_foreign_program_under_an_entry_with_p() {
 }
 
 #[test]
+fn ps_finds_an_f_entry_whose_interpreter_is_not_visible_here() {
+    require_sandbox!();
+    let emulator = format!("/usr/bin/qemu-{FOREIGN}-static");
+    skip_unless!(Path::new(&emulator).exists(), "{emulator} not installed");
+    // As after a registration from inside a container: the entry's path names no file
+    // here (moved away after an F registration), the kernel runs the file it opened.
+    let sb = Sandbox::mounted();
+    let registered = sb.tmp.path().join(format!("qemu-{FOREIGN}-static"));
+    std::fs::copy(&emulator, &registered).unwrap();
+    let entry = format!("qemu-{FOREIGN}");
+    sb.register_rule(&entry, FOREIGN, registered.to_str().unwrap());
+    let moved = sb.tmp.path().join("moved-emulator");
+    std::fs::rename(&registered, &moved).unwrap();
+    let prog = write_sleeper(sb.tmp.path(), FOREIGN);
+    let child = sb
+        .command(&prog)
+        .arg("x")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    let p = listed(|| sb.archctl(&["--json", "ps"]), child.0.id());
+    assert_eq!(p["entry"], entry.as_str(), "{p}");
+    assert_eq!(p["arch"], FOREIGN, "{p}");
+    assert_eq!(p["emulator"], moved.to_str().unwrap(), "{p}");
+    assert_eq!(p["program"], prog.to_str().unwrap(), "{p}");
+    assert_eq!(p["args"], serde_json::json!(["x"]), "{p}");
+}
+
+#[test]
 fn ps_lists_a_qemu_started_by_hand_with_entry_null() {
     require_sandbox!();
     let emulator = format!("/usr/bin/qemu-{FOREIGN}-static");
