@@ -13,7 +13,9 @@ use support::RunExt;
 
 use std::{path::Path, process::Command, sync::Mutex};
 
-use support::engine::{BINFMT, BinfmtGuard, Dockerd, holders, host_entries, restorable};
+use support::engine::{
+    BINFMT, BinfmtGuard, Dockerd, Podman, holders, host_entries, podman_available, restorable,
+};
 use support::registry::{ImageSpec, Registry, RegistryAuth, push_image};
 use support::{ARCHCTL, assert_code, assert_error_line, stderr, stdout};
 
@@ -174,76 +176,6 @@ fn run_picks_native_first_and_emulates_only_when_needed() {
             multi.reference(&reg.addr())
         )
     );
-}
-
-/// Podman with its own storage (never the user's), and archctl using it.
-struct Podman {
-    tmp: tempfile::TempDir,
-}
-
-/// Podman's default NOFILE/NPROC limits exceed what this VM allows.
-const PODMAN_ULIMITS: [&str; 2] = ["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"];
-
-impl Podman {
-    fn new() -> Podman {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(
-            tmp.path().join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-                tmp.path().display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
-        Podman { tmp }
-    }
-
-    fn env(&self, c: &mut Command) {
-        c.env(
-            "CONTAINERS_STORAGE_CONF",
-            self.tmp.path().join("storage.conf"),
-        )
-        .registry_isolated(self.tmp.path().join("cache"), self.tmp.path())
-        .env("REGISTRY_AUTH_FILE", self.tmp.path().join("auth.json"))
-        .env_remove("ARCHCTL_ENGINE");
-    }
-
-    /// `podman ARGS` on this storage.
-    fn podman(&self, args: &[&str]) -> support::Run {
-        let mut c = Command::new("podman");
-        c.args(args);
-        self.env(&mut c);
-        c.run()
-    }
-
-    /// `archctl ARGS` with this podman's storage.
-    fn archctl(&self, args: &[&str]) -> support::Run {
-        let mut c = Command::new(ARCHCTL);
-        c.args(args);
-        self.env(&mut c);
-        c.run()
-    }
-
-    /// `archctl run --engine podman --rm --network none ULIMITS EXTRA... IMAGE`.
-    fn run(&self, extra: &[&str], image: &str) -> support::Run {
-        let mut a = vec!["run", "--engine", "podman", "--rm", "--network", "none"];
-        a.extend(PODMAN_ULIMITS);
-        a.extend_from_slice(extra);
-        a.push(image);
-        self.archctl(&a)
-    }
-
-    /// The architecture of the image podman has under `image`.
-    fn cached_arch(&self, image: &str) -> String {
-        let out = self.podman(&["image", "inspect", "--format", "{{.Architecture}}", image]);
-        assert_code(&out, 0);
-        stdout(&out).trim().to_string()
-    }
-}
-
-fn podman_available() -> bool {
-    Command::new("podman").arg("--version").output().is_ok()
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Engine test support: the host's binfmt_misc table recorded and restored around a
-//! test ([`BinfmtGuard`]), and a private dockerd ([`Dockerd`]). Host-wide registration
-//! must be serialised: each test binary that uses these holds its own lock, and cargo
-//! runs test binaries one at a time.
+//! test ([`BinfmtGuard`]), a private dockerd ([`Dockerd`]) and podman on its own storage
+//! ([`Podman`]). Host-wide registration must be serialised: each test binary that uses
+//! these holds its own lock, and cargo runs test binaries one at a time.
+
+use super::{ARCHCTL, RegistryIsolated, RunExt, assert_code, stdout};
 
 use std::{
     path::Path,
@@ -211,4 +213,74 @@ impl Drop for Dockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Podman with its own storage (never the user's), and archctl using it.
+pub struct Podman {
+    tmp: tempfile::TempDir,
+}
+
+/// Podman's default NOFILE/NPROC limits exceed what this VM allows.
+pub const PODMAN_ULIMITS: [&str; 2] = ["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"];
+
+impl Podman {
+    pub fn new() -> Podman {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
+        Podman { tmp }
+    }
+
+    pub fn env(&self, c: &mut Command) {
+        c.env(
+            "CONTAINERS_STORAGE_CONF",
+            self.tmp.path().join("storage.conf"),
+        )
+        .registry_isolated(self.tmp.path().join("cache"), self.tmp.path())
+        .env("REGISTRY_AUTH_FILE", self.tmp.path().join("auth.json"))
+        .env_remove("ARCHCTL_ENGINE");
+    }
+
+    /// `podman ARGS` on this storage.
+    pub fn podman(&self, args: &[&str]) -> super::Run {
+        let mut c = Command::new("podman");
+        c.args(args);
+        self.env(&mut c);
+        c.run()
+    }
+
+    /// `archctl ARGS` with this podman's storage.
+    pub fn archctl(&self, args: &[&str]) -> super::Run {
+        let mut c = Command::new(ARCHCTL);
+        c.args(args);
+        self.env(&mut c);
+        c.run()
+    }
+
+    /// `archctl run --engine podman --rm --network none ULIMITS EXTRA... IMAGE`.
+    pub fn run(&self, extra: &[&str], image: &str) -> super::Run {
+        let mut a = vec!["run", "--engine", "podman", "--rm", "--network", "none"];
+        a.extend(PODMAN_ULIMITS);
+        a.extend_from_slice(extra);
+        a.push(image);
+        self.archctl(&a)
+    }
+
+    /// The architecture of the image podman has under `image`.
+    pub fn cached_arch(&self, image: &str) -> String {
+        let out = self.podman(&["image", "inspect", "--format", "{{.Architecture}}", image]);
+        assert_code(&out, 0);
+        stdout(&out).trim().to_string()
+    }
+}
+
+pub fn podman_available() -> bool {
+    Command::new("podman").arg("--version").output().is_ok()
 }
