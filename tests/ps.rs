@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::engine::{BINFMT, BinfmtGuard, Dockerd, holders, restorable};
+use support::engine::{
+    BINFMT, BinfmtGuard, Dockerd, PODMAN_ULIMITS, Podman, holders, podman_available, restorable,
+};
 use support::{ARCHCTL, RunExt, Sandbox, assert_code};
 
 /// Host-wide registration, one test at a time.
@@ -323,23 +325,86 @@ impl Drop for Removed<'_> {
     }
 }
 
-#[test]
-fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
-    require_engine!();
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// Host-wide: the host's own handlers of FOREIGN set aside (put back by the guard) and
+/// archctl's entry registered; None (after a printed skip) when the host's handler
+/// could not be put back.
+fn host_registration() -> Option<BinfmtGuard> {
     let mut binfmt = BinfmtGuard::new();
     let entries = {
         use archctl::binfmt::{BinfmtFs, KernelBinfmt};
         KernelBinfmt::new(BINFMT).entries().unwrap_or_default()
     };
-    skip_unless!(
-        holders(&entries, FOREIGN).into_iter().all(restorable),
-        "the host's handler of {FOREIGN} could not be put back after the test"
-    );
-    // The host's own handler (if any) set aside: the test observes archctl's entry.
+    if !holders(&entries, FOREIGN).into_iter().all(restorable) {
+        return None;
+    }
     binfmt.set_aside(FOREIGN);
     let out = Command::new(ARCHCTL).args(["enable", FOREIGN]).run();
     assert_code(&out, 0);
+    Some(binfmt)
+}
+
+/// A root filesystem tarball holding only the sleeper, at /sleeper.
+fn sleeper_rootfs(dir: &Path) -> PathBuf {
+    let prog = write_sleeper(dir, FOREIGN);
+    std::fs::rename(&prog, dir.join("sleeper")).unwrap();
+    let tarball = dir.join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("sleeper")
+        .run();
+    assert_code(&out, 0);
+    tarball
+}
+
+/// The process of container `id` in `ps --json` (run by `ps`), within 20 s.
+fn listed_container(ps: impl Fn() -> support::Run, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ps();
+        assert_code(&out, 0);
+        let found = out.json()["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container"]["id"] == id)
+            .cloned();
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never listed\n{}",
+            out.shown()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What every container test checks of the sleeper's process.
+#[track_caller]
+fn assert_sleeper(p: &serde_json::Value, engine: &str, name: &str) {
+    assert_eq!(p["arch"], FOREIGN, "{p}");
+    assert_eq!(p["entry"], format!("qemu-{FOREIGN}").as_str(), "{p}");
+    assert_eq!(p["program"], "/sleeper", "{p}");
+    assert_eq!(p["args"], serde_json::json!(["one", "two"]), "{p}");
+    assert_eq!(p["container"]["engine"], engine, "{p}");
+    assert_eq!(p["container"]["name"], name, "{p}");
+}
+
+#[test]
+fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
+    require_engine!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_binfmt) = host_registration() else {
+        skip_unless!(
+            false,
+            "the host's handler of {FOREIGN} could not be put back after the test"
+        );
+        return;
+    };
     let docker = Dockerd::start();
     let d = |args: &[&str]| {
         Command::new("docker")
@@ -347,22 +412,12 @@ fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
             .env("DOCKER_HOST", docker.host())
             .run()
     };
-    // An image holding only the sleeper, at /sleeper. (dockerd 20.10 records the
-    // imported image as its own platform whatever `--platform` says, and a `run
-    // --platform` of the foreign one would then pull; the kernel does not care: the
-    // program is foreign, and binfmt_misc runs it under the emulator.)
+    // (dockerd 20.10 records an imported image as its own platform whatever
+    // `--platform` says, and a `run --platform` of the foreign one would then pull;
+    // the kernel does not care: the program is foreign, binfmt_misc runs it under the
+    // emulator.)
     let root = tempfile::tempdir().unwrap();
-    let prog = write_sleeper(root.path(), FOREIGN);
-    std::fs::rename(&prog, root.path().join("sleeper")).unwrap();
-    let tarball = root.path().join("rootfs.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(root.path())
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("sleeper")
-        .run();
-    assert_code(&out, 0);
+    let tarball = sleeper_rootfs(root.path());
     let image = "archctl-test/ps-sleeper:1";
     let out = d(&[
         "import",
@@ -393,54 +448,68 @@ fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
     assert_code(&out, 0);
     let id = out.stdout().trim().to_string();
     assert_eq!(id.len(), 64, "{}", out.shown());
-    // Found by its container id (the pid is dockerd's business), within 20 s.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let p = loop {
-        let out = Command::new(ARCHCTL)
+    // Found by its container id (the pid is dockerd's business).
+    let ps = |host: &str| {
+        Command::new(ARCHCTL)
             .args(["--json", "ps"])
-            .env("DOCKER_HOST", docker.host())
-            .run();
-        assert_code(&out, 0);
-        let found = out.json()["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["container"]["id"] == id.as_str())
-            .cloned();
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} never listed\n{}\n{}",
-            out.shown(),
-            docker.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+            .env("DOCKER_HOST", host)
+            .run()
     };
-    assert_eq!(p["arch"], FOREIGN, "{p}");
-    assert_eq!(p["entry"], format!("qemu-{FOREIGN}").as_str(), "{p}");
-    assert_eq!(p["program"], "/sleeper", "{p}");
-    assert_eq!(p["args"], serde_json::json!(["one", "two"]), "{p}");
-    assert_eq!(p["container"]["engine"], "docker", "{p}");
-    assert_eq!(p["container"]["name"], name, "{p}");
+    let p = listed_container(|| ps(&docker.host()), &id);
+    assert_sleeper(&p, "docker", name);
     // The container's main process, as docker knows it.
     let out = d(&["inspect", "--format", "{{.State.Pid}}", name]);
     assert_code(&out, 0);
     assert_eq!(p["pid"].to_string(), out.stdout().trim(), "{p}");
     // No engine answering: the container still found, its name null.
-    let out = Command::new(ARCHCTL)
-        .args(["--json", "ps"])
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .run();
-    assert_code(&out, 0);
-    let v = out.json();
-    let p = v["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["container"]["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("not listed\n{}", out.shown()));
+    let p = listed_container(|| ps("unix:///nonexistent/docker.sock"), &id);
     assert!(p["container"]["name"].is_null(), "{p}");
+    drop(container);
+}
+
+#[test]
+fn ps_finds_a_foreign_container_of_podman_with_its_id_and_name() {
+    require_engine!();
+    skip_unless!(podman_available(), "podman not installed");
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(_binfmt) = host_registration() else {
+        skip_unless!(
+            false,
+            "the host's handler of {FOREIGN} could not be put back after the test"
+        );
+        return;
+    };
+    let podman = Podman::new();
+    let root = tempfile::tempdir().unwrap();
+    let tarball = sleeper_rootfs(root.path());
+    let image = "localhost/archctl-test/ps-sleeper:1";
+    let out = podman.podman(&[
+        "import",
+        "--change",
+        r#"ENTRYPOINT ["/sleeper"]"#,
+        tarball.to_str().unwrap(),
+        image,
+    ]);
+    assert_code(&out, 0);
+    let name = "archctl-ps-test";
+    struct Gone<'p>(&'p Podman, &'static str);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.podman(&["rm", "-f", "-t", "0", self.1]);
+        }
+    }
+    let container = Gone(&podman, name);
+    let mut run = vec!["run", "-d", "--name", name, "--network", "none"];
+    run.extend(PODMAN_ULIMITS);
+    run.extend([image, "one", "two"]);
+    let out = podman.podman(&run);
+    assert_code(&out, 0);
+    let id = out.stdout().trim().to_string();
+    assert_eq!(id.len(), 64, "{}", out.shown());
+    let p = listed_container(|| podman.archctl(&["--json", "ps"]), &id);
+    assert_sleeper(&p, "podman", name);
+    let out = podman.podman(&["inspect", "--format", "{{.State.Pid}}", name]);
+    assert_code(&out, 0);
+    assert_eq!(p["pid"].to_string(), out.stdout().trim(), "{p}");
     drop(container);
 }
