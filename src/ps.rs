@@ -5,9 +5,9 @@
 //!
 //! - **Which entry**: `/proc/PID/exe` is the interpreter the kernel ran. It is compared
 //!   with each enabled entry's interpreter by device and inode (stat follows the magic
-//!   link to the open file, so an `F` interpreter registered from a container, whose path
-//!   is not visible here, still compares) and by path (the link's text, without
-//!   ` (deleted)`). When several entries share the interpreter, the emulated program's
+//!   link to the open file) and by path (the link's text, without ` (deleted)`); an
+//!   interpreter whose path is not visible here (an `F` entry registered from a
+//!   container) by the interpreter string the kernel puts in argv\[0\]. When several entries share the interpreter, the emulated program's
 //!   first bytes (through `/proc/PID/root`) pick the one whose magic and mask match.
 //! - **The program and its arguments**, from `/proc/PID/cmdline`: binfmt_misc starts the
 //!   interpreter as `[interpreter, filename, argv1...]`, the original argv0 removed; with

@@ -812,13 +812,11 @@ fn ps(r: &PsReport) -> String {
                 None => format!("{} {short}", c.engine.as_str()),
             }
         });
-        let mut command: Vec<&str> = p.program.iter().map(String::as_str).collect();
+        let mut command: Vec<String> = p.program.iter().cloned().collect();
         if let Some(a) = &p.argv0 {
-            command.push("[argv0");
-            command.push(a);
-            command.push("]");
+            command.push(format!("(argv0 {a})"));
         }
-        command.extend(p.args.iter().map(String::as_str));
+        command.extend(p.args.iter().cloned());
         let secs = p.cpu_seconds as u64;
         let _ = writeln!(
             s,
