@@ -513,3 +513,36 @@ fn ps_finds_a_foreign_container_of_podman_with_its_id_and_name() {
     assert_eq!(p["pid"].to_string(), out.stdout().trim(), "{p}");
     drop(container);
 }
+
+#[test]
+fn ps_as_an_unprivileged_user_says_the_list_may_be_incomplete() {
+    skip_unless!(
+        nix::unistd::geteuid().is_root(),
+        "needs root to drop to uid 65534"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    // A copy uid 65534 can reach (target/ may not be).
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = d.path().join("archctl");
+    std::fs::copy(ARCHCTL, &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root's processes (pid 1 at least) cannot be read by uid 65534: skipped, counted.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--json", "ps"])
+        .run();
+    assert_code(&out, 0);
+    let v = out.json();
+    assert!(v["processes"].is_array(), "{}", out.shown());
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("run as root")),
+        "{}",
+        out.shown()
+    );
+}

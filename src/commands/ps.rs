@@ -31,14 +31,15 @@ pub fn ps(ctx: &Context) -> Result<PsReport, CommandError> {
     let mut scan = ps::scan(Path::new("/proc"), &entries, ctx.table)?;
     name_containers(&mut scan.processes);
     if scan.unreadable > 0 {
-        let who = if nix::unistd::geteuid().is_root() {
-            "outside this user namespace"
+        let why = if nix::unistd::geteuid().is_root() {
+            "permission denied, e.g. in another user namespace"
         } else {
-            "of other users (not root)"
+            "other users'; run as root to see them"
         };
+        let n = scan.unreadable;
+        let what = if n == 1 { "process" } else { "processes" };
         notes.push(format!(
-            "{} processes {who} could not be read; the list may miss some",
-            scan.unreadable
+            "{n} {what} could not be read ({why}): the list may miss some"
         ));
     }
     Ok(PsReport {
