@@ -35,6 +35,8 @@ use serde::Serialize;
 use crate::{
     arch::Table,
     binfmt::{Entry, Flags},
+    fsutil,
+    rootfs::Root,
     serve,
 };
 
@@ -340,15 +342,22 @@ fn arch_of(table: &Table, entry: &Entry, header: &[u8]) -> Option<String> {
         })
 }
 
-/// The program's first bytes, read in the process's own root (a container's).
+/// The program's first bytes, read in the process's own root (a container's): links
+/// followed inside that root ([`Root`]), only a regular file opened (never blocking on
+/// a FIFO a process named), at most [`HEADER_LEN`] bytes.
 fn program_header(dir: &Path, program: &str) -> Option<Vec<u8>> {
-    let base = if program.starts_with('/') {
-        dir.join("root")
-    } else {
-        dir.join("cwd")
+    let path = match program.strip_prefix('/') {
+        Some(rel) => {
+            let root = Root::open(&dir.join("root")).ok()?;
+            let real = root.real(Path::new(rel)).ok()?;
+            root.path().join(real.strip_prefix("/").unwrap_or(&real))
+        }
+        None => dir.join("cwd").join(program),
     };
-    let path = base.join(program.trim_start_matches('/'));
-    read_limited(&path, HEADER_LEN).ok()
+    let f = fsutil::open_regular(&path).ok()?;
+    let mut v = Vec::new();
+    f.take(HEADER_LEN).read_to_end(&mut v).ok()?;
+    Some(v)
 }
 
 /// `/proc/PID/cmdline` split at NULs (a trailing NUL ends the last argument).
@@ -641,6 +650,27 @@ mod tests {
         assert_eq!(p.rss_kib, Some(512));
         assert!(p.cpu_seconds > 0.0);
         assert_eq!(p.container, None);
+        // Two entries with this interpreter: the program's header picks the one whose
+        // magic matches (the riscv64 one is listed first and does not).
+        let riscv = table.get("riscv64").unwrap();
+        let mut other = entry("qemu-riscv64", "F");
+        other.matcher = crate::binfmt::Matcher::Magic {
+            offset: 0,
+            magic: riscv.magic.clone(),
+            mask: Some(riscv.mask.clone()),
+        };
+        let both = [other, entry("qemu-aarch64", "PF")];
+        let found = scan(&root.join("proc"), &both, table).unwrap();
+        assert_eq!(found.processes[0].entry.as_deref(), Some("qemu-aarch64"));
+        assert_eq!(found.processes[0].arch.as_deref(), Some("aarch64"));
+        // A program naming a FIFO: never opened (it would block), no header to go by.
+        let fifo = root.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let cmd_fifo = format!("{}\0{}\0", emu.display(), fifo.display());
+        std::fs::write(root.join("proc/10/cmdline"), cmd_fifo).unwrap();
+        let found = scan(&root.join("proc"), &both, table).unwrap();
+        assert_eq!(found.processes[0].program.as_deref(), fifo.to_str());
+        std::fs::write(root.join("proc/10/cmdline"), cmd.as_bytes()).unwrap();
         // Without P the third word is an argument.
         let found = scan(&root.join("proc"), &[entry("qemu-aarch64", "F")], table).unwrap();
         assert_eq!(found.processes[0].argv0, None);
