@@ -10,7 +10,7 @@ use crate::{
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        exec, package, ps, setup,
+        doctor, exec, package, ps, setup,
     },
     config::Config,
     emulator::Search,
@@ -114,6 +114,7 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "compose-platforms" => ("compose-platforms", ComposePlatformsArgs::augment_args),
         "exec" => ("exec", ExecArgs::augment_args),
         "ps" => ("ps", PsArgs::augment_args),
+        "doctor" => ("doctor", DoctorArgs::augment_args),
         "completions" => ("completions", CompletionsArgs::augment_args),
         "man" => ("man", ManArgs::augment_args),
         _ => return None,
@@ -197,9 +198,20 @@ pub enum Command {
     ComposePlatforms(ComposePlatformsArgs),
     Exec(ExecArgs),
     Ps(PsArgs),
+    Doctor(DoctorArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
+}
+
+/// Why "exec format error"? Check the host (binfmt_misc, each entry proven, the boot
+/// service, binfmt.d, the engines), or one executable: its ELF facts and whether and
+/// through what this host runs it. Changes nothing; exits 1 when a check fails.
+#[derive(Args)]
+pub struct DoctorArgs {
+    /// An executable file to examine (default: the host).
+    #[arg(value_name = "FILE")]
+    pub target: Option<PathBuf>,
 }
 
 /// Register qemu-user-static for architectures, verified by running a test program.
@@ -594,6 +606,16 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
         Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
+        Command::Doctor(DoctorArgs { target }) => {
+            let r = match target {
+                None => doctor::host(&ctx(), cli.global.config.as_deref())?,
+                Some(f) => doctor::file(&ctx(), &f)?,
+            };
+            if r.failed() {
+                return Err(CommandError::Failed(Box::new(Report::Doctor(r))));
+            }
+            Report::Doctor(r)
+        }
         Command::Test(TestArgs { archs, timeout }) => {
             Report::Test(binfmt::test(&ctx(), &archs, Duration::from_secs(timeout))?)
         }
@@ -772,7 +794,7 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .filter(|n| n != "help")
             .collect();
-        assert_eq!(names.len(), 17, "{names:?}");
+        assert_eq!(names.len(), 18, "{names:?}");
         for name in names {
             let mut lone = lone_root(&name).unwrap_or_else(|| panic!("{name}: not in lone_root"));
             lone.build();

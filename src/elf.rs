@@ -185,9 +185,183 @@ impl ElfInfo {
     }
 }
 
+/// What `archctl doctor FILE` reports of an executable beyond [`ElfInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ElfFacts {
+    #[serde(flatten)]
+    pub info: ElfInfo,
+    /// `ET_EXEC` or `ET_DYN` (a PIE or a shared object).
+    pub elf_type: &'static str,
+    /// EI_OSABI: `SYSV` (0, what Linux programs carry), `GNU/Linux` (3), or another.
+    pub os_abi: String,
+    /// x86-64: the ISA level the GNU property note says the program needs (1 baseline,
+    /// 2-4 for x86-64-v2..v4), when the linker recorded it (`-z x86-64-v3`).
+    pub x86_isa_needed: Option<u32>,
+    /// x86-64: the highest ISA level its code uses, per the same note, when recorded.
+    pub x86_isa_used: Option<u32>,
+}
+
+/// Notes are read up to this many bytes (a program's notes are a few hundred bytes).
+const NOTES_LIMIT: usize = 64 * 1024;
+const PT_GNU_PROPERTY: u32 = 0x6474_e553;
+const NT_GNU_PROPERTY_TYPE_0: u32 = 5;
+const GNU_PROPERTY_X86_ISA_1_USED: u32 = 0xc001_0002;
+const GNU_PROPERTY_X86_ISA_1_NEEDED: u32 = 0xc000_8002;
+
+/// The facts of the ELF file at `path` (a regular file only; headers and notes only).
+pub fn facts(path: &Path) -> Result<ElfFacts, ElfError> {
+    let f = open_regular(path)?;
+    let info = ElfInfo::read_file(
+        path,
+        f.try_clone().map_err(|source| ElfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    )?;
+    let not_elf = |why: String| ElfError::NotElf {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut head = [0u8; 64];
+    let n = f.read_at(&mut head, 0).map_err(|source| ElfError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let h = Elf::parse_header(&head[..n]).map_err(|e| not_elf(e.to_string()))?;
+    let ctx = Ctx::new(
+        h.container().map_err(|e| not_elf(e.to_string()))?,
+        h.endianness().map_err(|e| not_elf(e.to_string()))?,
+    );
+    let read_at = |off: u64, len: usize| -> io::Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, off)?;
+        Ok(b)
+    };
+    let count = usize::from(h.e_phnum);
+    let ph_bytes = read_at(h.e_phoff, count * usize::from(h.e_phentsize))
+        .map_err(|e| not_elf(format!("program headers: {e}")))?;
+    let phdrs = program_header::ProgramHeader::parse(&ph_bytes, 0, count, ctx)
+        .map_err(|e| not_elf(format!("program headers: {e}")))?;
+    let (mut needed, mut used) = (None, None);
+    if h.e_machine == header::EM_X86_64 || h.e_machine == header::EM_386 {
+        // PT_GNU_PROPERTY when the linker wrote one, else every PT_NOTE.
+        let props: Vec<_> = phdrs
+            .iter()
+            .filter(|p| p.p_type == PT_GNU_PROPERTY)
+            .collect();
+        let segs: Vec<_> = if props.is_empty() {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == program_header::PT_NOTE)
+                .collect()
+        } else {
+            props
+        };
+        for p in segs {
+            let len = usize::try_from(p.p_filesz)
+                .unwrap_or(usize::MAX)
+                .min(NOTES_LIMIT);
+            let Ok(bytes) = read_at(p.p_offset, len) else {
+                continue;
+            };
+            let (n, u) = x86_isa_levels(&bytes, ctx.le.is_little(), info.bits == 64);
+            needed = needed.or(n);
+            used = used.or(u);
+        }
+    }
+    Ok(ElfFacts {
+        info,
+        elf_type: if h.e_type == header::ET_EXEC {
+            "ET_EXEC"
+        } else {
+            "ET_DYN"
+        },
+        os_abi: match h.e_ident[header::EI_OSABI] {
+            0 => "SYSV".into(),
+            3 => "GNU/Linux".into(),
+            9 => "FreeBSD".into(),
+            other => format!("OS/ABI {other}"),
+        },
+        x86_isa_needed: needed,
+        x86_isa_used: used,
+    })
+}
+
+/// The x86 ISA levels (needed, used) in a note segment's GNU property notes: the
+/// highest level bit of each bitmask (baseline = 1, v2 = 2, v3 = 3, v4 = 4).
+pub fn x86_isa_levels(notes: &[u8], little: bool, elf64: bool) -> (Option<u32>, Option<u32>) {
+    let u32_at = |b: &[u8], i: usize| -> Option<u32> {
+        let w: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        })
+    };
+    let align = |x: usize, a: usize| x.div_ceil(a) * a;
+    let prop_align = if elf64 { 8 } else { 4 };
+    let level = |mask: u32| {
+        (mask != 0)
+            .then(|| 32 - (mask & 0xf).leading_zeros())
+            .filter(|l| *l > 0)
+    };
+    let (mut needed, mut used) = (None, None);
+    let mut i = 0;
+    while let (Some(namesz), Some(descsz), Some(kind)) =
+        (u32_at(notes, i), u32_at(notes, i + 4), u32_at(notes, i + 8))
+    {
+        let (namesz, descsz) = (namesz as usize, descsz as usize);
+        let name_start = i + 12;
+        let desc_start = name_start + align(namesz, 4);
+        let Some(desc) = notes.get(desc_start..desc_start.saturating_add(descsz)) else {
+            break;
+        };
+        if kind == NT_GNU_PROPERTY_TYPE_0
+            && notes.get(name_start..name_start + namesz) == Some(b"GNU\0")
+        {
+            let mut j = 0;
+            while let (Some(pr_type), Some(datasz)) = (u32_at(desc, j), u32_at(desc, j + 4)) {
+                let data = j + 8;
+                if datasz >= 4 {
+                    let v = u32_at(desc, data);
+                    match pr_type {
+                        GNU_PROPERTY_X86_ISA_1_NEEDED => needed = v.and_then(level),
+                        GNU_PROPERTY_X86_ISA_1_USED => used = v.and_then(level),
+                        _ => {}
+                    }
+                }
+                j = align(data + datasz as usize, prop_align);
+            }
+        }
+        i = align(desc_start + descsz, 4);
+    }
+    (needed, used)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_x86_isa_levels_of_a_gnu_property_note() {
+        // One NT_GNU_PROPERTY_TYPE_0 note, 64-bit: ISA_1_NEEDED = v3 (baseline|v2|v3),
+        // ISA_1_USED = v2.
+        let mut n = Vec::new();
+        n.extend(4u32.to_le_bytes());
+        n.extend(32u32.to_le_bytes());
+        n.extend(5u32.to_le_bytes());
+        n.extend(b"GNU\0");
+        for (t, v) in [(0xc000_8002u32, 0b111u32), (0xc001_0002, 0b11)] {
+            n.extend(t.to_le_bytes());
+            n.extend(4u32.to_le_bytes());
+            n.extend(v.to_le_bytes());
+            n.extend([0u8; 4]);
+        }
+        assert_eq!(x86_isa_levels(&n, true, true), (Some(3), Some(2)));
+        // Truncated or empty: nothing, no panic.
+        assert_eq!(x86_isa_levels(&n[..20], true, true), (None, None));
+        assert_eq!(x86_isa_levels(&[], true, true), (None, None));
+    }
 
     #[test]
     fn reads_own_test_programs_as_static() {

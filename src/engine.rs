@@ -88,7 +88,8 @@ impl Engine {
     }
 }
 
-fn on_path(program: &str) -> bool {
+/// Is `program` an executable file in a PATH directory?
+pub fn on_path(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::env::var_os("PATH").is_some_and(|p| {
         std::env::split_paths(&p).any(|d| {

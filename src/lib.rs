@@ -20,7 +20,8 @@
 //!   [`local`] (the engine's local image store),
 //!   [`registry`] (references, settings, credentials, auth, HTTP, cache, inspection),
 //!   [`config`] (`/etc/archctl/config.toml`), [`service`] (boot services), [`bundle`]
-//!   (emulator bundles).
+//!   (emulator bundles), [`doctor`] (the checks of `archctl doctor`: verdicts, findings,
+//!   fixes; binfmt.d as systemd-binfmt loads it).
 //! - The foundations: [`arch`] (the rule table) with [`rules_data`], [`binfmt`] (the
 //!   kernel interface), [`elf`] (ELF checks), [`ns`] (private namespaces, executable
 //!   images), [`testprog`] (the embedded test programs), [`interrupt`] (signals during a
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod cpu;
+pub mod doctor;
 pub mod elf;
 pub mod emulator;
 pub mod engine;

@@ -530,6 +530,7 @@ pub enum Report {
     Run(RunPlan),
     Generated(Generated),
     Ps(PsReport),
+    Doctor(crate::commands::doctor::DoctorReport),
 }
 
 /// A line for stderr that goes with a report (`archctl: ...` or `archctl: warning: ...`).
@@ -617,6 +618,7 @@ impl Report {
             Report::Run(p) => run_plan(p),
             Report::Generated(g) => g.text.clone(),
             Report::Ps(r) => ps(r),
+            Report::Doctor(d) => doctor(d),
         }
     }
 
@@ -682,6 +684,21 @@ impl Report {
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
+            Report::Doctor(d) => {
+                let failed: Vec<&str> = d
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict == crate::doctor::Verdict::Fail)
+                    .map(|c| c.check.as_str())
+                    .collect();
+                format!(
+                    "doctor: {} of {} checks failed ({}): {}",
+                    failed.len(),
+                    d.checks.len(),
+                    d.target,
+                    failed.join(", ")
+                )
+            }
             Report::Pick(p) => p
                 .choice
                 .error
@@ -728,6 +745,30 @@ impl Report {
         }
         v
     }
+}
+
+/// `archctl doctor`: one line per check (verdict, check, finding), its fix under it.
+fn doctor(d: &crate::commands::doctor::DoctorReport) -> String {
+    let width = d.checks.iter().map(|c| c.check.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for c in &d.checks {
+        let _ = writeln!(
+            s,
+            "{:4}  {:width$}  {}",
+            c.verdict.as_str(),
+            c.check,
+            c.finding
+        );
+        if let Some(f) = &c.fix {
+            let _ = writeln!(s, "{:4}  {:width$}  fix: {f}", "", "");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{}: {} ok, {} warn, {} fail",
+        d.target, d.counts.ok, d.counts.warn, d.counts.fail
+    );
+    s
 }
 
 fn change_notices(r: &ChangeReport) -> Vec<Notice> {

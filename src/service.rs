@@ -528,6 +528,34 @@ pub fn install(init: Init, root: &Root, cmd: &BootCommand) -> Result<ServiceRepo
 }
 
 /// Remove exactly what `install` wrote.
+/// OpenRC keeps a started service's state in /run/openrc (`started/archctl`, a link to
+/// the script) until it is stopped or zapped; removing the script alone would leave it
+/// (found in the OpenRC guest). On the running system (the host's root, OpenRC up), the
+/// script's own `zap` resets the state to stopped, running nothing (the service has no
+/// stop action: what it registered stays). Returns the state link it cleared.
+fn openrc_zap(root: &Root) -> Option<String> {
+    if !root.is_host_root() {
+        return None;
+    }
+    let started = Path::new("/run/openrc/started/archctl");
+    let script = Path::new("/").join(OPENRC);
+    let ours = read_text(root, Path::new(OPENRC))
+        .ok()
+        .flatten()
+        .is_some_and(|(t, _)| t.contains(MARKER));
+    if !ours || std::fs::symlink_metadata(started).is_err() {
+        return None;
+    }
+    let zapped = std::process::Command::new(&script)
+        .arg("zap")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (zapped && std::fs::symlink_metadata(started).is_err()).then(|| started.display().to_string())
+}
+
 pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError> {
     let mut removed = Vec::new();
     let mut remove_marked = |rel: &str, is_link: bool| -> Result<(), ServiceError> {
@@ -556,7 +584,9 @@ pub fn uninstall(init: Init, root: &Root) -> Result<ServiceReport, ServiceError>
         }
         Init::Openrc => {
             remove_marked(OPENRC_LINK, true)?;
+            let zapped = openrc_zap(root);
             remove_marked(OPENRC, false)?;
+            removed.extend(zapped);
         }
         Init::Sysv => {
             let file = rc_file(root);

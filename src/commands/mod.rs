@@ -5,6 +5,7 @@
 //! - [`binfmt`] — enable, disable, status, test, boot, export
 //! - [`containers`] — inspect, pick, run
 //! - [`compose`] — compose-platforms
+//! - [`doctor`] — the host's checks, or one file's
 //! - [`exec`] — rootless exec in a private binfmt_misc instance
 //! - [`setup`] — service, emulators, config
 //! - [`ps`] — processes running under emulation
@@ -13,6 +14,7 @@
 pub mod binfmt;
 pub mod compose;
 pub mod containers;
+pub mod doctor;
 pub mod exec;
 pub mod package;
 pub mod ps;

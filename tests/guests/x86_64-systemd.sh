@@ -10,8 +10,8 @@
 #
 # One QEMU, three boots: boot 1 installs the .deb and configures archctl, then
 # `systemctl reboot` (QEMU resets in place, the disk keeps its state); boot 2 checks what
-# the boot did (systemd-binfmt, then archctl.service), then purges the package and
-# installs with install.sh instead, and reboots; boot 3 checks install.sh's unit at boot,
+# the boot did (systemd-binfmt, then archctl.service), then removes and purges the
+# package and installs with install.sh instead, and reboots; boot 3 checks install.sh's unit at boot,
 # and powers off.
 #
 # ARCHCTL_GUEST_BREAK=WORD (archctl.break=WORD on the kernel command line) breaks one
@@ -80,6 +80,9 @@ dpkg_install() {
   journalctl --no-pager -o cat -u archctl.service
   journalctl --no-pager -o cat -u archctl.service | grep -q '^archctl boot: ' ||
     { why "the postinst's start of archctl.service logged no 'archctl boot:' line"; return 1; }
+  for f in /usr/share/man/man1/archctl.1.gz /usr/share/bash-completion/completions/archctl; do
+    [ -s "$f" ] || { why "the package installed no $f"; return 1; }
+  done
 }
 write_config() {
   flags=F force=false
@@ -170,14 +173,33 @@ registered() {
 }
 archctl_test() { tested_emulated archctl aarch64 arm; }
 # chroot_no_emulator: protocol.sh.
-# The other way in: purge the package (the entries stay), then install.sh.
+# The other way in: remove, then purge the package (the entries stay: the package
+# unregisters nothing the user did not ask to remove), then install.sh.
+dpkg_remove() {
+  dpkg -r archctl
+  rc=$?
+  [ "$rc" = 0 ] || { why "dpkg -r exited $rc"; return 1; }
+  st=$(systemctl is-active archctl.service)
+  [ "$st" = inactive ] || { why "archctl.service after dpkg -r: $st, expected inactive"; return 1; }
+  [ -f "$CONFIG" ] || { why "dpkg -r removed the conffile $CONFIG"; return 1; }
+  [ ! -e /usr/bin/archctl ] || { why "/usr/bin/archctl is left after dpkg -r"; return 1; }
+  [ -f /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { why "dpkg -r removed qemu-aarch64"; return 1; }
+}
 dpkg_purge() {
   dpkg -P archctl
   rc=$?
   [ "$rc" = 0 ] || { why "dpkg -P exited $rc"; return 1; }
-  for p in /usr/bin/archctl /etc/archctl /usr/lib/systemd/system/archctl.service; do
-    [ ! -e "$p" ] || { why "$p is left after the purge"; return 1; }
+  left=
+  for p in /etc/archctl /usr/bin/archctl /usr/lib/systemd/system/archctl.service \
+    /etc/systemd/system/archctl.service /etc/systemd/system/multi-user.target.wants/archctl.service \
+    /var/lib/systemd/deb-systemd-helper-enabled/archctl.service.dsh-also \
+    /var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/archctl.service \
+    /var/lib/systemd/deb-systemd-helper-masked/archctl.service /var/cache/archctl \
+    /usr/share/man/man1/archctl.1.gz /usr/share/bash-completion/completions/archctl \
+    /usr/share/doc/archctl; do
+    if [ -e "$p" ] || [ -L "$p" ]; then left="$left $p"; fi
   done
+  [ -z "$left" ] || { why "left after the purge:$left"; return 1; }
   [ -f /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { why "the purge removed qemu-aarch64"; return 1; }
 }
 install_sh() {
@@ -234,6 +256,7 @@ check boot2-binfmt-then-archctl-service boot_units
 check boot2-registered-and-served registered
 check boot2-archctl-test-aarch64-arm archctl_test
 check boot2-chroot-without-emulator chroot_no_emulator
+check boot2-dpkg-remove dpkg_remove
 check boot2-dpkg-purge dpkg_purge
 check boot2-install-sh install_sh
     NEXT=reboot
