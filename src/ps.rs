@@ -271,8 +271,9 @@ fn started_by_hand(table: &Table, emulator: &str) -> Option<String> {
     table.get(arch).map(|r| r.name.clone())
 }
 
-/// qemu-user's options that take no value (every other one takes one), from the
-/// option table of QEMU's linux-user/main.c.
+/// qemu-user's options that take no value (every other one takes one): those of QEMU's
+/// linux-user/main.c option table (`qemu-aarch64 -h` of 7.2 lists them; 8.1 renamed
+/// -singlestep -one-insn-per-tb).
 const QEMU_FLAGS: &[&str] = &[
     "h",
     "help",
@@ -280,7 +281,6 @@ const QEMU_FLAGS: &[&str] = &[
     "strace",
     "singlestep",
     "one-insn-per-tb",
-    "nx",
 ];
 
 /// Program, argv0 (`-0 NAME`) and arguments of a qemu-user command line
