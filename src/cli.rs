@@ -10,7 +10,7 @@ use crate::{
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        doctor, exec, package, setup,
+        doctor, exec, package, ps, setup,
     },
     config::Config,
     emulator::Search,
@@ -113,6 +113,7 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "run" => ("run", RunArgs::augment_args),
         "compose-platforms" => ("compose-platforms", ComposePlatformsArgs::augment_args),
         "exec" => ("exec", ExecArgs::augment_args),
+        "ps" => ("ps", PsArgs::augment_args),
         "doctor" => ("doctor", DoctorArgs::augment_args),
         "completions" => ("completions", CompletionsArgs::augment_args),
         "man" => ("man", ManArgs::augment_args),
@@ -196,6 +197,7 @@ pub enum Command {
     Run(RunArgs),
     ComposePlatforms(ComposePlatformsArgs),
     Exec(ExecArgs),
+    Ps(PsArgs),
     Doctor(DoctorArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
@@ -243,6 +245,11 @@ pub struct DisableArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// The processes running under an emulator: architecture, entry, program and
+/// arguments, CPU time, memory, container.
+#[derive(Args)]
+pub struct PsArgs {}
 
 /// Host, binfmt_misc state, native architectures and every registered entry.
 #[derive(Args)]
@@ -598,6 +605,7 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
             Report::Change(binfmt::disable(&ctx(), &select.selection(), dry_run)?)
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
+        Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
         Command::Doctor(DoctorArgs { target }) => {
             let r = match target {
                 None => doctor::host(&ctx(), cli.global.config.as_deref())?,
@@ -786,7 +794,7 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .filter(|n| n != "help")
             .collect();
-        assert_eq!(names.len(), 17, "{names:?}");
+        assert_eq!(names.len(), 18, "{names:?}");
         for name in names {
             let mut lone = lone_root(&name).unwrap_or_else(|| panic!("{name}: not in lone_root"));
             lone.build();

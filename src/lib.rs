@@ -11,6 +11,7 @@
 //! - [`report`]: what commands return, and its human rendering (JSON serialises the same
 //!   structs).
 //! - The concepts: [`plan`] (what enable/disable change; apply with an undo guard),
+//!   [`ps`] (processes running under emulation),
 //!   [`verify`] (proof by execution), [`host`] (host and native architectures),
 //!   [`emulator`] (finding and checking emulators), [`serve`] (whether an entry already
 //!   in the table serves an architecture: equivalent handlers), [`platform`] (OCI platforms and the
@@ -45,6 +46,7 @@ pub mod local;
 pub mod ns;
 pub mod plan;
 pub mod platform;
+pub mod ps;
 pub mod registry;
 pub mod report;
 pub mod rootfs;

@@ -500,6 +500,14 @@ pub struct ConfigWritten {
     pub wrote: String,
 }
 
+/// `archctl ps`: the processes running under emulation.
+#[derive(Debug, Clone, Serialize)]
+pub struct PsReport {
+    pub processes: Vec<crate::ps::Process>,
+    /// What may be missing (processes that could not be read, no binfmt_misc).
+    pub notes: Vec<String>,
+}
+
 /// Whatever a command reports: printed on success, and before the error line when a
 /// command ran and failed.
 #[derive(Debug, Clone, Serialize)]
@@ -521,6 +529,7 @@ pub enum Report {
     Compose(ComposeReport),
     Run(RunPlan),
     Generated(Generated),
+    Ps(PsReport),
     Doctor(crate::commands::doctor::DoctorReport),
 }
 
@@ -608,6 +617,7 @@ impl Report {
             Report::Compose(c) => c.r#override.clone(),
             Report::Run(p) => run_plan(p),
             Report::Generated(g) => g.text.clone(),
+            Report::Ps(r) => ps(r),
             Report::Doctor(d) => doctor(d),
         }
     }
@@ -635,6 +645,7 @@ impl Report {
                 })
                 .collect(),
             Report::Pick(p) => p.note.iter().cloned().map(Notice::Info).collect(),
+            Report::Ps(r) => r.notes.iter().cloned().map(Notice::Info).collect(),
             Report::Run(p) => p
                 .note
                 .iter()
@@ -823,6 +834,44 @@ fn emulators(list: &[EmulatorInfo]) -> String {
             )
         })
         .collect()
+}
+
+/// A table like ps: one line per process, the command last.
+fn ps(r: &PsReport) -> String {
+    if r.processes.is_empty() {
+        return "no process runs under emulation\n".into();
+    }
+    let mut s = format!(
+        "{:>7} {:12} {:16} {:>9} {:>9} {:24} COMMAND\n",
+        "PID", "ARCH", "ENTRY", "TIME", "RSS", "CONTAINER"
+    );
+    for p in &r.processes {
+        let container = p.container.as_ref().map_or("-".to_string(), |c| {
+            let short = c.id.get(..12).unwrap_or(&c.id);
+            match &c.name {
+                Some(n) => format!("{} {n}", c.engine.as_str()),
+                None => format!("{} {short}", c.engine.as_str()),
+            }
+        });
+        let mut command: Vec<String> = p.program.iter().cloned().collect();
+        if let Some(a) = &p.argv0 {
+            command.push(format!("(argv0 {a})"));
+        }
+        command.extend(p.args.iter().cloned());
+        let secs = p.cpu_seconds as u64;
+        let _ = writeln!(
+            s,
+            "{:>7} {:12} {:16} {:>9} {:>9} {:24} {}",
+            p.pid,
+            p.arch.as_deref().unwrap_or("?"),
+            p.entry.as_deref().unwrap_or("-"),
+            format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+            p.rss_kib.map_or("-".into(), |k| format!("{k}K")),
+            container,
+            command.join(" ")
+        );
+    }
+    s
 }
 
 fn run_plan(p: &RunPlan) -> String {

@@ -8,6 +8,7 @@
 //! - [`doctor`] — the host's checks, or one file's
 //! - [`exec`] — rootless exec in a private binfmt_misc instance
 //! - [`setup`] — service, emulators, config
+//! - [`ps`] — processes running under emulation
 //! - [`package`] — shell completions and the manual page, from the clap definitions
 
 pub mod binfmt;
@@ -16,6 +17,7 @@ pub mod containers;
 pub mod doctor;
 pub mod exec;
 pub mod package;
+pub mod ps;
 pub mod setup;
 
 use std::path::PathBuf;
@@ -121,6 +123,8 @@ pub enum CommandError {
     Platform(#[from] platform::PlatformError),
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Ps(#[from] crate::ps::PsError),
     /// Bad input the parser could not catch (exit 2).
     #[error("{0}")]
     Usage(String),

@@ -2,6 +2,7 @@
 //! 6.7+) and helpers to run archctl inside them and look at the kernel's view.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod engine;
 pub mod registry;
 
 use std::{
