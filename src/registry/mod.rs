@@ -8,6 +8,7 @@ pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod inspect;
+pub mod layers;
 pub mod reference;
 pub mod settings;
 pub mod transport;
