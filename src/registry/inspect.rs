@@ -16,6 +16,7 @@ use super::{
     reference::ImageRef,
     settings::DaemonConfig,
     transport::Transport,
+    truth::TruthReport,
 };
 
 /// Accept header for manifests: every type archctl understands.
@@ -59,6 +60,10 @@ pub struct PlatformEntry {
     /// `--verify-platforms`: the config contradicts the index's label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mismatch: Option<bool>,
+    /// `--verify-platforms`: the truth check (`elf`, `label_matches`, `truth` in JSON):
+    /// does the program the image starts run on the label's platform?
+    #[serde(flatten)]
+    pub truth: Option<TruthReport>,
 }
 
 impl PlatformEntry {
@@ -80,8 +85,8 @@ pub struct Attestation {
 
 /// One run's registry access: the client (one connection pool) and the cache.
 pub struct Inspector {
-    client: Client,
-    cache: Option<Cache>,
+    pub(super) client: Client,
+    pub(super) cache: Option<Cache>,
 }
 
 impl Inspector {
@@ -143,7 +148,7 @@ impl Inspector {
     /// Where to ask for an image: its mirrors first (daemon.json's for docker.io,
     /// registries.conf's for any registry), then the registry. Each with the reference
     /// as that endpoint knows it (a mirror may serve under a namespace).
-    fn endpoints(&self, r: &ImageRef) -> Vec<(String, ImageRef)> {
+    pub(super) fn endpoints(&self, r: &ImageRef) -> Vec<(String, ImageRef)> {
         let mut v = Vec::new();
         for m in self.client.daemon().mirrors_for(&r.registry) {
             if m.plain_http {
@@ -207,7 +212,7 @@ impl Inspector {
     }
 
     /// The manifest the reference names: (bytes, media type, digest), verified.
-    async fn manifest(
+    pub(super) async fn manifest(
         &self,
         r: &ImageRef,
         host: &str,
@@ -316,7 +321,12 @@ impl Inspector {
     }
 
     /// A blob by digest (configs), verified, from the cache when possible.
-    async fn blob(&self, r: &ImageRef, host: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+    pub(super) async fn blob(
+        &self,
+        r: &ImageRef,
+        host: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         if let Some((b, _)) = self.cache.as_ref().and_then(|c| c.get_blob(digest)) {
             return Ok(b);
         }
@@ -385,6 +395,7 @@ impl Inspector {
                             digest: d.digest().to_string(),
                             config_platform: None,
                             mismatch: None,
+                            truth: None,
                         },
                         None => PlatformEntry {
                             os: "unknown".into(),
@@ -395,6 +406,7 @@ impl Inspector {
                             digest: d.digest().to_string(),
                             config_platform: None,
                             mismatch: None,
+                            truth: None,
                         },
                     };
                     res.platforms.push(entry);
@@ -414,14 +426,18 @@ impl Inspector {
                             e.mismatch = Some(contradicts(e, &p));
                             e.config_platform = Some(p.platform());
                         }
+                        e.truth = Some(self.truth_at(r, host, e, "index").await?);
                     }
                 }
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                if let Some(p) = self
+                if let Some(mut p) = self
                     .single_platform(r, host, bytes, media_type, digest)
                     .await?
                 {
+                    if self.client.options().verify_platforms {
+                        p.truth = Some(self.truth_at(r, host, &p, "config").await?);
+                    }
                     res.platforms.push(p);
                 }
             }
@@ -464,6 +480,7 @@ impl Inspector {
             digest: digest.to_string(),
             config_platform: None,
             mismatch: None,
+            truth: None,
         }))
     }
 }
@@ -488,7 +505,7 @@ struct Resolved {
     attestations: Vec<Attestation>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> Result<T, RegistryError> {
@@ -549,7 +566,7 @@ struct ErrorItem {
 }
 
 /// Map a registry's error answer to an error a user can act on.
-fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
+pub(super) fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
     if f.status.is_success() {
         return Ok(f);
     }

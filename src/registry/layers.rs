@@ -96,9 +96,9 @@ pub enum LayerError {
     Bad { digest: String, why: String },
     #[error("layer {digest}: content does not match its digest (got {actual})")]
     DigestMismatch { digest: String, actual: String },
-    /// Fetching the layer failed (the registry's error, as text).
-    #[error("{0}")]
-    Fetch(String),
+    /// Fetching the layer failed.
+    #[error(transparent)]
+    Fetch(#[from] super::RegistryError),
 }
 
 /// Where layer bytes come from: layer `i` (0 = the bottom layer, as in the manifest)

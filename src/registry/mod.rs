@@ -12,6 +12,7 @@ pub mod layers;
 pub mod reference;
 pub mod settings;
 pub mod transport;
+pub mod truth;
 
 use std::{
     sync::{Mutex, MutexGuard},
