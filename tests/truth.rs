@@ -509,3 +509,48 @@ fn a_second_inspect_reads_no_layer() {
         proxy.requests_log()
     );
 }
+
+#[test]
+fn a_layer_read_to_its_end_that_does_not_match_its_digest_is_an_error() {
+    let reg = Registry::start(RegistryAuth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let amd64 = test_program("x86_64");
+    let (r, digests) = push(
+        &reg,
+        "truth/tampered",
+        Some("linux/amd64"),
+        "linux/amd64",
+        &["app"],
+        &[],
+        &[Layer::gz(tar_of(&[("bin/app", E::File(&amd64))]))],
+    );
+    // The registry serves other (valid) layer bytes under the digest.
+    let other = gzip(&tar_of(&[
+        ("bin/app", E::File(&amd64)),
+        ("etc/extra", E::File(b"x")),
+    ]));
+    std::fs::write(reg.blob_path(&digests[0]), &other).unwrap();
+    let (out, v) = {
+        let mut c = Command::new(ARCHCTL);
+        c.args([
+            "--json",
+            "inspect",
+            "--timeout",
+            "20",
+            "--verify-platforms",
+            &r,
+        ])
+        .registry_isolated(dir.path().join("cache"), dir.path().join("docker"))
+        .env("HOME", dir.path());
+        let out = c.run();
+        let v = out.json();
+        (out, v)
+    };
+    assert_code(&out, 1);
+    let err = v["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&digests[0]) && err.contains("does not match its digest"),
+        "{}",
+        out.shown()
+    );
+}
