@@ -473,6 +473,13 @@ impl Inspector {
             .await;
         let mut resp = match got {
             Ok(Reply::Stream(resp)) => resp,
+            Ok(Reply::Read(f)) if f.status == reqwest::StatusCode::NOT_FOUND => {
+                let _ = reply.send(Err(LayerError::Fetch(RegistryError::Http {
+                    registry: r.registry.clone(),
+                    why: format!("layer blob {digest} not found in {}", r.repository),
+                })));
+                return;
+            }
             Ok(Reply::Read(f)) => {
                 let e = match check_status(f, r) {
                     Err(e) => e,
