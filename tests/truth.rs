@@ -210,6 +210,37 @@ fn the_right_image_matches_its_label() {
 }
 
 #[test]
+fn a_dynamic_binary_reports_its_interpreter() {
+    // The host's /bin/sh, when it is a dynamically linked x86-64 program.
+    let sh = std::fs::canonicalize("/bin/sh")
+        .and_then(std::fs::read)
+        .unwrap();
+    let head = &sh[..sh.len().min(4096)];
+    let Some(at) = head.windows(8).position(|w| w == b"/lib64/l") else {
+        eprintln!("skipped: /bin/sh is not a dynamic x86-64 program");
+        return;
+    };
+    let end = head[at..].iter().position(|&b| b == 0).unwrap() + at;
+    let interp = String::from_utf8_lossy(&head[at..end]).into_owned();
+    let reg = Registry::start(RegistryAuth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _) = push(
+        &reg,
+        "truth/dynamic",
+        Some("linux/amd64"),
+        "linux/amd64",
+        &["/bin/sh"],
+        &[],
+        &[Layer::gz(tar_of(&[("bin/sh", E::File(&sh))]))],
+    );
+    let (out, p) = inspect_json(dir.path(), &r, &[]);
+    assert_code(&out, 0);
+    assert_eq!(p["label_matches"], true, "{p}");
+    assert_eq!(p["elf"]["static"], false, "{p}");
+    assert_eq!(p["elf"]["interpreter"], interp.as_str(), "{p}");
+}
+
+#[test]
 fn a_mislabeled_image_is_caught() {
     // Index and config both say linux/arm64; the layer holds an amd64 busybox, started
     // as `sh` through PATH (a hard link, as busybox images have it).
