@@ -585,3 +585,42 @@ fn a_layer_read_to_its_end_that_does_not_match_its_digest_is_an_error() {
         out.shown()
     );
 }
+
+#[test]
+fn the_library_call_for_doctor_checks_every_platform() {
+    let reg = Registry::start(RegistryAuth::None);
+    let amd64 = test_program("x86_64");
+    let (r, _) = push(
+        &reg,
+        "truth/library",
+        Some("linux/arm64"),
+        "linux/arm64",
+        &["/bin/busybox"],
+        &[],
+        &[Layer::gz(tar_of(&[("bin/busybox", E::File(&amd64))]))],
+    );
+    let inspector = archctl::registry::inspect::Inspector::new(archctl::registry::Options {
+        cache: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let platforms = rt.block_on(inspector.truth_of(&r)).unwrap();
+    assert_eq!(platforms.len(), 1);
+    let t = platforms[0].truth.as_ref().unwrap();
+    assert_eq!(t.label_matches, Some(false));
+    assert_eq!(t.truth.label, "linux/arm64");
+    assert_eq!(t.truth.binary.as_deref(), Some("/bin/busybox"));
+    assert_eq!(
+        t.elf.as_ref().unwrap().platform.as_deref(),
+        Some("linux/amd64")
+    );
+    assert!(
+        t.summary().starts_with("MISMATCH: index says linux/arm64"),
+        "{}",
+        t.summary()
+    );
+}

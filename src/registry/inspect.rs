@@ -164,7 +164,7 @@ impl Inspector {
         v
     }
 
-    async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
+    pub(super) async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(r);
         let mut last = None;
         for (i, (host, at)) in endpoints.iter().enumerate() {
@@ -498,11 +498,11 @@ fn contradicts(label: &PlatformEntry, config: &PlatformEntry) -> bool {
         || matches!((v(label), v(config)), (Some(a), Some(b)) if a != b)
 }
 
-struct Resolved {
-    digest: String,
-    media_type: String,
-    platforms: Vec<PlatformEntry>,
-    attestations: Vec<Attestation>,
+pub(super) struct Resolved {
+    pub(super) digest: String,
+    pub(super) media_type: String,
+    pub(super) platforms: Vec<PlatformEntry>,
+    pub(super) attestations: Vec<Attestation>,
 }
 
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(

@@ -242,6 +242,27 @@ impl Read for ChunkReader {
 }
 
 impl Inspector {
+    /// Every platform of image `input` with its truth check in `truth` (whether or not
+    /// the inspector was made with `verify_platforms`): for `doctor IMAGE`. The label
+    /// is the index's, or the config's for a single manifest.
+    pub async fn truth_of(&self, input: &str) -> Result<Vec<PlatformEntry>, RegistryError> {
+        let r = ImageRef::parse(input)?;
+        let res = self.resolve(&r).await?;
+        let from = if res.media_type == OCI_MANIFEST || res.media_type == DOCKER_MANIFEST {
+            "config"
+        } else {
+            "index"
+        };
+        let mut out = Vec::with_capacity(res.platforms.len());
+        for mut e in res.platforms {
+            if e.truth.is_none() {
+                e.truth = Some(self.truth(&r, &e, from).await?);
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
     /// The truth check of one platform of an image (for `doctor IMAGE` and `inspect
     /// --verify-platforms`): `entry` is a platform as [`Inspector::inspect`] reports it
     /// (its `digest` names the platform's manifest, its os/architecture/variant are the
