@@ -624,3 +624,37 @@ fn the_library_call_for_doctor_checks_every_platform() {
         t.summary()
     );
 }
+
+#[test]
+fn a_merged_usr_image_is_followed_through_its_directory_symlink() {
+    // Debian's layout: /bin -> usr/bin in the base layer; the upper layer adds
+    // /usr/bin/sh -> dash. PATH=/bin:/usr/bin finds /bin/sh through both.
+    let reg = Registry::start(RegistryAuth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let arm64 = test_program("aarch64");
+    let (r, digests) = push(
+        &reg,
+        "truth/merged-usr",
+        Some("linux/arm64"),
+        "linux/arm64",
+        &["sh"],
+        &["PATH=/bin:/usr/bin"],
+        &[
+            Layer::gz(tar_of(&[
+                ("bin", E::Symlink("usr/bin")),
+                ("usr/bin/dash", E::File(&arm64)),
+            ])),
+            Layer::gz(tar_of(&[("usr/bin/sh", E::Symlink("dash"))])),
+        ],
+    );
+    let (out, p) = inspect_json(dir.path(), &r, &[]);
+    assert_code(&out, 0);
+    assert_eq!(p["label_matches"], true, "{p}");
+    assert_eq!(p["truth"]["binary"], "/usr/bin/dash", "{p}");
+    assert_eq!(p["truth"]["layer"], digests[0].as_str(), "{p}");
+    assert_eq!(
+        p["truth"]["resolved"],
+        json!(["/bin/sh", "/usr/bin/sh", "/usr/bin/dash"]),
+        "{p}"
+    );
+}
