@@ -16,7 +16,7 @@ use super::{
     reference::ImageRef,
     settings::DaemonConfig,
     transport::Transport,
-    truth::TruthReport,
+    truth::{IndexBudget, TruthReport},
 };
 
 /// Accept header for manifests: every type archctl understands.
@@ -412,6 +412,7 @@ impl Inspector {
                     res.platforms.push(entry);
                 }
                 if self.client.options().verify_platforms {
+                    let mut budget = IndexBudget::new();
                     for e in &mut res.platforms {
                         let child = ImageRef {
                             tag: None,
@@ -426,7 +427,12 @@ impl Inspector {
                             e.mismatch = Some(contradicts(e, &p));
                             e.config_platform = Some(p.platform());
                         }
-                        e.truth = Some(self.truth_at(r, host, e, "index").await?);
+                        let t = match budget.next() {
+                            Some(limits) => self.truth_at(r, host, e, "index", limits).await?,
+                            None => budget.spent(e),
+                        };
+                        budget.spend(&t);
+                        e.truth = Some(t);
                     }
                 }
             }
@@ -436,7 +442,10 @@ impl Inspector {
                     .await?
                 {
                     if self.client.options().verify_platforms {
-                        p.truth = Some(self.truth_at(r, host, &p, "config").await?);
+                        let t = self
+                            .truth_at(r, host, &p, "config", super::layers::Limits::from_env())
+                            .await?;
+                        p.truth = Some(t);
                     }
                     res.platforms.push(p);
                 }

@@ -157,6 +157,59 @@ impl TruthReport {
     }
 }
 
+/// How many times one platform's caps all the platforms of one index may read
+/// together (an index may list 1024 platforms).
+pub const INDEX_CAP_FACTOR: u64 = 4;
+
+/// The caps left for the platforms of one index as they are checked in turn.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IndexBudget {
+    per: Limits,
+    compressed: u64,
+    unpacked: u64,
+}
+
+impl IndexBudget {
+    pub(super) fn new() -> IndexBudget {
+        IndexBudget::with(Limits::from_env())
+    }
+
+    fn with(per: Limits) -> IndexBudget {
+        IndexBudget {
+            per,
+            compressed: per.compressed.saturating_mul(INDEX_CAP_FACTOR),
+            unpacked: per.unpacked.saturating_mul(INDEX_CAP_FACTOR),
+        }
+    }
+
+    /// The caps of the next platform; None when the index's are spent.
+    pub(super) fn next(&self) -> Option<Limits> {
+        (self.compressed > 0 && self.unpacked > 0).then(|| Limits {
+            compressed: self.per.compressed.min(self.compressed),
+            unpacked: self.per.unpacked.min(self.unpacked),
+        })
+    }
+
+    pub(super) fn spend(&mut self, t: &TruthReport) {
+        self.compressed = self
+            .compressed
+            .saturating_sub(t.truth.stats.compressed_bytes);
+        self.unpacked = self.unpacked.saturating_sub(t.truth.stats.unpacked_bytes);
+    }
+
+    pub(super) fn spent(&self, entry: &PlatformEntry) -> TruthReport {
+        TruthReport::without_program(
+            entry,
+            "index",
+            format!(
+                "not checked: the index's platforms already read {} compressed / {} unpacked bytes of layers, {INDEX_CAP_FACTOR} times one platform's caps",
+                self.per.compressed.saturating_mul(INDEX_CAP_FACTOR) - self.compressed,
+                self.per.unpacked.saturating_mul(INDEX_CAP_FACTOR) - self.unpacked,
+            ),
+        )
+    }
+}
+
 /// The rule a label names (`linux/arm64/v8`, else `linux/arm64`, else `arm64`).
 fn label_rule<'t>(table: &'t Table, label: &PlatformEntry) -> Option<&'t Rule> {
     let p = Platform::from_entry(label);
@@ -254,9 +307,15 @@ impl Inspector {
             "index"
         };
         let mut out = Vec::with_capacity(res.platforms.len());
+        let mut budget = IndexBudget::new();
         for mut e in res.platforms {
             if e.truth.is_none() {
-                e.truth = Some(self.truth(&r, &e, from).await?);
+                let t = match budget.next() {
+                    Some(limits) => self.truth_with(&r, &e, from, limits).await?,
+                    None => budget.spent(&e),
+                };
+                budget.spend(&t);
+                e.truth = Some(t);
             }
             out.push(e);
         }
@@ -273,10 +332,21 @@ impl Inspector {
         entry: &PlatformEntry,
         label_from: &str,
     ) -> Result<TruthReport, RegistryError> {
+        self.truth_with(r, entry, label_from, Limits::from_env())
+            .await
+    }
+
+    async fn truth_with(
+        &self,
+        r: &ImageRef,
+        entry: &PlatformEntry,
+        label_from: &str,
+        limits: Limits,
+    ) -> Result<TruthReport, RegistryError> {
         let endpoints = self.endpoints(r);
         let mut last = None;
         for (i, (host, at)) in endpoints.iter().enumerate() {
-            match self.truth_at(at, host, entry, label_from).await {
+            match self.truth_at(at, host, entry, label_from, limits).await {
                 Ok(x) => return Ok(x),
                 Err(e) if i + 1 < endpoints.len() => last = Some(e),
                 Err(e) => return Err(e),
@@ -298,6 +368,7 @@ impl Inspector {
         host: &str,
         entry: &PlatformEntry,
         label_from: &str,
+        limits: Limits,
     ) -> Result<TruthReport, RegistryError> {
         let none = |why: String| Ok(TruthReport::without_program(entry, label_from, why));
         if entry.os != "linux" {
@@ -341,7 +412,7 @@ impl Inspector {
         let (finding, stats, was_cached) = match cached {
             Some(f) => (f, Stats::default(), true),
             None => {
-                let (result, stats) = self.search(&child, host, &digests, &q).await?;
+                let (result, stats) = self.search(&child, host, &digests, &q, limits).await?;
                 let finding = match result {
                     Ok(f) => f,
                     Err(LayerError::Fetch(e)) => return Err(e),
@@ -403,9 +474,10 @@ impl Inspector {
         host: &str,
         digests: &[String],
         q: &Query,
+        limits: Limits,
     ) -> Result<(Result<Finding, LayerError>, Stats), RegistryError> {
         let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<Open>(1);
-        let search = Search::new(digests.to_vec(), Limits::from_env());
+        let search = Search::new(digests.to_vec(), limits);
         let query = q.clone();
         let walker = tokio::task::spawn_blocking(move || {
             let mut src = Remote { open: open_tx };
@@ -537,6 +609,81 @@ impl Inspector {
                     }
                 },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(arch: &str) -> PlatformEntry {
+        PlatformEntry {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: None,
+            os_version: None,
+            os_features: None,
+            digest: String::new(),
+            config_platform: None,
+            mismatch: None,
+            truth: None,
+        }
+    }
+
+    #[test]
+    fn an_index_shares_four_platforms_worth_of_caps() {
+        let per = Limits {
+            compressed: 100,
+            unpacked: 1000,
+        };
+        let mut b = IndexBudget::with(per);
+        let mut t = TruthReport::without_program(&entry("amd64"), "index", String::new());
+        t.truth.stats.compressed_bytes = 100;
+        t.truth.stats.unpacked_bytes = 10;
+        for _ in 0..3 {
+            assert_eq!(b.next(), Some(per));
+            b.spend(&t);
+        }
+        t.truth.stats.compressed_bytes = 60;
+        b.spend(&t);
+        assert_eq!(
+            b.next(),
+            Some(Limits {
+                compressed: 40,
+                unpacked: 1000
+            })
+        );
+        b.spend(&t);
+        assert_eq!(b.next(), None);
+        let why = b.spent(&entry("arm64")).truth.why.unwrap();
+        assert!(
+            why.starts_with("not checked: the index's platforms already read 400 compressed"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn labels_are_compared_with_their_rule() {
+        let table = Table::builtin();
+        for (label, rule) in [
+            ("amd64", "x86_64"),
+            ("arm64", "aarch64"),
+            ("arm", "arm"),
+            ("386", "i386"),
+            ("ppc64le", "ppc64le"),
+            ("s390x", "s390x"),
+            ("riscv64", "riscv64"),
+            ("mips64le", "mips64el"),
+            ("loong64", "loongarch64"),
+        ] {
+            let r = label_rule(table, &entry(label)).unwrap_or_else(|| panic!("{label}"));
+            assert_eq!(r.name, rule, "{label}");
+        }
+        for p in crate::testprog::all() {
+            let info = ElfInfo::from_bytes(p.bytes).unwrap();
+            let (_, rules) = summarize(table, &info);
+            assert!(rules.iter().any(|r| r == p.arch), "{}: {rules:?}", p.arch);
         }
     }
 }
