@@ -237,7 +237,8 @@ struct Index {
 /// One step of the search: decided, or waiting for more of a layer.
 enum Step<T> {
     Done(T),
-    /// Waiting for layer `layer` (top-down index) to say whether it has `path`.
+    /// Waiting for the topmost layer not yet read to its end to say whether it has
+    /// `path` (or, for a directory above the file, what it is).
     Blocked {
         path: String,
     },
@@ -547,7 +548,8 @@ impl Search {
                 }
             } else {
                 let node = self.node(&mut e)?;
-                // The first entry of a path wins (a later duplicate is ignored).
+                // The first entry of a path wins: the search stops at it, so a later
+                // duplicate in the same tar (which extraction would let win) is not seen.
                 self.indexes[top].nodes.entry(path).or_insert(node);
             }
             if relevant {
