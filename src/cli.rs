@@ -332,7 +332,9 @@ pub struct InspectArgs {
     #[arg(long)]
     pub no_cache: bool,
     /// Also fetch every platform's manifest and config and report entries whose
-    /// config contradicts the index (`config_platform`, `mismatch` in JSON).
+    /// config contradicts the index (`config_platform`, `mismatch` in JSON), and find
+    /// the program each platform starts in its layers and check its ELF header against
+    /// the label (`elf`, `label_matches`, `truth` in JSON).
     #[arg(long)]
     pub verify_platforms: bool,
     /// Images inspected at once (1-256).

@@ -83,6 +83,7 @@ impl LocalImage {
             digest: self.id.clone(),
             config_platform: None,
             mismatch: None,
+            truth: None,
         }
     }
 

@@ -753,6 +753,7 @@ mod tests {
             digest: digest.into(),
             config_platform: None,
             mismatch: None,
+            truth: None,
         }
     }
 

@@ -396,7 +396,11 @@ pub fn inspect(r: &InspectReport) -> String {
                             let c = p.config_platform.as_deref().unwrap_or("?");
                             plat.push_str(&format!(" (config says {c}!)"));
                         }
-                        vec![format!("  {plat}"), p.digest.clone()]
+                        let mut row = vec![format!("  {plat}"), p.digest.clone()];
+                        if let Some(t) = &p.truth {
+                            row.push(t.summary());
+                        }
+                        row
                     })
                     .collect();
                 rows.extend(i.attestations.iter().map(|a| {
@@ -642,6 +646,15 @@ impl Report {
                                 p.config_platform.as_deref().unwrap_or("?")
                             ))
                         })
+                        .chain(
+                            i.platforms
+                                .iter()
+                                .filter_map(|p| p.truth.as_ref())
+                                .filter(|t| t.label_matches == Some(false))
+                                .map(|t| {
+                                    Notice::Warning(format!("{}: {}", i.reference, t.summary()))
+                                }),
+                        )
                 })
                 .collect(),
             Report::Pick(p) => p.note.iter().cloned().map(Notice::Info).collect(),

@@ -858,6 +858,9 @@ fn verify_platforms_reports_configs_that_contradict_the_index() {
     assert_eq!(bad["architecture"], "arm64");
     assert_eq!(bad["config_platform"], "linux/amd64");
     assert_eq!(bad["mismatch"], true);
+    // The truth check agrees: the program in the layer is amd64.
+    assert_eq!(bad["label_matches"], false, "{bad}");
+    assert_eq!(bad["elf"]["machine"], "X86_64", "{bad}");
     assert!(
         stderr(&out).contains("config says linux/amd64"),
         "{}",
@@ -865,10 +868,27 @@ fn verify_platforms_reports_configs_that_contradict_the_index() {
     );
     for p in v["images"][1]["platforms"].as_array().unwrap() {
         assert_eq!(p["mismatch"], false, "{p}");
+        // Each test program runs on its label (placeholder layers have no ELF: null).
+        let label = format!(
+            "{}/{}",
+            p["os"].as_str().unwrap(),
+            p["architecture"].as_str().unwrap()
+        );
+        let want = match support::registry::test_program_target(&label) {
+            Some(_) => Value::Bool(true),
+            None => Value::Null,
+        };
+        assert_eq!(p["label_matches"], want, "{p}");
     }
     // Without the flag, the fields are absent (the index is what the registry offers).
     let (_, v) = env.inspect(&[&f.mismatched.reference(&reg.addr())]);
     assert!(v["images"][0]["platforms"][0].get("mismatch").is_none());
+    assert!(
+        v["images"][0]["platforms"][0]
+            .get("label_matches")
+            .is_none()
+    );
+    assert!(v["images"][0]["platforms"][0].get("truth").is_none());
 }
 
 #[test]

@@ -187,6 +187,38 @@ impl Cache {
     }
 }
 
+/// A derived result stored under a key (`kind/<sha256 of key>`, the key kept inside
+/// and compared on read, so a hash collision or a stray file is never believed).
+#[derive(Serialize, Deserialize)]
+struct Keyed<T> {
+    key: String,
+    value: T,
+}
+
+impl Cache {
+    fn keyed_path(&self, kind: &str, key: &str) -> PathBuf {
+        let h = sha256_digest(key.as_bytes());
+        self.dir.join(kind).join(&h[7..])
+    }
+
+    /// A result stored by [`Cache::put_json`] under `kind` and `key`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        let text = std::fs::read(self.keyed_path(kind, key)).ok()?;
+        let e: Keyed<T> = serde_json::from_slice(&text).ok()?;
+        (e.key == key).then_some(e.value)
+    }
+
+    pub fn put_json<T: Serialize>(&self, kind: &str, key: &str, value: &T) {
+        let e = Keyed {
+            key: key.to_string(),
+            value,
+        };
+        if let Ok(json) = serde_json::to_vec(&e) {
+            write_atomic(&self.keyed_path(kind, key), &json);
+        }
+    }
+}
+
 /// Write via a temporary file and rename, so readers never see half a file. Failures
 /// are ignored: a cache that cannot be written only costs the next run a fetch.
 fn write_atomic(path: &Path, bytes: &[u8]) {

@@ -51,6 +51,14 @@ pub struct Fetched {
     pub body: Vec<u8>,
 }
 
+/// A GET's answer: read (an error status, or what [`Client::get`] asked for), or a
+/// success whose body is left to the caller to stream ([`Client::get_stream`]).
+#[derive(Debug)]
+pub enum Reply {
+    Read(Fetched),
+    Stream(reqwest::Response),
+}
+
 /// The registry client for one run: picks the transport, authenticates (with the
 /// run's token cache), sends, retries, follows redirects and reads within the caps.
 pub struct Client {
@@ -113,12 +121,26 @@ impl Client {
     /// GET with the auth handshake, retries and redirects, over the first transport
     /// that speaks the protocol.
     pub async fn get(&self, g: Get<'_>) -> Result<Fetched, RegistryError> {
+        match self.get_reply(g, false).await? {
+            Reply::Read(f) => Ok(f),
+            // Never answered when not asked for.
+            Reply::Stream(r) => self.read(r, g.registry, g.limit, g.what).await,
+        }
+    }
+
+    /// [`Client::get`], but a successful answer's body is not read: the caller streams
+    /// it (layer blobs, read only as far as needed). Error answers are read as by `get`.
+    pub async fn get_stream(&self, g: Get<'_>) -> Result<Reply, RegistryError> {
+        self.get_reply(g, true).await
+    }
+
+    async fn get_reply(&self, g: Get<'_>, stream: bool) -> Result<Reply, RegistryError> {
         let transports = self
             .transports
             .candidates(g.host, self.allows_insecure(g.host));
         let mut last_err = None;
         for (i, t) in transports.iter().enumerate() {
-            match self.get_via(*t, g).await {
+            match self.get_via(*t, g, stream).await {
                 Ok(f) => {
                     self.transports.set(g.host, *t);
                     return Ok(f);
@@ -138,7 +160,12 @@ impl Client {
         }))
     }
 
-    async fn get_via(&self, t: Transport, g: Get<'_>) -> Result<Fetched, RegistryError> {
+    async fn get_via(
+        &self,
+        t: Transport,
+        g: Get<'_>,
+        stream: bool,
+    ) -> Result<Reply, RegistryError> {
         let Get {
             registry,
             host,
@@ -173,7 +200,13 @@ impl Client {
                 .send_following(t, registry, host, &url, accept, auth.as_deref())
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
-                return self.read(resp, registry, limit, what).await;
+                if stream && resp.status().is_success() {
+                    return Ok(Reply::Stream(resp));
+                }
+                return self
+                    .read(resp, registry, limit, what)
+                    .await
+                    .map(Reply::Read);
             }
             if authenticated {
                 return Err(unauthorized());

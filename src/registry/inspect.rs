@@ -16,6 +16,7 @@ use super::{
     reference::ImageRef,
     settings::DaemonConfig,
     transport::Transport,
+    truth::{IndexBudget, TruthReport},
 };
 
 /// Accept header for manifests: every type archctl understands.
@@ -59,6 +60,10 @@ pub struct PlatformEntry {
     /// `--verify-platforms`: the config contradicts the index's label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mismatch: Option<bool>,
+    /// `--verify-platforms`: the truth check (`elf`, `label_matches`, `truth` in JSON):
+    /// does the program the image starts run on the label's platform?
+    #[serde(flatten)]
+    pub truth: Option<TruthReport>,
 }
 
 impl PlatformEntry {
@@ -80,8 +85,8 @@ pub struct Attestation {
 
 /// One run's registry access: the client (one connection pool) and the cache.
 pub struct Inspector {
-    client: Client,
-    cache: Option<Cache>,
+    pub(super) client: Client,
+    pub(super) cache: Option<Cache>,
 }
 
 impl Inspector {
@@ -143,7 +148,7 @@ impl Inspector {
     /// Where to ask for an image: its mirrors first (daemon.json's for docker.io,
     /// registries.conf's for any registry), then the registry. Each with the reference
     /// as that endpoint knows it (a mirror may serve under a namespace).
-    fn endpoints(&self, r: &ImageRef) -> Vec<(String, ImageRef)> {
+    pub(super) fn endpoints(&self, r: &ImageRef) -> Vec<(String, ImageRef)> {
         let mut v = Vec::new();
         for m in self.client.daemon().mirrors_for(&r.registry) {
             if m.plain_http {
@@ -159,7 +164,7 @@ impl Inspector {
         v
     }
 
-    async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
+    pub(super) async fn resolve(&self, r: &ImageRef) -> Result<Resolved, RegistryError> {
         let endpoints = self.endpoints(r);
         let mut last = None;
         for (i, (host, at)) in endpoints.iter().enumerate() {
@@ -207,7 +212,7 @@ impl Inspector {
     }
 
     /// The manifest the reference names: (bytes, media type, digest), verified.
-    async fn manifest(
+    pub(super) async fn manifest(
         &self,
         r: &ImageRef,
         host: &str,
@@ -316,7 +321,12 @@ impl Inspector {
     }
 
     /// A blob by digest (configs), verified, from the cache when possible.
-    async fn blob(&self, r: &ImageRef, host: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+    pub(super) async fn blob(
+        &self,
+        r: &ImageRef,
+        host: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         if let Some((b, _)) = self.cache.as_ref().and_then(|c| c.get_blob(digest)) {
             return Ok(b);
         }
@@ -385,6 +395,7 @@ impl Inspector {
                             digest: d.digest().to_string(),
                             config_platform: None,
                             mismatch: None,
+                            truth: None,
                         },
                         None => PlatformEntry {
                             os: "unknown".into(),
@@ -395,11 +406,13 @@ impl Inspector {
                             digest: d.digest().to_string(),
                             config_platform: None,
                             mismatch: None,
+                            truth: None,
                         },
                     };
                     res.platforms.push(entry);
                 }
                 if self.client.options().verify_platforms {
+                    let mut budget = IndexBudget::new();
                     for e in &mut res.platforms {
                         let child = ImageRef {
                             tag: None,
@@ -414,14 +427,26 @@ impl Inspector {
                             e.mismatch = Some(contradicts(e, &p));
                             e.config_platform = Some(p.platform());
                         }
+                        let t = match budget.next() {
+                            Some(limits) => self.truth_at(r, host, e, "index", limits).await?,
+                            None => budget.spent(e),
+                        };
+                        budget.spend(&t);
+                        e.truth = Some(t);
                     }
                 }
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                if let Some(p) = self
+                if let Some(mut p) = self
                     .single_platform(r, host, bytes, media_type, digest)
                     .await?
                 {
+                    if self.client.options().verify_platforms {
+                        let t = self
+                            .truth_at(r, host, &p, "config", super::layers::Limits::from_env())
+                            .await?;
+                        p.truth = Some(t);
+                    }
                     res.platforms.push(p);
                 }
             }
@@ -464,6 +489,7 @@ impl Inspector {
             digest: digest.to_string(),
             config_platform: None,
             mismatch: None,
+            truth: None,
         }))
     }
 }
@@ -481,14 +507,14 @@ fn contradicts(label: &PlatformEntry, config: &PlatformEntry) -> bool {
         || matches!((v(label), v(config)), (Some(a), Some(b)) if a != b)
 }
 
-struct Resolved {
-    digest: String,
-    media_type: String,
-    platforms: Vec<PlatformEntry>,
-    attestations: Vec<Attestation>,
+pub(super) struct Resolved {
+    pub(super) digest: String,
+    pub(super) media_type: String,
+    pub(super) platforms: Vec<PlatformEntry>,
+    pub(super) attestations: Vec<Attestation>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> Result<T, RegistryError> {
@@ -549,7 +575,7 @@ struct ErrorItem {
 }
 
 /// Map a registry's error answer to an error a user can act on.
-fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
+pub(super) fn check_status(f: Fetched, r: &ImageRef) -> Result<Fetched, RegistryError> {
     if f.status.is_success() {
         return Ok(f);
     }

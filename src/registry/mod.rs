@@ -8,9 +8,11 @@ pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod inspect;
+pub mod layers;
 pub mod reference;
 pub mod settings;
 pub mod transport;
+pub mod truth;
 
 use std::{
     sync::{Mutex, MutexGuard},
