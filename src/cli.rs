@@ -205,13 +205,35 @@ pub enum Command {
 }
 
 /// Why "exec format error"? Check the host (binfmt_misc, each entry proven, the boot
-/// service, binfmt.d, the engines), or one executable: its ELF facts and whether and
-/// through what this host runs it. Changes nothing; exits 1 when a check fails.
+/// service, binfmt.d, the engines), one executable (its ELF facts and whether and
+/// through what this host runs it), or an image (each platform's label against the
+/// program in its layers, and what this host would run). Changes nothing; exits 1 when
+/// a check fails.
 #[derive(Args)]
 pub struct DoctorArgs {
-    /// An executable file to examine (default: the host).
-    #[arg(value_name = "FILE")]
+    /// An executable file (an existing path, or one starting with / or .), else an image
+    /// reference; default: the host.
+    #[arg(value_name = "FILE|IMAGE")]
     pub target: Option<PathBuf>,
+    /// IMAGE: allow plain HTTP and unverified TLS for the registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// IMAGE: seconds each registry request may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
+    pub timeout: u64,
+}
+
+impl DoctorArgs {
+    /// A file when the target names one: it exists, or it is written as a path.
+    fn is_file(target: &std::path::Path) -> bool {
+        let s = target.to_string_lossy();
+        std::fs::symlink_metadata(target).is_ok()
+            || s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || s == "."
+            || s == ".."
+    }
 }
 
 /// Register qemu-user-static for architectures, verified by running a test program.
@@ -608,10 +630,22 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
         Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
-        Command::Doctor(DoctorArgs { target }) => {
+        Command::Doctor(DoctorArgs {
+            target,
+            insecure,
+            timeout,
+        }) => {
             let r = match target {
                 None => doctor::host(&ctx(), cli.global.config.as_deref())?,
-                Some(f) => doctor::file(&ctx(), &f)?,
+                Some(f) if DoctorArgs::is_file(&f) => doctor::file(&ctx(), &f)?,
+                Some(image) => {
+                    let reg = registry::Options {
+                        insecure,
+                        timeout: Duration::from_secs(timeout),
+                        ..Default::default()
+                    };
+                    doctor::image(&ctx(), &image.to_string_lossy(), reg)?
+                }
             };
             if r.failed() {
                 return Err(CommandError::Failed(Box::new(Report::Doctor(r))));

@@ -658,3 +658,103 @@ fn a_merged_usr_image_is_followed_through_its_directory_symlink() {
         "{p}"
     );
 }
+
+/// `archctl doctor IMAGE`, with the registry isolated as `inspect` is here.
+fn doctor_json(cache: &Path, reference: &str) -> (Run, Value) {
+    let out = Command::new(ARCHCTL)
+        .args(["--json", "doctor", "--timeout", "20"])
+        .arg(reference)
+        .registry_isolated(cache.join("cache"), cache.join("docker"))
+        .env("HOME", cache)
+        .env_remove("XDG_CACHE_HOME")
+        .run();
+    let v = out.json();
+    (out, v)
+}
+
+fn doctor_check<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["check"] == id))
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
+#[test]
+fn doctor_image_names_the_mislabeled_platform_and_passes_a_right_one() {
+    let (native, target) = match std::env::consts::ARCH {
+        "x86_64" => ("linux/amd64", "x86_64"),
+        "aarch64" => ("linux/arm64", "aarch64"),
+        other => {
+            eprintln!("skipped: no native test image for {other}");
+            return;
+        }
+    };
+    let foreign_label = if native == "linux/amd64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let reg = Registry::start(RegistryAuth::None);
+    let dir = tempfile::tempdir().unwrap();
+    let program = test_program(target);
+    // Right: labelled with this host's platform, and it is.
+    let (right, _) = push(
+        &reg,
+        "doctor/right",
+        Some(native),
+        native,
+        &["/bin/busybox"],
+        &[],
+        &[Layer::gz(tar_of(&[("bin/busybox", E::File(&program))]))],
+    );
+    let (out, r) = doctor_json(dir.path(), &right);
+    assert_code(&out, 0);
+    let p = doctor_check(&r, &format!("platform:{native}"));
+    assert_eq!(p["verdict"], "ok", "{}", out.shown());
+    let f = p["finding"].as_str().unwrap();
+    assert!(f.starts_with("ok: /bin/busybox is"), "{p}");
+    assert!(
+        f.contains("this host would run it natively (its choice)"),
+        "{p}"
+    );
+    let c = doctor_check(&r, "choice");
+    assert_eq!(c["verdict"], "ok", "{c}");
+    assert_eq!(
+        c["finding"],
+        format!("this host would run {native} natively")
+    );
+    // Mislabeled: index and config say the foreign platform, the binary is this host's.
+    let (wrong, _) = push(
+        &reg,
+        "doctor/mislabeled",
+        Some(foreign_label),
+        foreign_label,
+        &["/bin/busybox"],
+        &[],
+        &[Layer::gz(tar_of(&[("bin/busybox", E::File(&program))]))],
+    );
+    let (out, r) = doctor_json(dir.path(), &wrong);
+    assert_code(&out, 1);
+    let p = doctor_check(&r, &format!("platform:{foreign_label}"));
+    let f = p["finding"].as_str().unwrap();
+    assert!(
+        f.contains(&format!(
+            "MISMATCH: index says {foreign_label}, /bin/busybox in the layers is {native}"
+        )),
+        "{p}"
+    );
+    assert!(p["fix"].as_str().unwrap().contains("label is wrong"), "{p}");
+    // The only platform: chosen (emulated) and so a failure, or not runnable here (no
+    // emulator registered on this host) and then the choice fails.
+    if f.contains("(its choice)") {
+        assert_eq!(p["verdict"], "fail", "{p}");
+    } else {
+        assert_eq!(p["verdict"], "warn", "{p}");
+        assert_eq!(doctor_check(&r, "choice")["verdict"], "fail", "{r:#}");
+    }
+    assert!(
+        out.stderr().contains("archctl: error: doctor: "),
+        "{}",
+        out.shown()
+    );
+}

@@ -82,7 +82,10 @@ pub fn emulation_state(ctx: &Context, wanted: &[&Rule], native: &Native) -> Emul
 }
 
 /// The host platform a choice is made for: given, or this host's.
-fn host_platform(ctx: &Context, opts: &PickOptions) -> Result<HostPlatform, CommandError> {
+pub(super) fn host_platform(
+    ctx: &Context,
+    opts: &PickOptions,
+) -> Result<HostPlatform, CommandError> {
     match &opts.host_platform {
         Some(p) => Ok(HostPlatform::given(p, opts.no_aarch32)?),
         None => {
@@ -110,7 +113,7 @@ pub(super) fn choose_for(
 }
 
 /// Choose for each inspected image (what the registry offers, or the local image).
-fn choose_among(
+pub(super) fn choose_among(
     ctx: &Context,
     host: &HostPlatform,
     opts: &PickOptions,

@@ -593,6 +593,124 @@ fn bounded(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// `archctl doctor IMAGE`: for each platform the image offers, its label against the
+/// program its layers start (the truth check), and what this host would run and
+/// through what. Fails when the platform this host would choose is mislabeled or
+/// nothing can run.
+pub fn image(
+    ctx: &Context,
+    image: &str,
+    reg: crate::registry::Options,
+) -> Result<DoctorReport, CommandError> {
+    use crate::registry::inspect::{ImageReport, Inspector};
+    let inspector = Inspector::new(crate::registry::Options {
+        verify_platforms: true,
+        ..reg
+    })?;
+    let platforms = super::block_on(inspector.truth_of(image))??;
+    let host = super::containers::host_platform(ctx, &Default::default())?;
+    let report = ImageReport {
+        reference: image.to_string(),
+        digest: None,
+        media_type: None,
+        platforms: platforms.clone(),
+        attestations: Vec::new(),
+        error: None,
+        hint: None,
+    };
+    let choice = super::containers::choose_among(ctx, &host, &Default::default(), vec![report])
+        .pop()
+        .map(|(_, c)| c);
+    let chosen = choice.as_ref().and_then(|c| c.platform.clone());
+    let mut checks = Vec::new();
+    for p in &platforms {
+        let label = p.platform();
+        let id = format!("platform:{label}");
+        let here = choice
+            .as_ref()
+            .and_then(|c| c.candidates.iter().find(|k| k.digest == p.digest))
+            .map(|k| match (k.usable, k.mode) {
+                (true, Some(crate::platform::Mode::Native)) => {
+                    "this host would run it natively".to_string()
+                }
+                (true, _) => format!(
+                    "this host would run it emulated{}",
+                    k.emulator
+                        .as_deref()
+                        .map(|e| format!(", through qemu-{e}"))
+                        .unwrap_or_default()
+                ),
+                (false, _) => format!("this host cannot run it: {}", k.reason),
+            })
+            .unwrap_or_default();
+        let is_chosen = chosen.as_deref().is_some_and(|c| {
+            choice
+                .as_ref()
+                .and_then(|ch| ch.digest.as_deref())
+                .map_or(c == label, |d| d == p.digest)
+        });
+        let mark = if is_chosen {
+            " (its choice)"
+        } else {
+            ""
+        };
+        let mut finding = match &p.truth {
+            Some(t) => t.summary(),
+            None => "unchecked".into(),
+        };
+        if p.mismatch == Some(true) {
+            finding.push_str(&format!(
+                "; its config says {}",
+                p.config_platform.as_deref().unwrap_or("?")
+            ));
+        }
+        let finding = format!("{finding}; {here}{mark}");
+        let mislabeled = p.mismatch == Some(true)
+            || p.truth
+                .as_ref()
+                .is_some_and(|t| t.label_matches == Some(false));
+        let fix = format!(
+            "the image's label is wrong: rebuild it for {label} (docker buildx build --platform {label}, from a base image of {label}), or run a platform whose binaries match"
+        );
+        checks.push(if mislabeled && is_chosen {
+            Check::fail(id, finding, fix)
+        } else if mislabeled {
+            Check::warn(id, finding, fix)
+        } else {
+            Check::ok(id, finding)
+        });
+    }
+    checks.push(match &choice {
+        Some(c) if c.platform.is_some() => Check::ok(
+            "choice",
+            format!(
+                "this host would run {} {}",
+                c.platform.as_deref().unwrap_or(""),
+                match (c.mode, c.emulator.as_deref()) {
+                    (Some(crate::platform::Mode::Native), _) => "natively".to_string(),
+                    (_, Some(e)) => format!("emulated (qemu-{e})"),
+                    _ => "emulated".to_string(),
+                }
+            ),
+        ),
+        Some(c) => Check::fail(
+            "choice",
+            format!(
+                "this host can run none of {}'s platforms: {}",
+                image,
+                c.error.as_deref().unwrap_or("nothing usable")
+            ),
+            "archctl pick IMAGE --explain  (and archctl enable ARCH for the emulation it needs)",
+        ),
+        None => Check::fail(
+            "choice",
+            format!("{image} offers no platform"),
+            "check the image name",
+        ),
+    });
+    Ok(DoctorReport::new(image.to_string(), None, checks))
+}
+
 /// `archctl doctor FILE`: the ELF facts of FILE, and whether and how this host runs it.
 pub fn file(ctx: &Context, path: &Path) -> Result<DoctorReport, CommandError> {
     let target = path.display().to_string();
