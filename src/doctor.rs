@@ -55,12 +55,7 @@ impl Check {
         finding: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            check: check.into(),
-            verdict: Verdict::Warn,
-            finding: finding.into(),
-            fix: Some(fix.into()),
-        }
+        Check::with_fix(Verdict::Warn, check.into(), finding.into(), fix.into())
     }
 
     pub fn fail(
@@ -68,11 +63,15 @@ impl Check {
         finding: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
+        Check::with_fix(Verdict::Fail, check.into(), finding.into(), fix.into())
+    }
+
+    fn with_fix(verdict: Verdict, check: String, finding: String, fix: String) -> Check {
         Check {
-            check: check.into(),
-            verdict: Verdict::Fail,
-            finding: finding.into(),
-            fix: Some(fix.into()),
+            check,
+            verdict,
+            finding,
+            fix: Some(fix),
         }
     }
 }

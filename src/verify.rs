@@ -121,6 +121,36 @@ fn run_one(job: &Job, image: Result<&ExecImage, &String>, timeout: Duration) -> 
     result
 }
 
+/// Wait for `child` at most `timeout`, polling (from 200 µs, doubling to 20 ms); kill
+/// and reap it on the deadline or when archctl is interrupted, and say which.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {} s", timeout.as_secs()));
+            }
+            Ok(None) if crate::interrupt::interrupted() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("interrupted".into());
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    }
+}
+
 fn first_line(b: &[u8]) -> Option<String> {
     let s = String::from_utf8_lossy(b);
     s.lines()
@@ -147,28 +177,7 @@ fn execute(image: &ExecImage, timeout: Duration) -> Result<Outcome, String> {
             }
             _ => format!("cannot execute: {e}"),
         })?;
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {} s", timeout.as_secs()));
-            }
-            Ok(None) if crate::interrupt::interrupted() => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("interrupted".into());
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    };
+    let status = wait_bounded(&mut child, timeout)?;
     let mut out = Vec::new();
     let mut err = Vec::new();
     if let Some(mut s) = child.stdout.take() {

@@ -8,16 +8,7 @@ mod support;
 use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use serde_json::Value;
-use support::{ARCHCTL, RunExt, Sandbox, assert_code};
-
-/// The check named `id` in a doctor report.
-#[track_caller]
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["check"] == id))
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
-}
+use support::{ARCHCTL, RunExt, Sandbox, assert_code, doctor_check as check};
 
 #[track_caller]
 fn verdict(report: &Value, id: &str) -> String {

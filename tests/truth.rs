@@ -12,7 +12,7 @@ use support::registry::{
     FaultProxy, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, Pusher, Registry,
     RegistryAuth, digest_of, gzip, test_program,
 };
-use support::{ARCHCTL, RegistryIsolated, Run, RunExt, assert_code};
+use support::{ARCHCTL, RegistryIsolated, Run, RunExt, assert_code, doctor_check};
 
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
@@ -670,13 +670,6 @@ fn doctor_json(cache: &Path, reference: &str) -> (Run, Value) {
         .run();
     let v = out.json();
     (out, v)
-}
-
-fn doctor_check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["check"] == id))
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::{CommandError, Context, binfmt::entry_statuses};
@@ -566,19 +566,8 @@ fn bounded(program: &str, args: &[&str]) -> Result<String, String> {
         }
         (out, err)
     });
-    let deadline = Instant::now() + ENGINE_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {} s", ENGINE_TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
-        }
-    };
+    let status =
+        verify::wait_bounded(&mut child, ENGINE_TIMEOUT).map_err(|e| format!("no answer: {e}"))?;
     let (out, err) = reader.join().unwrap_or_default();
     if status.success() {
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -649,11 +638,7 @@ pub fn image(
                 .and_then(|ch| ch.digest.as_deref())
                 .map_or(c == label, |d| d == p.digest)
         });
-        let mark = if is_chosen {
-            " (its choice)"
-        } else {
-            ""
-        };
+        let mark = if is_chosen { " (its choice)" } else { "" };
         let mut finding = match &p.truth {
             Some(t) => t.summary(),
             None => "unchecked".into(),

@@ -93,3 +93,16 @@ tested_emulated() {
     case $r in *'"ok":true'*'"mode":"emulated"'*) ;; *) why "$a: not ok and emulated: ${r:-no result}"; return 1 ;; esac
   done
 }
+
+# service_status_has WANT...: `archctl --json service status` succeeds and its compact
+# JSON holds every WANT (e.g. '"installed":true').
+service_status_has() {
+  archctl --json service status >/tmp/service.json
+  rc=$?
+  cat /tmp/service.json
+  [ "$rc" = 0 ] || { why "archctl service status exited $rc"; return 1; }
+  c=$(json_compact /tmp/service.json)
+  for want in "$@"; do
+    case $c in *"$want"*) ;; *) why "service status lacks $want: $c"; return 1 ;; esac
+  done
+}

@@ -102,15 +102,8 @@ EOF
   case $c in *'"verify":true'*) ;; *) why "config show: verify is not true: $c"; return 1 ;; esac
 }
 service_status() {
-  archctl --json service status >/tmp/service.json
-  rc=$?
-  cat /tmp/service.json
-  [ "$rc" = 0 ] || { why "archctl service status exited $rc"; return 1; }
-  c=$(json_compact /tmp/service.json)
-  for want in '"init":"systemd"' '"installed":true' '"up_to_date":true' '"packaged":true' \
-    '"command":"/usr/bin/archctl boot"'; do
-    case $c in *"$want"*) ;; *) why "service status lacks $want: $c"; return 1 ;; esac
-  done
+  service_status_has '"init":"systemd"' '"installed":true' '"up_to_date":true' '"packaged":true' \
+    '"command":"/usr/bin/archctl boot"' || return 1
   # The JSON has no enablement field: systemd's own word (the package's wants link).
   st=$(systemctl is-enabled archctl.service)
   [ "$st" = enabled ] || { why "systemctl is-enabled archctl.service: $st"; return 1; }
@@ -213,12 +206,8 @@ install_sh() {
   st="$(systemctl is-enabled archctl.service) $(systemctl is-active archctl.service)"
   echo "archctl.service: $st"
   [ "${st%% *}" = enabled ] || { why "archctl.service after install.sh: $st, expected enabled"; return 1; }
-  archctl --json service status >/tmp/service.json || { why "archctl service status failed"; return 1; }
-  cat /tmp/service.json
-  c=$(json_compact /tmp/service.json)
-  for want in '"installed":true' '"up_to_date":true' '"packaged":false' '"command":"/usr/local/bin/archctl boot"'; do
-    case $c in *"$want"*) ;; *) why "service status after install.sh lacks $want: $c"; return 1 ;; esac
-  done
+  service_status_has '"installed":true' '"up_to_date":true' '"packaged":false' \
+    '"command":"/usr/local/bin/archctl boot"' || return 1
   grep -qx 'ExecStart=/usr/local/bin/archctl boot' /etc/systemd/system/archctl.service ||
     { why "/etc/systemd/system/archctl.service does not run /usr/local/bin/archctl boot"; return 1; }
   archctl test aarch64 || { why "archctl test aarch64 failed after install.sh"; return 1; }

@@ -500,3 +500,12 @@ impl RegistryIsolated for Command {
         self
     }
 }
+
+/// The check named `id` in an `archctl --json doctor` report.
+#[track_caller]
+pub fn doctor_check<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["check"] == id))
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
