@@ -313,6 +313,23 @@ fn a_boot_service_running_a_missing_binary_fails() {
     let c = check(&r, "boot-service");
     assert_eq!(c["verdict"], "fail", "{c}");
     assert!(text(c, "finding").contains("flushes every entry"), "{c}");
+    // Not before docker.service: containers started at boot may find no emulator.
+    std::fs::write(&unit, t.replace("docker.service", "")).unwrap();
+    let (_, r) = sb.archctl_json(&["doctor"]);
+    let c = check(&r, "boot-service");
+    assert_eq!(c["verdict"], "warn", "{c}");
+    assert!(
+        text(c, "finding").contains("not ordered before docker.service"),
+        "{c}"
+    );
+    // Not enabled: the unit is there, its wants link is not.
+    std::fs::write(&unit, &t).unwrap();
+    let wants = etc.path().join("multi-user.target.wants/archctl.service");
+    std::fs::remove_file(&wants).unwrap();
+    let (_, r) = sb.archctl_json(&["doctor"]);
+    let c = check(&r, "boot-service");
+    assert_eq!(c["verdict"], "warn", "{c}");
+    assert_eq!(text(c, "fix"), "systemctl enable archctl.service");
 }
 
 #[test]

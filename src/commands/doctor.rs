@@ -320,11 +320,27 @@ fn boot_service(config: Option<&Path>) -> Check {
     };
     let st = service::status(init, &root, &cmd);
     let kind = init.as_str();
-    if !st.installed {
+    if st.paths.is_empty() {
         return Check::warn(
             id,
             format!("no {kind} boot service: what is registered now is gone after a reboot"),
             "archctl service install",
+        );
+    }
+    if !st.installed {
+        // The unit or script is there, its enablement (wants link, runlevel) is not.
+        let fix = match init {
+            Init::Systemd => "systemctl enable archctl.service",
+            Init::Openrc => "rc-update add archctl default",
+            Init::Sysv => "archctl service install",
+        };
+        return Check::warn(
+            id,
+            format!(
+                "{} is there but not enabled: it does not run at boot",
+                st.paths.join(", ")
+            ),
+            fix,
         );
     }
     let main = st.paths.first().cloned().unwrap_or_default();
@@ -366,25 +382,8 @@ fn boot_service(config: Option<&Path>) -> Check {
                     "archctl service install",
                 );
             }
-            let wanted = st.packaged || st.paths.iter().any(|p| p.contains(".wants/"));
-            if !wanted {
-                return Check::warn(
-                    id,
-                    format!("{main} is installed but not enabled: it does not run at boot"),
-                    "systemctl enable archctl.service",
-                );
-            }
         }
-        Init::Openrc => {
-            if !st.paths.iter().any(|p| p.contains("/runlevels/")) {
-                return Check::warn(
-                    id,
-                    format!("{main} is not in a runlevel: it does not run at boot"),
-                    "rc-update add archctl default",
-                );
-            }
-        }
-        Init::Sysv => {}
+        Init::Openrc | Init::Sysv => {}
     }
     if !st.up_to_date {
         return Check::warn(
@@ -820,4 +819,25 @@ fn runs_here(ctx: &Context, facts: &elf::ElfFacts, rule: Option<&Rule>) -> Check
         );
     }
     Check::ok(id, format!("runs emulated, {through}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_check_knows_f_and_private_instances() {
+        let old = kernel("4.4.0-210-generic", false);
+        assert_eq!(old.verdict, doctor::Verdict::Fail);
+        assert!(
+            old.finding.contains("no F flag before 4.8"),
+            "{}",
+            old.finding
+        );
+        let mid = kernel("5.15.0-91-generic", false);
+        assert_eq!(mid.verdict, doctor::Verdict::Ok);
+        assert!(mid.finding.contains("one binfmt_misc for the whole host"));
+        let new = kernel("6.8.0", true);
+        assert!(new.finding.contains("per user namespace"));
+    }
 }
