@@ -2,7 +2,11 @@
 //! line into engine options, image and command, and building the command archctl
 //! replaces itself with.
 
-use std::ffi::{OsStr, OsString};
+use std::{
+    ffi::{OsStr, OsString},
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -457,4 +461,74 @@ mod tests {
         assert!(Engine::parse("lxc").is_err());
         assert_eq!(Engine::parse("Podman").unwrap(), Engine::Podman);
     }
+}
+
+/// What an engine query ([`query`]) said.
+#[derive(Debug)]
+pub struct Answer {
+    /// It exited 0.
+    pub ok: bool,
+    /// Its stdout, at most the limit.
+    pub stdout: Vec<u8>,
+    /// The first non-empty line of its stderr (or `failed`), when not ok.
+    pub error: String,
+}
+
+/// Run `program args...` (an engine's CLI) with a deadline, keeping at most `limit`
+/// bytes of stdout and of stderr: a hung daemon or an endless answer cannot hang
+/// archctl. A child still writing past `limit` finds its pipe closed.
+pub fn query(
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+    limit: usize,
+) -> Result<Answer, String> {
+    use std::io::Read;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let take = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(p) = p {
+                let _ = p.take(limit as u64).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = take(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = take(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = crate::verify::wait_bounded(&mut child, timeout);
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let status = status.map_err(|e| format!("{program}: {e}"))?;
+    let error = if status.success() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&stderr)
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("failed")
+            .trim()
+            .to_string()
+    };
+    Ok(Answer {
+        ok: status.success(),
+        stdout,
+        error,
+    })
 }

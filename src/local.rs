@@ -15,7 +15,11 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{engine::Engine, platform::Platform, registry::inspect::PlatformEntry};
+use crate::{
+    engine::Engine,
+    platform::Platform,
+    registry::{inspect::PlatformEntry, truth::FoundProgram},
+};
 
 /// How long `image inspect` may take (a hung daemon must not hang archctl).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +72,9 @@ pub struct LocalImage {
     /// The variant its config declares, if any.
     #[serde(skip)]
     pub variant: Option<String>,
+    /// Entrypoint, Cmd, Env, WorkingDir (for `doctor IMAGE`'s truth check).
+    #[serde(skip)]
+    pub config: Box<InspectedConfig>,
 }
 
 impl LocalImage {
@@ -109,6 +116,21 @@ struct Inspected {
     architecture: String,
     #[serde(rename = "Variant", default)]
     variant: Option<String>,
+    #[serde(rename = "Config", default)]
+    config: Option<InspectedConfig>,
+}
+
+/// The image config's process fields, as `image inspect` shows them.
+#[derive(serde::Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct InspectedConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
 }
 
 /// A running `ENGINE image inspect IMAGE`.
@@ -226,7 +248,172 @@ fn parse(engine: Engine, image: &str, out: &Output) -> Result<Option<LocalImage>
         os: i.os,
         architecture: i.architecture,
         variant,
+        config: Box::new(i.config.unwrap_or_default()),
     }))
+}
+
+/// How long each engine call of [`program_of`] may take, and how much of its output
+/// is kept (a tar header and the program's first bytes are all that is needed).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+const CALL_OUTPUT: usize = 64 * 1024;
+/// Bytes of the program kept: the ELF header and program headers.
+const HEAD_BYTES: usize = 4096;
+/// `#!` interpreters followed at most.
+const MAX_SCRIPTS: usize = 4;
+
+/// A created container, removed when dropped.
+struct Created {
+    program: &'static str,
+    id: String,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let _ = crate::engine::query(
+            self.program,
+            &["rm", "-f", &self.id],
+            CALL_TIMEOUT,
+            CALL_OUTPUT,
+        );
+    }
+}
+
+/// The program a local image starts, read through the engine itself: `create` (never
+/// started, never pulled), `cp -L` of each candidate path (the engine resolves the
+/// layers, symlinks and whiteouts as a container would see them), `rm`.
+pub fn program_of(engine: Engine, image: &LocalImage) -> Result<FoundProgram, LocalError> {
+    let program = engine.program();
+    let fail = |why: String| LocalError::Failed {
+        program: program.to_string(),
+        image: image.id.clone(),
+        why,
+    };
+    let c = &image.config;
+    let Some(q) = crate::registry::layers::Query::from_config(
+        c.entrypoint.as_deref(),
+        c.cmd.as_deref(),
+        c.env.as_deref(),
+        c.working_dir.as_deref(),
+    ) else {
+        return Ok(FoundProgram {
+            why: Some("the image config names no Entrypoint or Cmd".into()),
+            ..Default::default()
+        });
+    };
+    let a = crate::engine::query(
+        program,
+        &[
+            "create",
+            "--pull",
+            "never",
+            "--entrypoint",
+            "/archctl-doctor-never-started",
+            "--",
+            &image.id,
+        ],
+        CALL_TIMEOUT,
+        CALL_OUTPUT,
+    )
+    .map_err(fail)?;
+    if !a.ok {
+        return Err(fail(format!("create: {}", a.error)));
+    }
+    let id = String::from_utf8_lossy(&a.stdout).trim().to_string();
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        return Err(fail(format!("create printed no container id: {id:?}")));
+    }
+    let created = Created { program, id };
+    let mut found = FoundProgram {
+        program: Some(q.program.clone()),
+        ..Default::default()
+    };
+    let mut name = q.program.clone();
+    loop {
+        let candidates: Vec<String> = if name.contains('/') {
+            let p = if name.starts_with('/') {
+                name.clone()
+            } else {
+                format!("{}/{name}", q.workdir.trim_end_matches('/'))
+            };
+            vec![p]
+        } else {
+            q.path
+                .iter()
+                .filter(|d| d.starts_with('/'))
+                .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
+                .collect()
+        };
+        let mut head = None;
+        for path in candidates {
+            found.resolved.push(path.clone());
+            if let Some(h) = copy_head(program, &created.id, &path).map_err(fail)? {
+                head = Some((path, h));
+                break;
+            }
+        }
+        let Some((path, h)) = head else {
+            found.why = Some(format!(
+                "{name} is not in the image ({})",
+                found.resolved.join(", ")
+            ));
+            return Ok(found);
+        };
+        if let Some(line) = h.strip_prefix(b"#!") {
+            let line =
+                String::from_utf8_lossy(line.split(|b| *b == b'\n').next().unwrap_or_default())
+                    .trim()
+                    .to_string();
+            found.scripts.push(format!("{path}: #!{line}"));
+            let mut words = line.split_whitespace();
+            let interp = words.next().unwrap_or_default().to_string();
+            name = if interp.ends_with("/env") {
+                words
+                    .find(|w| !w.starts_with('-'))
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                interp
+            };
+            if name.is_empty() || found.scripts.len() > MAX_SCRIPTS {
+                found.why = Some(format!(
+                    "{path}: a #! line archctl does not follow: #!{line}"
+                ));
+                return Ok(found);
+            }
+            continue;
+        }
+        found.binary = Some(path);
+        found.head = h;
+        return Ok(found);
+    }
+}
+
+/// The first bytes of `path` in the container, through `ENGINE cp -L` (a tar on
+/// stdout); None when the container has no such regular file.
+fn copy_head(program: &str, id: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+    let a = crate::engine::query(
+        program,
+        &["cp", "-L", &format!("{id}:{path}"), "-"],
+        CALL_TIMEOUT,
+        CALL_OUTPUT,
+    )?;
+    if a.stdout.is_empty() {
+        return Ok(None);
+    }
+    let mut archive = tar::Archive::new(&a.stdout[..]);
+    let Ok(mut entries) = archive.entries() else {
+        return Ok(None);
+    };
+    let Some(Ok(entry)) = entries.next() else {
+        return Ok(None);
+    };
+    if entry.header().entry_type() != tar::EntryType::Regular {
+        return Ok(None);
+    }
+    let mut head = Vec::new();
+    use std::io::Read;
+    let _ = entry.take(HEAD_BYTES as u64).read_to_end(&mut head);
+    Ok(Some(head))
 }
 
 #[cfg(test)]
@@ -315,6 +502,7 @@ mod tests {
             os: "linux".into(),
             architecture: arch.into(),
             variant: variant.map(str::to_string),
+            config: Default::default(),
         };
         let p = |s: &str| Platform::parse(s).unwrap();
         assert!(img("arm64", Some("v8")).is_platform(&p("linux/arm64")));

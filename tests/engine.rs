@@ -543,3 +543,96 @@ fn podman_runs_the_chosen_platform_not_a_cached_one() {
         out.shown()
     );
 }
+
+/// `doctor IMAGE` for images only docker's store has (the registry in their name does
+/// not listen): the engine finds the program (`create`, `cp -L` through PATH and a
+/// symlink, `rm`), and its ELF is held against the local image's label. `docker import`
+/// labels an image with the host's platform whatever it holds, so importing a foreign
+/// program makes a mislabeled image.
+#[test]
+fn doctor_image_checks_an_image_only_the_engine_has() {
+    require_engine!();
+    let docker = Dockerd::start();
+    let cache = tempfile::tempdir().unwrap();
+    let (native, foreign) = match std::env::consts::ARCH {
+        "x86_64" => (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")),
+        "aarch64" => (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")),
+        other => {
+            skip_unless!(false, "no test programs paired for a {other} host");
+            return;
+        }
+    };
+    let d = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", docker.host())
+            .run()
+    };
+    let import = |name: &str, target: &str| -> String {
+        let mut b = tar::Builder::new(Vec::new());
+        let prog = support::registry::test_program(target);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(prog.len() as u64);
+        b.append_data(&mut h, "prog", &prog[..]).unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Symlink);
+        l.set_mode(0o777);
+        l.set_size(0);
+        b.append_link(&mut l, "bin/run", "/prog").unwrap();
+        let file = cache.path().join(format!("{target}.tar"));
+        std::fs::write(&file, b.into_inner().unwrap()).unwrap();
+        let image = format!("{}/doctor/{name}:1", closed_registry());
+        let out = d(&[
+            "import",
+            "--change",
+            r#"ENTRYPOINT ["run"]"#,
+            "--change",
+            "ENV PATH=/usr/bin:/bin",
+            file.to_str().unwrap(),
+            &image,
+        ]);
+        assert_code(&out, 0);
+        image
+    };
+    let doctor = |image: &str| {
+        let out = archctl(
+            &docker,
+            cache.path(),
+            &["--json", "doctor", "--timeout", "5", image],
+        );
+        let v = out.json();
+        (out, v)
+    };
+    let containers = || d(&["ps", "-aq"]).stdout();
+    // Right: the host's program under the host's label.
+    let right = import("right", native.1);
+    let (out, r) = doctor(&right);
+    assert_code(&out, 0);
+    let p = support::doctor_check(&r, &format!("platform:{}", native.0));
+    assert!(
+        p["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok: /bin/run is"),
+        "{}",
+        out.shown()
+    );
+    assert_eq!(support::doctor_check(&r, "source")["verdict"], "ok");
+    // Mislabeled: a foreign program under the host's label.
+    let wrong = import("wrong", foreign.1);
+    let (out, r) = doctor(&wrong);
+    assert_code(&out, 1);
+    let p = support::doctor_check(&r, &format!("platform:{}", native.0));
+    assert_eq!(p["verdict"], "fail", "{}", out.shown());
+    let f = p["finding"].as_str().unwrap();
+    assert!(
+        f.contains(&format!(
+            "MISMATCH: docker's local image says {}, /bin/run in the layers is {}",
+            native.0, foreign.0
+        )),
+        "{f}"
+    );
+    // The containers doctor created to read the files are gone.
+    assert_eq!(containers().trim(), "", "left behind: {}", containers());
+}

@@ -1,11 +1,7 @@
 //! `archctl doctor`: why an "exec format error"? The host's checks, or one file's. It
 //! reads and runs test programs; it never changes anything.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use super::{CommandError, Context, binfmt::entry_statuses};
 use crate::{
@@ -542,42 +538,14 @@ fn buildx(emulated: &[&Rule]) -> Option<Check> {
     })
 }
 
-/// Run a query with a deadline and bounded output; stdout, or the first line of stderr.
+/// Run an engine query with [`ENGINE_TIMEOUT`] and bounded output: its stdout, or the
+/// first line of its stderr.
 fn bounded(program: &str, args: &[&str]) -> Result<String, String> {
-    use std::io::Read;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.take(ENGINE_OUTPUT as u64).read_to_end(&mut out);
-        }
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.take(ENGINE_OUTPUT as u64).read_to_end(&mut err);
-        }
-        (out, err)
-    });
-    let status =
-        verify::wait_bounded(&mut child, ENGINE_TIMEOUT).map_err(|e| format!("no answer: {e}"))?;
-    let (out, err) = reader.join().unwrap_or_default();
-    if status.success() {
-        Ok(String::from_utf8_lossy(&out).into_owned())
+    let a = crate::engine::query(program, args, ENGINE_TIMEOUT, ENGINE_OUTPUT)?;
+    if a.ok {
+        Ok(String::from_utf8_lossy(&a.stdout).into_owned())
     } else {
-        let err = String::from_utf8_lossy(&err);
-        Err(err
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("failed")
-            .trim()
-            .to_string())
+        Err(a.error)
     }
 }
 
@@ -595,7 +563,36 @@ pub fn image(
         verify_platforms: true,
         ..reg
     })?;
-    let platforms = super::block_on(inspector.truth_of(image))??;
+    let mut checks = Vec::new();
+    let platforms = match super::block_on(inspector.truth_of(image))? {
+        Ok(p) => p,
+        Err(e) => {
+            // The registry does not know it or cannot be reached: the engine's local
+            // store, as `pick` and `run` fall back to.
+            let local = Engine::detect().ok().and_then(|eng| {
+                crate::local::lookup(eng, image)
+                    .ok()
+                    .flatten()
+                    .map(|l| (eng, l))
+            });
+            let Some((eng, img)) = local else {
+                return Err(e.into());
+            };
+            let mut entry = img.entry();
+            let found = crate::local::program_of(eng, &img)
+                .map_err(|le| CommandError::Refused(le.to_string()))?;
+            let from = format!("{}'s local image", eng.program());
+            entry.truth = Some(crate::registry::truth::report_for(&entry, &from, found));
+            checks.push(Check::ok(
+                "source",
+                format!(
+                    "{from} {} ({}): the registry said: {e}",
+                    img.id, img.platform
+                ),
+            ));
+            vec![entry]
+        }
+    };
     let host = super::containers::host_platform(ctx, &Default::default())?;
     let report = ImageReport {
         reference: image.to_string(),
@@ -610,7 +607,6 @@ pub fn image(
         .pop()
         .map(|(_, c)| c);
     let chosen = choice.as_ref().and_then(|c| c.platform.clone());
-    let mut checks = Vec::new();
     for p in &platforms {
         let label = p.platform();
         let id = format!("platform:{label}");

@@ -211,6 +211,50 @@ impl IndexBudget {
 }
 
 /// The rule a label names (`linux/arm64/v8`, else `linux/arm64`, else `arm64`).
+/// A program found another way than in registry layers (through the engine, for an
+/// image only its local store has): what [`report_for`] compares with a label.
+#[derive(Debug, Clone, Default)]
+pub struct FoundProgram {
+    /// argv[0] as Entrypoint/Cmd give it.
+    pub program: Option<String>,
+    /// The file that runs (after PATH and `#!` interpreters).
+    pub binary: Option<String>,
+    /// The paths looked up, in order.
+    pub resolved: Vec<String>,
+    /// `#!` lines passed through.
+    pub scripts: Vec<String>,
+    /// The binary's first bytes (its ELF header and program headers).
+    pub head: Vec<u8>,
+    /// Why no binary was found.
+    pub why: Option<String>,
+}
+
+/// The truth report of `found`, compared with `label`.
+pub fn report_for(label: &PlatformEntry, label_from: &str, found: FoundProgram) -> TruthReport {
+    let table = Table::builtin();
+    let mut t = TruthReport::without_program(label, label_from, found.why.unwrap_or_default());
+    t.truth.program = found.program;
+    t.truth.resolved = found.resolved;
+    t.truth.scripts = found.scripts;
+    if found.binary.is_none() {
+        return t;
+    }
+    t.truth.binary = found.binary;
+    match ElfInfo::from_bytes(&found.head) {
+        Ok(info) => {
+            let (summary, rules) = summarize(table, &info);
+            t.label_matches = label_rule(table, label).map(|r| rules.contains(&r.name));
+            t.truth.why = t
+                .label_matches
+                .is_none()
+                .then(|| format!("no rule in the architecture table for {}", label.platform()));
+            t.elf = Some(summary);
+        }
+        Err(e) => t.truth.why = Some(format!("not an ELF executable: {e}")),
+    }
+    t
+}
+
 fn label_rule<'t>(table: &'t Table, label: &PlatformEntry) -> Option<&'t Rule> {
     let p = Platform::from_entry(label);
     qemu_target(table, &p).or_else(|| table.lookup(&label.architecture).ok())

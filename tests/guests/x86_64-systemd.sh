@@ -18,7 +18,10 @@
 # thing on purpose, to see the checks fail: `disable-service` (systemctl disable
 # archctl.service after the install), `no-F-debian` (Debian's qemu-aarch64.conf loses
 # its F flag before the reboot), `config-force-no-F` (the configuration says flags = ""
-# and force = true: archctl replaces Debian's entries with its own, without F).
+# and force = true: archctl replaces Debian's entries with its own, without F),
+# `no-man` (the man page is removed after dpkg -i), `remove-unregisters` (qemu-aarch64
+# is unregistered after dpkg -r, as a package that unregistered would), and
+# `purge-leaves-cache` (/var/cache/archctl is made after dpkg -P).
 # What each did when tried (2026-12-03): disable-service fails boot1-dpkg-install
 # ("disabled active"), boot1-service-status ("installed":false) and
 # boot2-binfmt-then-archctl-service (archctl.service inactive); Debian's entries still
@@ -80,6 +83,7 @@ dpkg_install() {
   journalctl --no-pager -o cat -u archctl.service
   journalctl --no-pager -o cat -u archctl.service | grep -q '^archctl boot: ' ||
     { why "the postinst's start of archctl.service logged no 'archctl boot:' line"; return 1; }
+  [ "$BREAK" != no-man ] || rm -f /usr/share/man/man1/archctl.1.gz
   for f in /usr/share/man/man1/archctl.1.gz /usr/share/bash-completion/completions/archctl; do
     [ -s "$f" ] || { why "the package installed no $f"; return 1; }
   done
@@ -172,6 +176,7 @@ dpkg_remove() {
   dpkg -r archctl
   rc=$?
   [ "$rc" = 0 ] || { why "dpkg -r exited $rc"; return 1; }
+  [ "$BREAK" != remove-unregisters ] || echo -1 >/proc/sys/fs/binfmt_misc/qemu-aarch64
   st=$(systemctl is-active archctl.service)
   [ "$st" = inactive ] || { why "archctl.service after dpkg -r: $st, expected inactive"; return 1; }
   [ -f "$CONFIG" ] || { why "dpkg -r removed the conffile $CONFIG"; return 1; }
@@ -182,6 +187,7 @@ dpkg_purge() {
   dpkg -P archctl
   rc=$?
   [ "$rc" = 0 ] || { why "dpkg -P exited $rc"; return 1; }
+  [ "$BREAK" != purge-leaves-cache ] || mkdir -p /var/cache/archctl
   left=
   for p in /etc/archctl /usr/bin/archctl /usr/lib/systemd/system/archctl.service \
     /etc/systemd/system/archctl.service /etc/systemd/system/multi-user.target.wants/archctl.service \
