@@ -511,17 +511,23 @@ fn engines(ctx: &Context, native: &Native, entries: &[Entry]) -> Vec<Check> {
 /// an `enable` does not list the new platforms.
 fn buildx(emulated: &[&Rule]) -> Option<Check> {
     let out = bounded("docker", &["buildx", "ls"]).ok()?;
-    let listed: Vec<&str> = out
+    Some(buildx_check(&out, emulated))
+}
+
+/// The verdict on `docker buildx ls`'s output: every emulated architecture listed?
+fn buildx_check(out: &str, emulated: &[&Rule]) -> Check {
+    let mut listed: Vec<&str> = out
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| w.starts_with("linux/"))
         .map(|w| w.trim_end_matches('*'))
         .collect();
+    listed.dedup();
     let missing: Vec<&str> = emulated
         .iter()
         .filter(|r| !r.platforms.iter().any(|p| listed.contains(&p.as_str())))
         .filter_map(|r| r.platforms.first().map(String::as_str))
         .collect();
-    Some(if missing.is_empty() {
+    if missing.is_empty() {
         Check::ok(
             "engine:buildx",
             format!("buildx builders list {}", listed.join(", ")),
@@ -535,7 +541,7 @@ fn buildx(emulated: &[&Rule]) -> Option<Check> {
             ),
             "restart the builders: docker buildx stop NAME && docker buildx inspect --bootstrap NAME (the default builder: restart docker)",
         )
-    })
+    }
 }
 
 /// Run an engine query with [`ENGINE_TIMEOUT`] and bounded output: its stdout, or the
@@ -820,6 +826,34 @@ fn runs_here(ctx: &Context, facts: &elf::ElfFacts, rule: Option<&Rule>) -> Check
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buildx_builders_that_miss_an_emulated_platform_are_named() {
+        // `docker buildx ls` (buildx 0.12) on an amd64 host whose builder started
+        // before qemu-aarch64 was registered.
+        let out = "NAME/NODE       DRIVER/ENDPOINT STATUS  BUILDKIT             PLATFORMS
+default *       docker
+  default       default         running v0.12.5+bce5db6acf0e linux/amd64, linux/amd64/v2, linux/amd64/v3, linux/386
+";
+        let table = crate::arch::Table::builtin();
+        let (Some(arm64), Some(i386)) = (table.get("aarch64"), table.get("i386")) else {
+            panic!("no aarch64 or i386 rule");
+        };
+        let c = buildx_check(out, &[arm64]);
+        assert_eq!(c.verdict, doctor::Verdict::Warn, "{}", c.finding);
+        assert!(
+            c.finding.contains("do not list linux/arm64"),
+            "{}",
+            c.finding
+        );
+        let c = buildx_check(out, &[i386]);
+        assert_eq!(c.verdict, doctor::Verdict::Ok, "{}", c.finding);
+        let with_arm = out.replace("linux/386", "linux/386, linux/arm64");
+        assert_eq!(
+            buildx_check(&with_arm, &[arm64]).verdict,
+            doctor::Verdict::Ok
+        );
+    }
 
     #[test]
     fn the_kernel_check_knows_f_and_private_instances() {
