@@ -161,6 +161,38 @@ fn each_entry_is_proven_and_its_flags_and_shadows_named() {
 }
 
 #[test]
+fn an_interpreter_that_is_not_a_static_emulator_is_a_warning() {
+    require_sandbox!();
+    skip_unless!(
+        qemu("aarch64").is_some(),
+        "no /usr/bin/qemu-aarch64-static (qemu-user-static)"
+    );
+    // A wrapper script as the interpreter (registered with F): it works here, where
+    // /bin/sh exists, but not in a container or chroot without a shell.
+    let sb = Sandbox::mounted();
+    let wrapper = sb.tmp.path().join("qemu-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\"\n",
+            qemu("aarch64").unwrap_or_default()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.register_rule("qemu-aarch64", "aarch64", wrapper.to_str().unwrap());
+    let (out, r) = sb.archctl_json(&["doctor"]);
+    let c = check(&r, "entry:qemu-aarch64");
+    assert_eq!(c["verdict"], "warn", "{}", out.shown());
+    assert!(text(c, "finding").contains("proven"), "{c}");
+    assert!(
+        text(c, "finding").contains(wrapper.to_str().unwrap()),
+        "{c}"
+    );
+    assert_eq!(text(c, "fix"), "archctl enable aarch64 --force");
+}
+
+#[test]
 fn an_entry_for_a_native_architecture_is_named() {
     require_sandbox!();
     // On x86-64, i386 programs run natively; an entry for them sends them to qemu.
