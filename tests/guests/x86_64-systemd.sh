@@ -21,7 +21,11 @@
 # and force = true: archctl replaces Debian's entries with its own, without F),
 # `no-man` (the man page is removed after dpkg -i), `remove-unregisters` (qemu-aarch64
 # is unregistered after dpkg -r, as a package that unregistered would), and
-# `purge-leaves-cache` (/var/cache/archctl is made after dpkg -P).
+# `purge-leaves-cache` (/var/cache/archctl is made after dpkg -P). Tried 2026-12-03:
+# no-man fails boot1-dpkg-install (no man page), remove-unregisters fails
+# boot2-dpkg-remove and boot2-dpkg-purge (qemu-aarch64 gone), purge-leaves-cache fails
+# boot2-dpkg-purge ("left after the purge: /var/cache/archctl"); every other check
+# passed in those runs.
 # What each did when tried (2026-12-03): disable-service fails boot1-dpkg-install
 # ("disabled active"), boot1-service-status ("installed":false) and
 # boot2-binfmt-then-archctl-service (archctl.service inactive); Debian's entries still
