@@ -103,9 +103,13 @@ impl Drop for Killed {
     }
 }
 
-/// The entry of `pid` in `ps --json`, once it is there with its program (bash has
-/// exec'd), within 20 s.
-fn listed(ps: impl Fn() -> support::Run, pid: u32) -> serde_json::Value {
+/// The first process of `ps --json` (run by `ps`) that `wanted` accepts, polled for
+/// up to 20 s; `what` names it in the failure.
+fn listed_where(
+    ps: impl Fn() -> support::Run,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = ps();
@@ -115,18 +119,26 @@ fn listed(ps: impl Fn() -> support::Run, pid: u32) -> serde_json::Value {
             .as_array()
             .unwrap_or_else(|| panic!("no processes array\n{}", out.shown()))
             .iter()
-            .find(|p| p["pid"] == pid && !p["program"].is_null())
+            .find(|p| wanted(p))
             .cloned();
         if let Some(p) = found {
             return p;
         }
         assert!(
             Instant::now() < deadline,
-            "pid {pid} never listed\n{}",
+            "{what} never listed\n{}",
             out.shown()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The entry of `pid` in `ps --json`, once it is there with its program (bash has
+/// exec'd), within 20 s.
+fn listed(ps: impl Fn() -> support::Run, pid: u32) -> serde_json::Value {
+    listed_where(ps, &format!("pid {pid}"), |p| {
+        p["pid"] == pid && !p["program"].is_null()
+    })
 }
 
 /// In a private instance with archctl's entry for FOREIGN registered with `flags`, the
@@ -361,26 +373,9 @@ fn sleeper_rootfs(dir: &Path) -> PathBuf {
 
 /// The process of container `id` in `ps --json` (run by `ps`), within 20 s.
 fn listed_container(ps: impl Fn() -> support::Run, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = ps();
-        assert_code(&out, 0);
-        let found = out.json()["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["container"]["id"] == id)
-            .cloned();
-        if let Some(p) = found {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} never listed\n{}",
-            out.shown()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    listed_where(ps, &format!("container {id}"), |p| {
+        p["container"]["id"] == id
+    })
 }
 
 /// What every container test checks of the sleeper's process.

@@ -106,3 +106,14 @@ service_status_has() {
     case $c in *"$want"*) ;; *) why "service status lacks $want: $c"; return 1 ;; esac
   done
 }
+
+# boot_unchanged ARCH: `archctl --json boot` again (what the boot service ran) succeeds
+# and leaves ARCH unchanged: idempotent, nothing to change. Keeps /tmp/boot.json.
+boot_unchanged() {
+  archctl --json boot >/tmp/boot.json
+  rc=$?
+  cat /tmp/boot.json
+  [ "$rc" = 0 ] || { why "archctl boot exited $rc"; return 1; }
+  r=$(json_object /tmp/boot.json arch "$1")
+  case $r in *'"action":"unchanged"'*) ;; *) why "$1: not unchanged: ${r:-no result}"; return 1 ;; esac
+}

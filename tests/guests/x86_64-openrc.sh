@@ -115,13 +115,7 @@ registered_and_proven() {
   cat /tmp/status.json
   r=$(json_entry /tmp/status.json qemu-aarch64)
   case $r in *'"enabled":true'*'"interpreter_ok":true'*) ;; *) why "qemu-aarch64: not enabled with a good interpreter: ${r:-no entry}"; return 1 ;; esac
-  # boot again (what the service ran): idempotent, nothing to change.
-  archctl --json boot >/tmp/boot.json
-  rc=$?
-  cat /tmp/boot.json
-  [ "$rc" = 0 ] || { why "archctl boot exited $rc"; return 1; }
-  r=$(json_object /tmp/boot.json arch aarch64)
-  case $r in *'"action":"unchanged"'*) ;; *) why "aarch64: not unchanged: ${r:-no result}"; return 1 ;; esac
+  boot_unchanged aarch64 || return 1
   tested_emulated archctl aarch64 || return 1
   expect_output aarch64 /opt/busybox-arm64 uname -m
 }

@@ -156,12 +156,7 @@ registered() {
     case $r in *'"enabled":true'*'"interpreter_ok":true'*) ;; *) why "qemu-$a: not enabled with a good interpreter: ${r:-no entry}"; return 1 ;; esac
   done
   # Run boot again (idempotent): which entry serves each architecture, and why.
-  archctl --json boot >/tmp/boot.json
-  rc=$?
-  cat /tmp/boot.json
-  [ "$rc" = 0 ] || { why "archctl boot exited $rc"; return 1; }
-  r=$(json_object /tmp/boot.json arch aarch64)
-  case $r in *'"action":"unchanged"'*) ;; *) why "aarch64: not unchanged: ${r:-no result}"; return 1 ;; esac
+  boot_unchanged aarch64 || return 1
   interp=$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)
   # (from the JSON as printed: json_compact drops the blanks inside the note too)
   eq=$(tr -d '\n' </tmp/boot.json | grep -o '"arch": *"aarch64"[^}]*' | sed -n 's/.*"equivalent": *"\([^"]*\)".*/\1/p')
