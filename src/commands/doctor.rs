@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 use super::{CommandError, Context, binfmt::entry_statuses};
 use crate::{
     arch::Rule,
-    binfmt::Entry,
+    binfmt::{Entry, handlers_for},
     cpu,
     doctor::{self, Check, Counts},
     elf,
@@ -164,22 +164,28 @@ fn arch_of<'t>(ctx: &'t Context, e: &Entry) -> Option<&'t Rule> {
 /// the interpreter, and entries shadowed by another for the same architecture.
 fn entry_checks(ctx: &Context, native: &Native, entries: &[Entry], dir: &str) -> Vec<Check> {
     let statuses = entry_statuses(ctx, native, entries, &|_| true);
-    // The entry the kernel uses per architecture: the first enabled one listed.
-    let mut first: Vec<(String, String)> = Vec::new();
-    for e in entries.iter().filter(|e| e.enabled) {
-        if let Some(r) = arch_of(ctx, e)
-            && !first.iter().any(|(a, _)| *a == r.name)
-        {
-            first.push((r.name.clone(), e.name.clone()));
+    // The entry the kernel uses for an architecture's programs: the first enabled one
+    // listed that catches them (binfmt::handlers_for keeps the kernel's order).
+    let user_of = |rule: &Rule| handlers_for(entries, rule).next().map(|e| e.name.clone());
+    let mut rules: Vec<&Rule> = Vec::new();
+    for r in entries
+        .iter()
+        .filter(|e| e.enabled)
+        .filter_map(|e| arch_of(ctx, e))
+    {
+        if !rules.iter().any(|k| k.name == r.name) {
+            rules.push(r);
         }
     }
-    let jobs: Vec<Job> = first
+    let jobs: Vec<Job> = rules
         .iter()
-        .filter(|(a, _)| !native.contains(a))
-        .map(|(a, name)| Job {
-            arch: a.clone(),
-            mode: Mode::Emulated,
-            handlers: vec![name.clone()],
+        .filter(|r| !native.contains(&r.name))
+        .filter_map(|r| {
+            user_of(r).map(|name| Job {
+                arch: r.name.clone(),
+                mode: Mode::Emulated,
+                handlers: vec![name],
+            })
         })
         .collect();
     let results = verify::run(&jobs, verify::DEFAULT_TIMEOUT);
@@ -202,10 +208,7 @@ fn entry_checks(ctx: &Context, native: &Native, entries: &[Entry], dir: &str) ->
             ));
             continue;
         }
-        let user = first
-            .iter()
-            .find(|(a, _)| a == arch)
-            .map(|(_, n)| n.as_str());
+        let user = user_of(rule);
         if native.contains(arch) {
             checks.push(Check::warn(
                 id,
