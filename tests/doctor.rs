@@ -343,6 +343,14 @@ fn a_boot_service_running_a_missing_binary_fails() {
     let sb = Sandbox::mounted();
     let etc = tempfile::tempdir().unwrap();
     with_binds(&sb, &[(etc.path(), "/etc/systemd/system")]);
+    // A package's unit (archctl's .deb installed on this host) would count as the
+    // service: hidden the same way.
+    let lib = tempfile::tempdir().unwrap();
+    for packaged in ["/usr/lib/systemd/system", "/lib/systemd/system"] {
+        if Path::new(packaged).join("archctl.service").exists() {
+            with_binds(&sb, &[(lib.path(), packaged)]);
+        }
+    }
     let (_, r) = sb.archctl_json(&["doctor"]);
     let c = check(&r, "boot-service");
     assert_eq!(c["verdict"], "warn", "{c}");

@@ -253,12 +253,7 @@ fn container_mode_registers_handlers_on_the_host() {
         .run();
     assert_code(&out, 0);
     let docker = Dockerd::start();
-    let d = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", docker.host())
-            .run()
-    };
+    let d = |args: &[&str]| docker.cli(args);
     assert_code(&d(&["load", "-i", image.to_str().unwrap()]), 0);
     // Users run this with `--privileged`. This VM's bounding set lacks CAP_SYS_RESOURCE,
     // so runc cannot grant "all capabilities" here; what archctl needs of it is mounting
@@ -334,12 +329,7 @@ fn run_and_pick_use_images_only_the_engine_has() {
         ImageSpec::oci_index(&[foreign_p, native_p]),
     )
     .reference(&reg.addr());
-    let d = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", docker.host())
-            .run()
-    };
+    let d = |args: &[&str]| docker.cli(args);
     // Names only docker has: under a registry nothing listens on (native), and a
     // repository the reachable registry does not have (foreign).
     let unreachable = format!("{}/local/native:1", closed_registry());
@@ -562,12 +552,7 @@ fn doctor_image_checks_an_image_only_the_engine_has() {
             return;
         }
     };
-    let d = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", docker.host())
-            .run()
-    };
+    let d = |args: &[&str]| docker.cli(args);
     let import = |name: &str, target: &str| -> String {
         let mut b = tar::Builder::new(Vec::new());
         let prog = support::registry::test_program(target);

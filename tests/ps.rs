@@ -401,12 +401,7 @@ fn ps_finds_a_foreign_container_of_dockerd_with_its_id_and_name() {
         return;
     };
     let docker = Dockerd::start();
-    let d = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", docker.host())
-            .run()
-    };
+    let d = |args: &[&str]| docker.cli(args);
     // (dockerd 20.10 records an imported image as its own platform whatever
     // `--platform` says, and a `run --platform` of the foreign one would then pull;
     // the kernel does not care: the program is foreign, binfmt_misc runs it under the

@@ -194,6 +194,15 @@ impl Dockerd {
         format!("unix://{}", self.dir.path().join("sock").display())
     }
 
+    /// `docker ARGS...` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> super::Run {
+        use super::RunExt;
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .run()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
