@@ -42,6 +42,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod host;
 pub mod interrupt;
+pub mod kubernetes;
 pub mod local;
 pub mod ns;
 pub mod plan;
