@@ -10,7 +10,7 @@ use crate::{
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        doctor, exec, package, ps, setup,
+        doctor, exec, node_agent, package, ps, setup,
     },
     config::Config,
     emulator::Search,
@@ -115,6 +115,7 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "exec" => ("exec", ExecArgs::augment_args),
         "ps" => ("ps", PsArgs::augment_args),
         "doctor" => ("doctor", DoctorArgs::augment_args),
+        "node-agent" => ("node-agent", NodeAgentArgs::augment_args),
         "completions" => ("completions", CompletionsArgs::augment_args),
         "man" => ("man", ManArgs::augment_args),
         _ => return None,
@@ -199,6 +200,7 @@ pub enum Command {
     Exec(ExecArgs),
     Ps(PsArgs),
     Doctor(DoctorArgs),
+    NodeAgent(NodeAgentArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
@@ -266,6 +268,34 @@ pub struct DisableArgs {
     /// Print what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Kubernetes node agent (a privileged DaemonSet): applies the configuration like
+/// `boot`, proves every entry, labels the Node (`native.archctl.io/linux-<arch>=true`,
+/// `emulation.archctl.io/linux-<arch>=qemu`), re-checks every --interval and on SIGHUP
+/// (re-registering lost entries), serves /healthz and /readyz, and on SIGTERM removes
+/// its labels (its entries too with --remove-on-exit).
+#[derive(Args)]
+pub struct NodeAgentArgs {
+    /// The Node to label [default: NODE_NAME, else the host name].
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// kubeconfig to reach the API server [default: in-cluster service account, else
+    /// KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Seconds between checks (1-3600).
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = secs())]
+    pub interval: u64,
+    /// Address of /healthz and /readyz (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:9101", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// At exit, also remove the binfmt_misc entries it proved (default: they stay).
+    #[arg(long)]
+    pub remove_on_exit: bool,
+    /// Seconds each test program may take (1-3600).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
+    pub timeout: u64,
 }
 
 /// The processes running under an emulator: architecture, entry, program and
@@ -630,6 +660,31 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
         Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
+        Command::NodeAgent(a) => {
+            let node = match a.node_name {
+                Some(n) if !n.is_empty() => n,
+                _ => nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| {
+                        CommandError::Usage(
+                            "node-agent: no node name: pass --node-name NAME or set NODE_NAME"
+                                .into(),
+                        )
+                    })?,
+            };
+            Report::NodeAgent(node_agent::run(&node_agent::AgentOptions {
+                binfmt_dir: cli.global.binfmt_dir.clone(),
+                config: config_path(),
+                kubeconfig: a.kubeconfig,
+                node,
+                interval: Duration::from_secs(a.interval),
+                listen: a.listen,
+                remove_on_exit: a.remove_on_exit,
+                test_timeout: Duration::from_secs(a.timeout),
+            })?)
+        }
         Command::Doctor(DoctorArgs {
             target,
             insecure,

@@ -535,6 +535,7 @@ pub enum Report {
     Generated(Generated),
     Ps(PsReport),
     Doctor(crate::commands::doctor::DoctorReport),
+    NodeAgent(crate::commands::node_agent::AgentReport),
 }
 
 /// A line for stderr that goes with a report (`archctl: ...` or `archctl: warning: ...`).
@@ -623,6 +624,15 @@ impl Report {
             Report::Generated(g) => g.text.clone(),
             Report::Ps(r) => ps(r),
             Report::Doctor(d) => doctor(d),
+            Report::NodeAgent(a) => format!(
+                "node-agent on {}: stopped by {} after {} checks, {} repairs; labels removed: {}; entries removed: {}\n",
+                a.node,
+                a.stopped_by,
+                a.checks,
+                a.repairs,
+                a.labels_removed.len(),
+                a.entries_removed.len()
+            ),
         }
     }
 

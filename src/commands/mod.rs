@@ -16,6 +16,7 @@ pub mod compose;
 pub mod containers;
 pub mod doctor;
 pub mod exec;
+pub mod node_agent;
 pub mod package;
 pub mod ps;
 pub mod setup;
@@ -125,6 +126,8 @@ pub enum CommandError {
     Engine(#[from] engine::EngineError),
     #[error(transparent)]
     Ps(#[from] crate::ps::PsError),
+    #[error(transparent)]
+    Kube(#[from] crate::kubernetes::KubeError),
     /// Bad input the parser could not catch (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -179,6 +182,7 @@ impl CommandError {
             CommandError::Apply(e) => e.source.hint(),
             CommandError::Registry(e) => e.hint(),
             CommandError::Engine(e) => e.hint(),
+            CommandError::Kube(e) => e.hint(),
             CommandError::CurrentExe(_) => Some("name it with --binary PATH".into()),
             _ => None,
         };

@@ -15,16 +15,15 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
     let mut config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
+            let err = |why: String| KubeError::Kubeconfig {
                 path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
+                why,
+            };
+            let text = read_bounded(path).map_err(err)?;
+            let kc = Kubeconfig::from_yaml(&text).map_err(|e| err(first_line(&e.to_string())))?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| KubeError::Kubeconfig {
-                    path: path.display().to_string(),
-                    why: e.to_string(),
-                })?
+                .map_err(|e| err(first_line(&e.to_string())))?
         }
         None => Config::infer()
             .await
@@ -34,4 +33,29 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeErro
     config.read_timeout = Some(API_TIMEOUT);
     config.write_timeout = Some(API_TIMEOUT);
     kube::Client::try_from(config).map_err(KubeError::from)
+}
+
+/// Largest kubeconfig read (real ones are a few KiB; certificates inline make tens).
+const MAX_KUBECONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    f.take(MAX_KUBECONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_KUBECONFIG_BYTES {
+        return Err(format!("larger than {MAX_KUBECONFIG_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// The first line of a message (YAML errors draw the offending line below it).
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim_end().to_string()
 }

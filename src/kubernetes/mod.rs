@@ -12,6 +12,7 @@
 //! never sent. Labels are written by JSON merge patch of `metadata.labels` alone, so no
 //! field the server does not know is ever sent.
 
+pub mod agent;
 pub mod client;
 pub mod http;
 pub mod labels;
