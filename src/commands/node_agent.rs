@@ -1,6 +1,6 @@
 //! `archctl node-agent`: a long-running process for a privileged DaemonSet. Each check
 //! applies the configuration (`boot`), proves every served entry with its test program
-//! ([`crate::kubernetes::agent::Observation`]), and labels the Node; checks run at
+//! ([`Observation`]), and labels the Node; checks run at
 //! start, every `--interval`, and on SIGHUP. `/healthz` says the loop is alive,
 //! `/readyz` that every configured entry is proven and the labels are on the Node. On
 //! SIGTERM or SIGINT it removes its labels (and, with `--remove-on-exit`, archctl's
@@ -19,18 +19,19 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{CommandError, Context, binfmt};
+
+mod observation;
 use crate::{
     arch::Table,
     kubernetes::{
-        KubeError,
-        agent::{Observation, label_patch},
-        client,
+        KubeError, client,
         http::{self, Request, Response},
-        labels,
+        labels::{self, label_patch},
     },
     plan::Selection,
     report::Report,
 };
+pub use observation::Observation;
 
 /// What `archctl node-agent` is given.
 #[derive(Debug, Clone)]

@@ -12,6 +12,8 @@
 //! subdomain prefix, then a name of at most 63 characters of `[A-Za-z0-9._-]`, starting
 //! and ending alphanumeric; values likewise.
 
+use std::collections::BTreeMap;
+
 /// Every key the agent owns starts with one of these (and only those keys are removed).
 pub const NATIVE_PREFIX: &str = "native.archctl.io/";
 pub const EMULATION_PREFIX: &str = "emulation.archctl.io/";
@@ -93,6 +95,31 @@ pub fn valid_value(v: &str) -> bool {
             && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
 }
 
+/// The JSON merge patch of `metadata.labels` that takes a Node from `current` labels to
+/// carrying exactly `desired` among archctl's own (others untouched); `None` when
+/// nothing changes.
+pub fn label_patch(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Option<serde_json::Value> {
+    let mut patch = serde_json::Map::new();
+    for (k, v) in desired {
+        if current.get(k) != Some(v) {
+            patch.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+    }
+    for k in current.keys() {
+        if is_ours(k) && !desired.contains_key(k) {
+            patch.insert(k.clone(), serde_json::Value::Null);
+        }
+    }
+    if patch.is_empty() {
+        None
+    } else {
+        Some(serde_json::json!({ "metadata": { "labels": patch } }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +159,31 @@ mod tests {
         assert_eq!(emulator_value("/mnt/lima-rosetta/rosetta"), "rosetta");
         assert!(is_ours("native.archctl.io/linux-arm"));
         assert!(!is_ours("kubernetes.io/arch"));
+    }
+
+    #[test]
+    fn patch_sets_changes_and_removes_only_ours() {
+        let cur: BTreeMap<String, String> = [
+            ("kubernetes.io/arch", "arm64"),
+            ("emulation.archctl.io/linux-amd64", "qemu"),
+            ("emulation.archctl.io/linux-riscv64", "qemu"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let want: BTreeMap<String, String> = [("emulation.archctl.io/linux-amd64", "qemu")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let p = label_patch(&cur, &want).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"metadata": {"labels": {"emulation.archctl.io/linux-riscv64": null}}})
+        );
+        assert_eq!(label_patch(&want, &want), None);
+        let p = label_patch(&cur, &BTreeMap::new()).unwrap();
+        let l = &p["metadata"]["labels"];
+        assert_eq!(l.as_object().unwrap().len(), 2);
+        assert!(l.get("kubernetes.io/arch").is_none());
     }
 }

@@ -1,8 +1,9 @@
-//! archctl on Kubernetes (issue #14): the node agent ([`agent`]) labels its Node with
-//! what the node runs natively and by emulation, and the placement webhook
-//! ([`webhook`]) turns what a pod's images offer into node affinity over those labels.
-//! [`labels`] is the one place the label scheme lives; [`client`] builds the API client;
-//! [`http`] is the small HTTP(S) server both serve from (health, metrics, admission).
+//! archctl on Kubernetes (issue #14): the node agent (`commands::node_agent`) labels its
+//! Node with what the node runs natively and by emulation, and the placement webhook
+//! turns what a pod's images offer into node affinity over those labels. [`labels`] is
+//! the one place the label scheme lives (and the label patch); [`client`] builds the API
+//! client; [`http`] is the small HTTP(S) server both serve from (health, metrics,
+//! admission).
 //!
 //! Client crates: kube 5 with k8s-openapi 0.29 (feature `v1_33`, the oldest that
 //! k8s-openapi 0.29 generates). Only APIs stable since Kubernetes 1.16 are used — core/v1
@@ -12,7 +13,6 @@
 //! never sent. Labels are written by JSON merge patch of `metadata.labels` alone, so no
 //! field the server does not know is ever sent.
 
-pub mod agent;
 pub mod client;
 pub mod http;
 pub mod labels;

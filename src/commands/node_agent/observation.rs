@@ -1,13 +1,12 @@
 //! The node agent's view of one check: from what `boot` did and what the test programs
 //! proved, the Node labels it should carry, what was repaired, and whether it is ready.
-//! Pure: the command ([`crate::commands::node_agent`]) runs boot and the tests, and
-//! patches the Node.
+//! Pure: the command (the parent module) runs boot and the tests, and patches the Node.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::labels;
+use crate::kubernetes::labels;
 use crate::{
     arch::Table,
     plan::Action,
@@ -114,31 +113,6 @@ impl Observation {
     }
 }
 
-/// The JSON merge patch of `metadata.labels` that takes a Node from `current` labels to
-/// carrying exactly `desired` among archctl's own (others untouched); `None` when
-/// nothing changes.
-pub fn label_patch(
-    current: &BTreeMap<String, String>,
-    desired: &BTreeMap<String, String>,
-) -> Option<serde_json::Value> {
-    let mut patch = serde_json::Map::new();
-    for (k, v) in desired {
-        if current.get(k) != Some(v) {
-            patch.insert(k.clone(), serde_json::Value::String(v.clone()));
-        }
-    }
-    for k in current.keys() {
-        if labels::is_ours(k) && !desired.contains_key(k) {
-            patch.insert(k.clone(), serde_json::Value::Null);
-        }
-    }
-    if patch.is_empty() {
-        None
-    } else {
-        Some(serde_json::json!({ "metadata": { "labels": patch } }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +172,11 @@ mod tests {
             vec![
                 entry("x86_64", Action::SkippedNative, ""),
                 entry("i386", Action::SkippedNative, ""),
-                entry("aarch64", Action::Registered, "/usr/bin/qemu-aarch64-static"),
+                entry(
+                    "aarch64",
+                    Action::Registered,
+                    "/usr/bin/qemu-aarch64-static",
+                ),
                 entry("arm", Action::Unchanged, "/usr/bin/qemu-arm-static"),
                 entry("riscv64", Action::Unchanged, "/usr/bin/qemu-riscv64-static"),
                 entry("s390x", Action::SkippedMissing, ""),
@@ -265,31 +243,5 @@ mod tests {
         let l = o.labels(Table::builtin());
         assert_eq!(l["emulation.archctl.io/linux-amd64"], "rosetta");
         assert_eq!(l["native.archctl.io/linux-arm64"], "true");
-    }
-
-    #[test]
-    fn patch_sets_changes_and_removes_only_ours() {
-        let cur: BTreeMap<String, String> = [
-            ("kubernetes.io/arch", "arm64"),
-            ("emulation.archctl.io/linux-amd64", "qemu"),
-            ("emulation.archctl.io/linux-riscv64", "qemu"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let want: BTreeMap<String, String> = [("emulation.archctl.io/linux-amd64", "qemu")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let p = label_patch(&cur, &want).unwrap();
-        assert_eq!(
-            p,
-            serde_json::json!({"metadata": {"labels": {"emulation.archctl.io/linux-riscv64": null}}})
-        );
-        assert_eq!(label_patch(&want, &want), None);
-        let p = label_patch(&cur, &BTreeMap::new()).unwrap();
-        let l = &p["metadata"]["labels"];
-        assert_eq!(l.as_object().unwrap().len(), 2);
-        assert!(l.get("kubernetes.io/arch").is_none());
     }
 }
