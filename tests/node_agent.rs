@@ -13,7 +13,7 @@ use std::{
 
 use support::{
     ARCHCTL, Sandbox,
-    kube::{ControlPlane, control_plane},
+    kube::ControlPlane,
     registry::{free_port, http_request},
 };
 
@@ -149,7 +149,7 @@ fn ready(agent: &Agent) -> bool {
 #[test]
 fn labels_ready_repair_and_removal_on_sigterm() {
     require_sandbox!();
-    let Some(cp) = control_plane() else { return };
+    let cp = require_kube!();
     let node = "agent-labels";
     cp.create_node(node, NATIVE_GO, &[]);
     let sb = Sandbox::new();
@@ -210,7 +210,7 @@ fn labels_ready_repair_and_removal_on_sigterm() {
 #[test]
 fn repairs_on_the_interval_and_removes_entries_with_remove_on_exit() {
     require_sandbox!();
-    let Some(cp) = control_plane() else { return };
+    let cp = require_kube!();
     let node = "agent-interval";
     cp.create_node(node, NATIVE_GO, &[]);
     let sb = Sandbox::new();
@@ -246,7 +246,7 @@ fn repairs_on_the_interval_and_removes_entries_with_remove_on_exit() {
 #[test]
 fn not_ready_while_an_entry_is_unproven_and_no_label_for_it() {
     require_sandbox!();
-    let Some(cp) = control_plane() else { return };
+    let cp = require_kube!();
     let node = "agent-unready";
     cp.create_node(node, NATIVE_GO, &[]);
     let sb = Sandbox::new();
@@ -274,7 +274,7 @@ fn not_ready_while_an_entry_is_unproven_and_no_label_for_it() {
 #[test]
 fn a_node_that_does_not_exist_is_a_clear_error() {
     require_sandbox!();
-    let Some(cp) = control_plane() else { return };
+    let cp = require_kube!();
     let sb = Sandbox::new();
     let out = support::RunExt::run(
         sb.command(ARCHCTL)

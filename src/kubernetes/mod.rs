@@ -16,6 +16,7 @@
 pub mod client;
 pub mod http;
 pub mod labels;
+pub mod placement;
 
 /// Errors of the Kubernetes side.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod engine;
+pub mod kube;
 pub mod registry;
 
 use std::{
