@@ -10,7 +10,7 @@ use crate::{
     commands::{
         CommandError, Context, binfmt, compose,
         containers::{self, PickOptions, RunOptions},
-        doctor, exec, node_agent, package, ps, setup,
+        doctor, exec, node_agent, package, ps, setup, webhook,
     },
     config::Config,
     emulator::Search,
@@ -116,6 +116,7 @@ fn lone_root(name: &str) -> Option<clap::Command> {
         "ps" => ("ps", PsArgs::augment_args),
         "doctor" => ("doctor", DoctorArgs::augment_args),
         "node-agent" => ("node-agent", NodeAgentArgs::augment_args),
+        "webhook" => ("webhook", WebhookArgs::augment_args),
         "completions" => ("completions", CompletionsArgs::augment_args),
         "man" => ("man", ManArgs::augment_args),
         _ => return None,
@@ -201,6 +202,7 @@ pub enum Command {
     Ps(PsArgs),
     Doctor(DoctorArgs),
     NodeAgent(NodeAgentArgs),
+    Webhook(WebhookArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
@@ -296,6 +298,65 @@ pub struct NodeAgentArgs {
     /// Seconds each test program may take (1-3600).
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = secs())]
     pub timeout: u64,
+}
+
+/// Kubernetes placement webhook (mutating admission for Pods).
+#[derive(Args)]
+pub struct WebhookArgs {
+    #[command(subcommand)]
+    pub action: WebhookAction,
+}
+
+#[derive(Subcommand)]
+pub enum WebhookAction {
+    /// Serve AdmissionReview v1 over TLS at POST /mutate (and /healthz, /readyz,
+    /// /metrics): pods without an architecture constraint get a required node affinity
+    /// to the architectures every image offers, natively or where the node agent's
+    /// label says they are emulated, and a preferred one toward native nodes. It never
+    /// denies: on any error the pod is admitted, annotated `archctl.io/placement:
+    /// skipped: <reason>`.
+    Serve {
+        /// PEM certificate chain the webhook presents.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: PathBuf,
+        /// PEM private key of the certificate.
+        #[arg(long, value_name = "FILE")]
+        tls_key: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+        listen: String,
+        /// kubeconfig for namespaces and pull secrets [default: in-cluster service
+        /// account, else KUBECONFIG, else ~/.kube/config].
+        #[arg(long, value_name = "FILE", conflicts_with = "no_api")]
+        kubeconfig: Option<PathBuf>,
+        /// No API server: no namespace opt-out by label, pods with pull secrets skipped.
+        #[arg(long)]
+        no_api: bool,
+        /// Time budget of one admission request, in milliseconds (10-30000); past it
+        /// the pod is admitted unchanged with a skip annotation.
+        #[arg(long, default_value_t = 2000, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=30000))]
+        budget_ms: u64,
+        /// Weight (1-100) of the preferred affinity toward nodes that run every image
+        /// natively; 0 adds none.
+        #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
+        preferred_weight: u8,
+        /// The webhook's own namespace, never touched [default: POD_NAMESPACE, else
+        /// archctl-system].
+        #[arg(
+            long,
+            env = "POD_NAMESPACE",
+            default_value = "archctl-system",
+            value_name = "NS"
+        )]
+        namespace: String,
+        /// Allow plain HTTP and unverified TLS for every registry (loopback registries
+        /// and daemon.json's insecure-registries are allowed anyway).
+        #[arg(long)]
+        insecure: bool,
+        /// Do not read or write the on-disk registry cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
 }
 
 /// The processes running under an emulator: architecture, entry, program and
@@ -660,6 +721,41 @@ pub fn run(cli: Cli) -> Result<Report, CommandError> {
         }
         Command::Status(StatusArgs {}) => Report::Status(binfmt::status(&ctx())?),
         Command::Ps(PsArgs {}) => Report::Ps(ps::ps(&ctx())?),
+        Command::Webhook(WebhookArgs {
+            action:
+                WebhookAction::Serve {
+                    tls_cert,
+                    tls_key,
+                    listen,
+                    kubeconfig,
+                    no_api,
+                    budget_ms,
+                    preferred_weight,
+                    namespace,
+                    insecure,
+                    no_cache,
+                },
+        }) => {
+            let budget = Duration::from_millis(budget_ms);
+            Report::Webhook(webhook::serve(webhook::WebhookOptions {
+                listen,
+                tls_cert,
+                tls_key,
+                kubeconfig,
+                no_api,
+                budget,
+                preferred_weight,
+                namespace,
+                registry: registry::Options {
+                    insecure,
+                    cache: !no_cache,
+                    // One try within the budget: a retry would only spend it.
+                    retries: 0,
+                    timeout: budget,
+                    ..Default::default()
+                },
+            })?)
+        }
         Command::NodeAgent(a) => {
             let node = match a.node_name {
                 Some(n) if !n.is_empty() => n,

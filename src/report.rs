@@ -536,6 +536,7 @@ pub enum Report {
     Ps(PsReport),
     Doctor(crate::commands::doctor::DoctorReport),
     NodeAgent(crate::commands::node_agent::AgentReport),
+    Webhook(crate::commands::webhook::WebhookReport),
 }
 
 /// A line for stderr that goes with a report (`archctl: ...` or `archctl: warning: ...`).
@@ -624,6 +625,10 @@ impl Report {
             Report::Generated(g) => g.text.clone(),
             Report::Ps(r) => ps(r),
             Report::Doctor(d) => doctor(d),
+            Report::Webhook(w) => format!(
+                "webhook: stopped by {} after {} requests: {} placed, {} skipped, {} untouched, {} bad\n",
+                w.stopped_by, w.requests, w.placed, w.skipped, w.untouched, w.bad_requests
+            ),
             Report::NodeAgent(a) => format!(
                 "node-agent on {}: stopped by {} after {} checks, {} repairs; labels removed: {}; entries removed: {}\n",
                 a.node,

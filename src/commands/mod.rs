@@ -20,6 +20,7 @@ pub mod node_agent;
 pub mod package;
 pub mod ps;
 pub mod setup;
+pub mod webhook;
 
 use std::path::PathBuf;
 

@@ -109,6 +109,38 @@ impl CredentialStore {
         CredentialStore { files }
     }
 
+    /// From Kubernetes pull secrets: each a `.dockerconfigjson` (`{"auths": {...}}`) or
+    /// a legacy `.dockercfg` (the `auths` map itself). Only `auths` is taken: a secret
+    /// never names a credential helper or store to run. Unparsable ones are skipped, as
+    /// the kubelet skips them; returns how many were used.
+    pub fn from_pull_secrets(secrets: &[Vec<u8>]) -> (CredentialStore, usize) {
+        let mut files = Vec::new();
+        for (i, bytes) in secrets.iter().enumerate() {
+            let raw = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(serde_json::Value::Object(mut m)) => {
+                    let auths = match m.remove("auths") {
+                        Some(a) => a,
+                        None => serde_json::Value::Object(m),
+                    };
+                    match serde_json::from_value::<HashMap<String, RawAuth>>(auths) {
+                        Ok(auths) => RawAuthFile {
+                            auths,
+                            ..Default::default()
+                        },
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
+            files.push(AuthFile {
+                path: PathBuf::from(format!("<pull secret {i}>")),
+                raw,
+            });
+        }
+        let n = files.len();
+        (CredentialStore { files }, n)
+    }
+
     /// Keys a registry may be stored under (Docker Hub has its legacy URL).
     fn keys(registry: &str) -> Vec<String> {
         let mut k = vec![
@@ -364,6 +396,35 @@ fn stop(child: &mut Child) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pull_secrets_give_auths_only() {
+        let new = br#"{"auths": {"127.0.0.1:5000": {"auth": "dTpw"}},
+                       "credHelpers": {"127.0.0.1:5000": "evil"}, "credsStore": "evil"}"#;
+        let legacy = br#"{"reg.example:443": {"username": "a", "password": "b"}}"#;
+        let (s, n) = CredentialStore::from_pull_secrets(&[
+            new.to_vec(),
+            b"not json".to_vec(),
+            legacy.to_vec(),
+        ]);
+        assert_eq!(n, 2);
+        assert_eq!(
+            s.lookup("127.0.0.1:5000").unwrap(),
+            Some(Credentials::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+        );
+        assert_eq!(
+            s.lookup("reg.example:443").unwrap(),
+            Some(Credentials::Basic {
+                username: "a".into(),
+                password: "b".into()
+            })
+        );
+        // No helper runs for a registry the secrets do not name.
+        assert_eq!(s.lookup("other.example").unwrap(), None);
+    }
+
     use super::*;
 
     fn store(json: &str) -> CredentialStore {

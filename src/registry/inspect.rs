@@ -91,10 +91,19 @@ pub struct Inspector {
 
 impl Inspector {
     pub fn new(opts: Options) -> Result<Inspector, RegistryError> {
+        Inspector::with_credentials(opts, CredentialStore::load_default())
+    }
+
+    /// An inspector with these credentials (`new`: the engines' own; the webhook: a
+    /// pod's pull secrets only, with `opts.cache` false).
+    pub fn with_credentials(
+        opts: Options,
+        creds: CredentialStore,
+    ) -> Result<Inspector, RegistryError> {
         let daemon = DaemonConfig::load_default()?;
         let cache = if opts.cache { Cache::locate() } else { None };
         Ok(Inspector {
-            client: Client::new(opts, daemon, CredentialStore::load_default()),
+            client: Client::new(opts, daemon, creds),
             cache,
         })
     }
