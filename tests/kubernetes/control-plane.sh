@@ -80,8 +80,10 @@ build() {
   tree=$dir/tree
   rm -rf "$tree"
   mkdir -p "$tree"
-  tar -xf "$(ls "$src"/kubernetes_*.orig.tar.* | head -n 1)" -C "$tree" --strip-components=1
-  [ -f "$tree/Makefile" ] && [ -d "$tree/vendor" ] || die "the orig tarball has no Makefile or vendor/ at its top"
+  tar -xf "$(find "$src" -maxdepth 1 -name 'kubernetes_*.orig.tar.*' | head -n 1)" -C "$tree" --strip-components=1
+  if [ ! -f "$tree/Makefile" ] || [ ! -d "$tree/vendor" ]; then
+    die "the orig tarball has no Makefile or vendor/ at its top"
+  fi
   local r2=/usr/share/gocode/src/github.com/modern-go/reflect2
   [ -d "$r2" ] || die "$r2 missing" "apt-get install golang-github-modern-go-reflect2-dev"
   rm -rf "$tree/vendor/github.com/modern-go/reflect2"
@@ -91,10 +93,12 @@ build() {
   [ -x /usr/lib/go-1.19/bin/go ] || die "/usr/lib/go-1.19/bin/go missing" "apt-get install golang-1.19"
   t0=$(now)
   say "building ${components[*]} (nice; a cold build takes ~14 min on 2 cores)"
+  local goarch
+  goarch=$(/usr/lib/go-1.19/bin/go env GOARCH)
   (
     cd "$tree"
     export PATH=/usr/lib/go-1.19/bin:$PATH GOPATH=$dir/gopath GOCACHE=$dir/gocache \
-      GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local KUBE_BUILD_PLATFORMS=linux/$(/usr/lib/go-1.19/bin/go env GOARCH)
+      GOFLAGS=-mod=vendor GOPROXY=off GOTOOLCHAIN=local KUBE_BUILD_PLATFORMS=linux/$goarch
     nice -n 10 make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler"
   ) >"$dir/build.log" 2>&1 || { tail -n 30 "$dir/build.log" >&2; die "make failed ($dir/build.log)"; }
   t1=$(now)
@@ -103,7 +107,7 @@ build() {
   done
   echo "kubernetes $version $fix_version" >"$stamp"
   say "built in $(secs "$t0" "$t1") s: $(for c in "${components[@]}"; do printf '%s %s  ' "$c" "$(du -h "$bin/$c" | cut -f1)"; done)"
-  say "disk: tree $(du -sh "$tree" | cut -f1), Go cache $(du -sh "$dir/gocache" | cut -f1)"
+  say "disk: tree with its build output $(du -sh "$tree" | cut -f1), Go cache $(du -sh "$dir/gocache" 2>/dev/null | cut -f1)"
   # The tree and the Go cache are not needed to run: only bin/ is.
   rm -rf "$tree" "$dir/gopath"
 }
@@ -122,6 +126,7 @@ launch() {
   local pid=$!
   echo "$pid" >"$state/$name.pid"
   if [ -n "${ARCHCTL_K8S_OWNER:-}" ]; then
+    # shellcheck disable=SC2016 # $1 and $2 are the watcher's own arguments
     setsid bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
       kill -TERM "$2" 2>/dev/null; sleep 5; kill -KILL "$2" 2>/dev/null' \
       watcher "$ARCHCTL_K8S_OWNER" "$pid" >/dev/null 2>&1 </dev/null &
@@ -187,7 +192,9 @@ start() {
       --initial-cluster "archctl-test=http://127.0.0.1:$peer_port" \
       --quota-backend-bytes 1073741824
     if wait_etcd "http://127.0.0.1:$etcd_port/health"; then break; fi
-    grep -q "address already in use" "$state/etcd.log" && [ "$attempt" -lt 3 ] || fail_start etcd "no health within 30 s"
+    if ! grep -q "address already in use" "$state/etcd.log" || [ "$attempt" -ge 3 ]; then
+      fail_start etcd "no health within 30 s"
+    fi
     rm -rf "$state/etcd"
   done
   for attempt in 1 2 3; do
@@ -203,7 +210,9 @@ start() {
       --service-cluster-ip-range=10.0.0.0/24 --enable-priority-and-fairness=false \
       --cert-dir="$state/apiserver-certs"
     if wait_apiserver "https://127.0.0.1:$port/readyz" "$token"; then break; fi
-    grep -q "address already in use" "$state/kube-apiserver.log" && [ "$attempt" -lt 3 ] || fail_start kube-apiserver "no /readyz 200 within 90 s"
+    if ! grep -q "address already in use" "$state/kube-apiserver.log" || [ "$attempt" -ge 3 ]; then
+      fail_start kube-apiserver "no /readyz 200 within 90 s"
+    fi
   done
   local server="https://127.0.0.1:$port" ca_data
   ca_data=$(base64 -w0 <"$state/ca.crt")
@@ -266,7 +275,7 @@ wait_apiserver() {
 }
 
 stop_all() {
-  local f pid i
+  local f pid
   for f in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$state/$f.pid" ] || continue
     pid=$(cat "$state/$f.pid")
@@ -275,7 +284,7 @@ stop_all() {
   for f in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$state/$f.pid" ] || continue
     pid=$(cat "$state/$f.pid")
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
