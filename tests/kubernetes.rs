@@ -637,3 +637,184 @@ fn metrics_count_what_was_decided() {
         "{text}"
     );
 }
+
+/// YAML (yaml-rust2, already archctl's) as JSON, for the API server.
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("{k:?}")),
+                        yaml_to_json(v),
+                    )
+                })
+                .collect(),
+        ),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::String(s) => json!(s),
+        Yaml::Integer(i) => json!(i),
+        Yaml::Real(r) => json!(r.parse::<f64>().unwrap()),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Null => Value::Null,
+        other => panic!("unexpected YAML {other:?}"),
+    }
+}
+
+fn api_path(kind: &str, namespace: Option<&str>) -> String {
+    let ns = |n: Option<&str>| {
+        format!(
+            "namespaces/{}/",
+            n.expect("a namespaced object names its namespace")
+        )
+    };
+    match kind {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("/api/v1/{}serviceaccounts", ns(namespace)),
+        "ConfigMap" => format!("/api/v1/{}configmaps", ns(namespace)),
+        "Service" => format!("/api/v1/{}services", ns(namespace)),
+        "Secret" => format!("/api/v1/{}secrets", ns(namespace)),
+        "DaemonSet" => format!("/apis/apps/v1/{}daemonsets", ns(namespace)),
+        "Deployment" => format!("/apis/apps/v1/{}deployments", ns(namespace)),
+        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+        "MutatingWebhookConfiguration" => {
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations".into()
+        }
+        other => panic!("deploy/kubernetes has a {other}: add its API path here"),
+    }
+}
+
+#[test]
+fn the_shipped_manifests_are_valid_least_privilege_and_fail_open() {
+    let _ = require_kube!();
+    let c = Cluster::get();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let generated = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(dir.join("webhook-cert.sh"))
+        .arg(generated.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(['4', '5'])
+                || p.file_name().unwrap() == "40-webhook.yaml"
+        })
+        .collect();
+    files.push(generated.path().join("45-webhook-tls.yaml"));
+    files.push(generated.path().join("50-mutatingwebhook.yaml"));
+    files.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    let mut kinds = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for doc in yaml_rust2::YamlLoader::load_from_str(&text).unwrap() {
+            let obj = yaml_to_json(&doc);
+            let kind = obj["kind"].as_str().unwrap().to_string();
+            let ns = obj["metadata"]["namespace"].as_str();
+            let path = api_path(&kind, ns);
+            // The namespace for real (so the rest can be checked in it); everything
+            // else validated by the API server without being stored.
+            if kind == "Namespace" {
+                c.cp.ensure(&path, &obj);
+            } else {
+                let (code, v) = c.cp.call(
+                    "POST",
+                    &format!("{path}?dryRun=All"),
+                    Some(&obj),
+                    "application/json",
+                );
+                assert!(
+                    (200..300).contains(&code) || code == 409,
+                    "{} {kind} {}: HTTP {code}: {v}",
+                    f.display(),
+                    obj["metadata"]["name"]
+                );
+            }
+            match kind.as_str() {
+                "ClusterRole" => {
+                    for r in obj["rules"].as_array().unwrap() {
+                        let verbs: Vec<&str> = r["verbs"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_str().unwrap())
+                            .collect();
+                        assert!(
+                            verbs.iter().all(|v| ["get", "patch"].contains(v)),
+                            "{}: more than get/patch: {verbs:?}",
+                            obj["metadata"]["name"]
+                        );
+                        let res: Vec<&str> = r["resources"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_str().unwrap())
+                            .collect();
+                        if verbs.contains(&"patch") {
+                            assert_eq!(res, ["nodes"], "only Nodes are patched");
+                        }
+                    }
+                }
+                "MutatingWebhookConfiguration" => {
+                    let w = &obj["webhooks"][0];
+                    assert_eq!(w["failurePolicy"], "Ignore");
+                    assert_eq!(w["sideEffects"], "None");
+                    assert!(w["clientConfig"]["caBundle"].as_str().unwrap().len() > 100);
+                }
+                "DaemonSet" | "Deployment" => {
+                    // archctl itself accepts the arguments the manifests give it.
+                    let container = &obj["spec"]["template"]["spec"]["containers"][0];
+                    let mut argv = vec!["archctl".to_string()];
+                    argv.extend(
+                        container["args"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|a| a.as_str().unwrap().to_string()),
+                    );
+                    let parsed =
+                        archctl::cli::Cli::parse_args(argv.iter().map(std::ffi::OsString::from));
+                    assert!(
+                        parsed.is_ok(),
+                        "{argv:?}: {}",
+                        parsed.err().map(|e| e.to_string()).unwrap_or_default()
+                    );
+                }
+                _ => {}
+            }
+            kinds.push(kind);
+        }
+    }
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+        "Deployment",
+        "Service",
+        "Secret",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "no {k} in deploy/kubernetes: {kinds:?}"
+        );
+    }
+}

@@ -207,7 +207,7 @@ start() {
       --service-account-issuer=https://kubernetes.default.svc \
       --service-account-key-file="$state/sa.pub" --service-account-signing-key-file="$state/sa.key" \
       --token-auth-file="$state/tokens.csv" --authorization-mode=Node,RBAC \
-      --service-cluster-ip-range=10.0.0.0/24 --enable-priority-and-fairness=false \
+      --service-cluster-ip-range=10.0.0.0/24 --enable-priority-and-fairness=false --allow-privileged=true \
       --cert-dir="$state/apiserver-certs"
     if wait_apiserver "https://127.0.0.1:$port/readyz" "$token"; then break; fi
     if ! grep -q "address already in use" "$state/kube-apiserver.log" || [ "$attempt" -ge 3 ]; then
