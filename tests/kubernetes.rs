@@ -44,6 +44,8 @@ struct Cluster {
 }
 
 /// Stops `pid` when this test process is gone (statics are never dropped).
+// The watcher outlives this process by design: it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn reap_with_me(pid: u32) {
     Command::new("setsid")
         .args([
