@@ -21,24 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::Engine;
 use serde_json::json;
 
 fn archctl_bin() -> String {
     std::env::var("ARCHCTL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_archctl").to_string())
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Creates `images.len()` pods in `ns`, one API call each; returns the total time.
@@ -94,36 +80,7 @@ fn main() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(
-        d,
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
-            "-subj", "/CN=w",
-        ],
-    );
-    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            cp.ca.to_str().unwrap(),
-            "-CAkey",
-            cp.ca_key.to_str().unwrap(),
-            "-CAcreateserial",
-            "-CAserial",
-            "ca.srl",
-            "-out",
-            "tls.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    );
+    kube::server_certificate(d, &cp.ca, &cp.ca_key);
     let addr = format!("127.0.0.1:{}", registry::free_port());
     let log = d.join("webhook.log");
     let mut webhook = Command::new(archctl_bin())
@@ -144,33 +101,10 @@ fn main() {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    cp.delete("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/archctl-bench");
-    cp.post(
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-        &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-                "metadata": {"name": "archctl-bench"},
-                "webhooks": [{"name": "bench.archctl.io",
-                    "clientConfig": {"url": format!("https://{addr}/mutate"),
-                                     "caBundle": base64::engine::general_purpose::STANDARD.encode(std::fs::read(&cp.ca).unwrap())},
-                    "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-                    "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,
-                    "namespaceSelector": {"matchExpressions": [{"key": "archctl.io/placement", "operator": "NotIn", "values": ["disabled"]}]}}]}),
-    );
+    cp.register_webhook("archctl-bench", &addr);
     cp.create_namespace("bench-on", &[]);
     cp.create_namespace("bench-off", &[("archctl.io/placement", "disabled")]);
-    // Until the API server calls the new configuration.
-    for i in 0.. {
-        let p = cp.post(
-            "/api/v1/namespaces/bench-on/pods",
-            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("warmup-{i}")},
-                    "spec": {"containers": [{"name": "c", "image": "127.0.0.1:1/x:v1"}]}}),
-        );
-        if p["metadata"]["annotations"]["archctl.io/placement"].is_string() {
-            break;
-        }
-        assert!(i < 200, "the API server never called the webhook");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cp.wait_webhook_called("bench-probe", "127.0.0.1:1/x:v1");
     println!(
         "| pods | cache | with webhook | baseline (namespace not sent) | added per pod | webhook's own median |"
     );

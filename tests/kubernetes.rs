@@ -63,19 +63,6 @@ fn reap_with_me(pid: u32) {
         .unwrap();
 }
 
-fn openssl(args: &[&str], dir: &std::path::Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn ref_of(reg: &Registry, p: &Pushed) -> String {
     format!("{}/{}:{}", reg.addr(), p.repo, p.tag)
 }
@@ -121,48 +108,7 @@ impl Cluster {
 
         // The webhook's certificate, signed by the control plane's CA.
         let d = tmp.path();
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "tls.key",
-                "-out",
-                "tls.csr",
-                "-subj",
-                "/CN=archctl-webhook",
-            ],
-            d,
-        );
-        std::fs::write(
-            d.join("ext"),
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tls.csr",
-                "-CA",
-                cp.ca.to_str().unwrap(),
-                "-CAkey",
-                cp.ca_key.to_str().unwrap(),
-                "-CAcreateserial",
-                "-CAserial",
-                "ca.srl",
-                "-out",
-                "tls.crt",
-                "-days",
-                "1",
-                "-extfile",
-                "ext",
-            ],
-            d,
-        );
+        support::kube::server_certificate(d, &cp.ca, &cp.ca_key);
         let port = free_port();
         let webhook = format!("127.0.0.1:{port}");
         let log = d.join("webhook.log");
@@ -193,33 +139,7 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let ca = std::fs::read(&cp.ca).unwrap();
-        cp.delete(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/archctl-placement",
-        );
-        cp.post(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-            &json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingWebhookConfiguration",
-                "metadata": {"name": "archctl-placement"},
-                "webhooks": [{
-                    "name": "placement.archctl.io",
-                    "clientConfig": {
-                        "url": format!("https://{webhook}/mutate"),
-                        "caBundle": base64::engine::general_purpose::STANDARD.encode(ca),
-                    },
-                    "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                               "resources": ["pods"], "scope": "Namespaced"}],
-                    "failurePolicy": "Ignore",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                    "timeoutSeconds": 5,
-                    "namespaceSelector": {"matchExpressions": [
-                        {"key": "archctl.io/placement", "operator": "NotIn", "values": ["disabled"]}]},
-                }]
-            }),
-        );
+        cp.register_webhook("archctl-placement", &webhook);
         cp.create_node(AMD64, "amd64", &[POOL]);
         cp.create_node(ARM64, "arm64", &[POOL]);
         cp.create_node(
@@ -240,56 +160,16 @@ impl Cluster {
             _webhook: child,
             _tmp: tmp,
         };
-        c.wait_webhook_called();
+        c.cp.wait_webhook_called("place-probe", &ref_of(&c.public, &c.multi));
         c
-    }
-
-    /// The API server calls a new webhook configuration only once its informer saw it:
-    /// until a probe pod comes back annotated, the tests would race it.
-    fn wait_webhook_called(&self) {
-        self.cp.create_namespace("place-probe", &[]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for i in 0.. {
-            let name = format!("probe-{i}");
-            let p = self.create_pod(
-                "place-probe",
-                &name,
-                &[&ref_of(&self.public, &self.multi)],
-                json!({}),
-            );
-            if p["metadata"]["annotations"][PLACEMENT].is_string() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the API server never called the webhook; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.webhook_log).unwrap_or_default()
     }
 
-    /// Creates a pod (never run: no kubelet) and returns it as admitted.
     fn create_pod(&self, ns: &str, name: &str, images: &[&str], extra_spec: Value) -> Value {
-        let containers: Vec<Value> = images
-            .iter()
-            .enumerate()
-            .map(|(i, im)| json!({"name": format!("c{i}"), "image": im}))
-            .collect();
-        let mut spec = json!({"containers": containers, "automountServiceAccountToken": false});
-        if let Value::Object(m) = extra_spec {
-            for (k, v) in m {
-                spec[k] = v;
-            }
-        }
-        self.cp.post(
-            &format!("/api/v1/namespaces/{ns}/pods"),
-            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}),
-        )
+        self.cp.create_pod(ns, name, images, extra_spec)
     }
 
     fn bound(&self, ns: &str, pod: &str) -> String {

@@ -22,62 +22,10 @@ struct Webhook {
     dir: tempfile::TempDir,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a certificate for 127.0.0.1 signed by it, in `dir`.
-fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "1", "-subj", "/CN=ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
-            "-subj", "/CN=w",
-        ],
-    );
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    );
-}
-
 impl Webhook {
     fn start() -> Webhook {
         let dir = tempfile::tempdir().unwrap();
-        certificates(dir.path());
+        support::kube::ca_and_server_certificate(dir.path());
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(ARCHCTL)
             .args([
@@ -244,7 +192,7 @@ fn fails_open_without_api_for_pull_secrets_and_unreachable_registries() {
 #[test]
 fn bad_certificates_and_flags_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    support::kube::ca_and_server_certificate(dir.path());
     let d = |f: &str| -> PathBuf { dir.path().join(f) };
     let serve = |cert: &Path, key: &Path, extra: &[&str]| {
         Command::new(ARCHCTL)

@@ -285,3 +285,161 @@ fn chrono_now() -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Runs openssl in `dir`; panics with its stderr on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server certificate for 127.0.0.1 in `dir` (`tls.crt`, `tls.key`), signed by the CA
+/// `ca_crt`/`ca_key`.
+pub fn server_certificate(dir: &Path, ca_crt: &Path, ca_key: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=archctl-webhook",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            ca_crt.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-CAserial",
+            "ca.srl",
+            "-out",
+            "tls.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
+}
+
+/// A CA of its own in `dir` (`ca.crt`, `ca.key`) and a server certificate it signed.
+pub fn ca_and_server_certificate(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=archctl-test-ca",
+        ],
+    );
+    server_certificate(dir, &dir.join("ca.crt"), &dir.join("ca.key"));
+}
+
+impl ControlPlane {
+    /// Registers the webhook at `https://ADDR/mutate` (replacing a configuration of the
+    /// same name) the way deploy/kubernetes/ does, but by URL with the control plane's
+    /// CA as caBundle: Pod CREATE, failurePolicy Ignore, the opt-out namespaceSelector.
+    pub fn register_webhook(&self, name: &str, addr: &str) {
+        use base64::Engine;
+        let ca = std::fs::read(&self.ca).unwrap();
+        self.delete(&format!(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"
+        ));
+        self.post(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            &json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": name},
+                "webhooks": [{
+                    "name": format!("{name}.archctl.io"),
+                    "clientConfig": {
+                        "url": format!("https://{addr}/mutate"),
+                        "caBundle": base64::engine::general_purpose::STANDARD.encode(ca),
+                    },
+                    "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                               "resources": ["pods"], "scope": "Namespaced"}],
+                    "failurePolicy": "Ignore",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 5,
+                    "namespaceSelector": {"matchExpressions": [
+                        {"key": "archctl.io/placement", "operator": "NotIn", "values": ["disabled"]}]},
+                }]
+            }),
+        );
+    }
+
+    /// Creates a pod of `images` (never run: no kubelet; `extra_spec` merged into its
+    /// spec) and returns it as admitted.
+    pub fn create_pod(&self, ns: &str, name: &str, images: &[&str], extra_spec: Value) -> Value {
+        let containers: Vec<Value> = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| json!({"name": format!("c{i}"), "image": im}))
+            .collect();
+        let mut spec = json!({"containers": containers, "automountServiceAccountToken": false});
+        if let Value::Object(m) = extra_spec {
+            for (k, v) in m {
+                spec[k] = v;
+            }
+        }
+        self.post(
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}),
+        )
+    }
+
+    /// Until the API server calls a newly registered webhook (its informer must see the
+    /// configuration first): probe pods in `ns` until one comes back annotated.
+    pub fn wait_webhook_called(&self, ns: &str, image: &str) {
+        self.create_namespace(ns, &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0.. {
+            let p = self.create_pod(ns, &format!("probe-{i}"), &[image], json!({}));
+            if p["metadata"]["annotations"]["archctl.io/placement"].is_string() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API server never called the webhook"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
