@@ -16,10 +16,7 @@ mod registry;
 #[path = "../tests/support/kube.rs"]
 mod kube;
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -83,24 +80,7 @@ fn main() {
     kube::server_certificate(d, &cp.ca, &cp.ca_key);
     let addr = format!("127.0.0.1:{}", registry::free_port());
     let log = d.join("webhook.log");
-    let mut webhook = Command::new(archctl_bin())
-        .args(["webhook", "serve", "--listen", &addr, "--tls-cert"])
-        .arg(d.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(d.join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .env("ARCHCTL_CACHE_DIR", d.join("cache"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("serving")
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut webhook = cp.spawn_webhook(&archctl_bin(), d, &addr);
     cp.register_webhook("archctl-bench", &addr);
     cp.create_namespace("bench-on", &[]);
     cp.create_namespace("bench-off", &[("archctl.io/placement", "disabled")]);

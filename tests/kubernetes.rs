@@ -112,33 +112,8 @@ impl Cluster {
         let port = free_port();
         let webhook = format!("127.0.0.1:{port}");
         let log = d.join("webhook.log");
-        let child = Command::new(ARCHCTL)
-            .args(["webhook", "serve", "--listen", &webhook, "--tls-cert"])
-            .arg(d.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(d.join("tls.key"))
-            .arg("--kubeconfig")
-            .arg(&cp.kubeconfig)
-            .env("ARCHCTL_CACHE_DIR", d.join("cache"))
-            .env_remove("POD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = cp.spawn_webhook(ARCHCTL, d, &webhook);
         reap_with_me(child.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("serving https://")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "webhook did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
         cp.register_webhook("archctl-placement", &webhook);
         cp.create_node(AMD64, "amd64", &[POOL]);
         cp.create_node(ARM64, "arm64", &[POOL]);

@@ -405,6 +405,41 @@ impl ControlPlane {
         );
     }
 
+    /// Starts `archctl webhook serve` (the binary `archctl`) on `addr` with the
+    /// certificate in `dir` (see [`server_certificate`]), this control plane's
+    /// kubeconfig and a cache in `dir`; its log in `dir/webhook.log`. Returns once it
+    /// serves.
+    pub fn spawn_webhook(&self, archctl: &str, dir: &Path, addr: &str) -> std::process::Child {
+        let log = dir.join("webhook.log");
+        let child = Command::new(archctl)
+            .args(["webhook", "serve", "--listen", addr, "--tls-cert"])
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("ARCHCTL_CACHE_DIR", dir.join("cache"))
+            .env_remove("POD_NAMESPACE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("serving https://")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "webhook did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     /// Creates a pod of `images` (never run: no kubelet; `extra_spec` merged into its
     /// spec) and returns it as admitted.
     pub fn create_pod(&self, ns: &str, name: &str, images: &[&str], extra_spec: Value) -> Value {
