@@ -981,7 +981,7 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .filter(|n| n != "help")
             .collect();
-        assert_eq!(names.len(), 18, "{names:?}");
+        assert_eq!(names.len(), 20, "{names:?}");
         for name in names {
             let mut lone = lone_root(&name).unwrap_or_else(|| panic!("{name}: not in lone_root"));
             lone.build();
