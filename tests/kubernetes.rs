@@ -339,7 +339,6 @@ fn an_unreachable_registry_admits_the_pod_with_the_reason() {
     let _ = require_kube!();
     let c = Cluster::get();
     c.cp.create_namespace("place-down", &[]);
-    let t = Instant::now();
     let p = c.create_pod(
         "place-down",
         "app",
@@ -352,11 +351,6 @@ fn an_unreachable_registry_admits_the_pod_with_the_reason() {
         "{a}"
     );
     assert!(p["spec"]["affinity"].is_null(), "{}", p["spec"]);
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "admission took {:?}",
-        t.elapsed()
-    );
     c.bound("place-down", "app");
 }
 

@@ -24,6 +24,10 @@ struct Webhook {
 
 impl Webhook {
     fn start() -> Webhook {
+        Webhook::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Webhook {
         let dir = tempfile::tempdir().unwrap();
         support::kube::ca_and_server_certificate(dir.path());
         let addr = format!("127.0.0.1:{}", free_port());
@@ -40,6 +44,7 @@ impl Webhook {
             .arg(dir.path().join("tls.crt"))
             .arg("--tls-key")
             .arg(dir.path().join("tls.key"))
+            .args(extra)
             .env("ARCHCTL_CACHE_DIR", dir.path().join("cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -257,4 +262,32 @@ fn bad_certificates_and_flags_are_clear_errors() {
         .run();
     assert_code(&out, 1);
     assert_error_line(&out, &format!("listen on {taken}"));
+}
+
+#[test]
+fn a_registry_that_never_answers_is_cut_off_at_the_budget() {
+    // Accepts connections (the kernel's backlog) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let image = format!("{}/slow/app:v1", silent.local_addr().unwrap());
+    let w = Webhook::start_with(&["--budget-ms", "700"]);
+    let t = Instant::now();
+    let (code, body) = w.review(&pod_review(
+        json!({"containers": [{"name": "c", "image": image}]}),
+    ));
+    let took = t.elapsed();
+    assert_eq!(code, 200, "{body}");
+    let p = patch_of(&body).unwrap();
+    let a = p[0]["value"]["archctl.io/placement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(a.starts_with("skipped: "), "{a}");
+    assert!(
+        a.contains("700 ms") || a.contains("timed out") || a.contains("timeout"),
+        "{a}"
+    );
+    // Answered (curl allows 20 s; the registry never answers): the budget decided,
+    // and not before it was spent.
+    assert!(took >= Duration::from_millis(690), "{took:?}");
+    drop(silent);
 }
